@@ -49,10 +49,23 @@ def find_start(model: DeviceModel, layout: Layout, profile: Profile) -> int | No
     if not profile.mem_slots or not model.mem_slots:
         return NO_SLOT
     want = (1 << profile.mem_slots) - 1
-    for start in profile.starts:
-        if start + profile.mem_slots <= model.mem_slots and not (mask & (want << start)):
-            return start
-    return None
+    starts = [
+        st for st in profile.starts if st + profile.mem_slots <= model.mem_slots and not (mask & (want << st))
+    ]
+    if len(starts) <= 1:
+        return starts[0] if starts else None
+    # Several places: take the one that leaves the most room for the rest of the menu, so
+    # that 3g.40gb + 2g.20gb + 1g.10gb + 1g.10gb all fit on an A100 whatever the order.
+    return max(starts, key=lambda st: (_room(model, mask | (want << st)), -st))
+
+
+def _room(model: DeviceModel, mask: int) -> int:
+    """How many (profile, start) placements remain open on a slot mask."""
+    n = 0
+    for p in model.profiles:
+        w = (1 << p.mem_slots) - 1
+        n += sum(1 for st in p.starts if st + p.mem_slots <= model.mem_slots and not (mask & (w << st)))
+    return n
 
 
 def is_valid(model: DeviceModel, layout: Layout) -> bool:

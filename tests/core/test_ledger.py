@@ -64,12 +64,28 @@ def test_npu_rounds_up_to_ten_percent_steps() -> None:
 
 def test_mig_layout_rules() -> None:
     led = mixed_pool()
-    led.reserve(host="nvidia-b", devices=[A100], profile="3g.40gb")
-    assert led.pool.profile_free[led.device_index(A100)] == {"1g.10gb", "1g.20gb", "2g.20gb", "3g.40gb"}
-    with pytest.raises(LedgerConflict, match=r"4g\.40gb"):
-        led.reserve(host="nvidia-b", devices=[A100], profile="4g.40gb")
-    led.reserve(host="nvidia-b", devices=[A100], profile="3g.40gb")
+    first = led.reserve(host="nvidia-b", devices=[A100], profile="3g.40gb")
+    # Placed at slice 4 so that 4g.40gb still fits at 0 (NVIDIA's placement rules).
+    assert first.slices[0].start == 4
+    assert led.pool.profile_free[led.device_index(A100)] == {
+        "1g.10gb",
+        "1g.20gb",
+        "2g.20gb",
+        "3g.40gb",
+        "4g.40gb",
+    }
+    led.reserve(host="nvidia-b", devices=[A100], profile="4g.40gb")
     assert led.pool.profile_free[led.device_index(A100)] == frozenset()
+    with pytest.raises(LedgerConflict, match=r"1g\.10gb"):
+        led.reserve(host="nvidia-b", devices=[A100], profile="1g.10gb")
+    led.check_invariants()
+
+
+def test_mixed_mig_layout_fits_whatever_the_order() -> None:
+    led = mixed_pool()
+    for prof in ("3g.40gb", "2g.20gb", "1g.10gb", "1g.10gb"):
+        led.reserve(host="nvidia-b", devices=[A100], profile=prof)
+    assert sorted(p for p, _ in led.layout(A100)) == ["1g.10gb", "1g.10gb", "2g.20gb", "3g.40gb"]
     led.check_invariants()
 
 

@@ -1,0 +1,219 @@
+"""The host agent: registers a machine's devices and runs its slice workers.
+
+One agent runs on every machine with accelerators (``flexlab agent tcp://HOST:PORT``). It
+registers the host's devices with the scheduler plugin, then long-polls it for commands:
+start a slice worker (a process pinned to the slice by its environment, or an in-process
+worker for mock pools), stop one. If the scheduler goes away the agent keeps trying and
+registers again when it is back, which is how a restarted scheduler gets its hosts and
+leases back. Several agents pointed at one scheduler form one pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from distributed import Worker
+from distributed.comm.core import CommClosedError
+from distributed.core import rpc
+
+from flexlab.core.topology import HostSpec
+from flexlab_dask.state import host_to_dict
+from flexlab_dask.worker import worker_kwargs
+
+logger = logging.getLogger("flexlab.agent")
+
+EnvFor = Callable[[dict[str, Any]], dict[str, str]]
+
+
+def mock_env(cmd: dict[str, Any]) -> dict[str, str]:
+    """The mock's own variables for a slice (see ``flexlab.mock.env``)."""
+    from flexlab.mock.env import slice_env
+
+    return slice_env(
+        str(cmd["slice_id"]),
+        str(cmd["model"]),
+        int(cmd["compute_milli"]),
+        int(cmd["memory_mib"]),
+        str(cmd["devices"][0]),
+    )
+
+
+@dataclass
+class _Running:
+    cmd: dict[str, Any]
+    worker: Worker | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+
+class HostAgent:
+    """Registers one host and runs its slice workers.
+
+    ``processes=True`` starts each slice worker as its own process whose environment pins
+    it to the slice; ``False`` runs them in this process (mock pools, Binder, tests).
+    """
+
+    def __init__(
+        self,
+        scheduler: str,
+        host: HostSpec,
+        *,
+        provider: str = "mock",
+        processes: bool = True,
+        env_for: EnvFor | None = None,
+        listen_host: str = "127.0.0.1",
+        poll_timeout: float = 5.0,
+        retry_interval: float = 0.5,
+        telemetry_interval: float = 1.0,
+    ) -> None:
+        self.scheduler = scheduler
+        self.host = host
+        self.provider = provider
+        self.processes = processes
+        self.env_for = env_for or (mock_env if provider == "mock" else _no_env)
+        self.listen_host = listen_host
+        self.poll_timeout = poll_timeout
+        self.retry_interval = retry_interval
+        self.telemetry_interval = telemetry_interval
+        self.running: dict[str, _Running] = {}
+        self.registered = asyncio.Event()
+        self.registrations = 0
+        self._rpc: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def start(self) -> HostAgent:
+        self._rpc = rpc(self.scheduler)
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aenter__(self) -> HostAgent:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _register(self) -> None:
+        resp = await self._rpc.flexlab_agent_register(
+            host=host_to_dict(self.host), agent=f"{os.getpid()}", running=list(self.running)
+        )
+        if resp.get("status") != "OK":
+            raise RuntimeError(f"flexlab agent: registration refused: {resp}")
+        self.registrations += 1
+        self.registered.set()
+        logger.info("flexlab agent: host %s registered with %s", self.host.name, self.scheduler)
+
+    async def _run(self) -> None:
+        need_register = True
+        while not self._closing:
+            try:
+                if need_register:
+                    await self._register()
+                    need_register = False
+                self._reap()
+                resp = await self._rpc.flexlab_agent_poll(
+                    host=self.host.name, running=list(self.running), timeout=self.poll_timeout
+                )
+                if resp.get("status") == "unregistered":
+                    need_register = True
+                    continue
+                for cmd in resp.get("commands", []):
+                    await self._apply(cmd)
+            except (OSError, CommClosedError, asyncio.TimeoutError) as exc:
+                if self._closing:
+                    return
+                if not need_register:
+                    logger.warning("flexlab agent: lost the scheduler (%s); retrying", exc)
+                need_register = True
+                self.registered.clear()
+                await asyncio.sleep(self.retry_interval)
+
+    async def _apply(self, cmd: dict[str, Any]) -> None:
+        if cmd["op"] == "start":
+            await self.start_slice(cmd)
+        elif cmd["op"] == "stop":
+            await self.stop_slice(str(cmd["slice_id"]), str(cmd.get("reason", "")))
+
+    async def start_slice(self, cmd: dict[str, Any]) -> None:
+        sid = str(cmd["slice_id"])
+        if sid in self.running:
+            await self.stop_slice(sid, "replaced")
+        env = self.env_for(cmd)
+        logger.info("flexlab agent: starting slice %s on %s", sid, ", ".join(cmd["devices"]))
+        if self.processes:
+            argv = [
+                sys.executable,
+                "-m",
+                "flexlab_dask.worker",
+                self.scheduler,
+                "--slice",
+                json.dumps(cmd),
+                "--provider",
+                self.provider,
+                "--host",
+                self.listen_host,
+                "--interval",
+                str(self.telemetry_interval),
+            ]
+            proc = subprocess.Popen(argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL)
+            self.running[sid] = _Running(cmd, process=proc)
+        else:
+            kwargs = worker_kwargs(cmd, provider=self.provider, interval=self.telemetry_interval, env=env)
+            w = Worker(self.scheduler, host=self.listen_host, **kwargs)
+            self.running[sid] = _Running(cmd, worker=w)
+            await w
+
+    async def stop_slice(self, sid: str, reason: str = "") -> None:
+        r = self.running.pop(sid, None)
+        if r is None:
+            return
+        logger.info("flexlab agent: stopping slice %s (%s)", sid, reason)
+        if r.worker is not None:
+            await r.worker.close(reason=f"flexlab: {reason}")
+        if r.process is not None and r.process.poll() is None:
+            r.process.terminate()
+            try:
+                await asyncio.to_thread(r.process.wait, 10)
+            except subprocess.TimeoutExpired:
+                r.process.kill()
+
+    def _reap(self) -> None:
+        """Forget workers that died by themselves (the scheduler saw them go)."""
+        for sid, r in list(self.running.items()):
+            dead = (r.process is not None and r.process.poll() is not None) or (
+                r.worker is not None and r.worker.status.name in ("closed", "failed")
+            )
+            if dead:
+                logger.warning("flexlab agent: slice %s worker exited", sid)
+                del self.running[sid]
+
+    def worker_pids(self) -> dict[str, int]:
+        """Process ids of the slice workers this agent started, by slice id."""
+        return {sid: r.process.pid for sid, r in self.running.items() if r.process is not None}
+
+    async def close(self, *, leave: bool = True) -> None:
+        """Stop every slice worker; with ``leave`` tell the scheduler the host is gone."""
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for sid in list(self.running):
+            await self.stop_slice(sid, "agent closing")
+        if leave and self._rpc is not None:
+            with contextlib.suppress(OSError, CommClosedError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._rpc.flexlab_agent_leave(host=self.host.name), 5)
+        if self._rpc is not None:
+            await self._rpc.close_rpc()
+
+
+def _no_env(cmd: dict[str, Any]) -> dict[str, str]:
+    return {}

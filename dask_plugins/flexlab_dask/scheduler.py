@@ -1,0 +1,527 @@
+"""``FlexScheduler``: the Dask scheduler plugin that owns the pool and places tasks on slices.
+
+Load it with ``dask scheduler --preload flexlab_dask.scheduler`` or
+``client.register_plugin(FlexScheduler())``. It translates Dask events into calls on the
+core's :class:`~flexlab.core.pool.SlicePool` and carries out what it decides:
+
+* ``update_graph``: a task annotated ``flexlab=...`` (see :func:`flexlab.client.request`)
+  is bound to a slice by setting its resource restrictions (the slice's worker offers
+  ``flexlab-slice-<id>``); a task that can never fit gets a run spec that raises
+  :class:`~flexlab.core.errors.Unschedulable` with ``explain()``'s reasons; one that may fit
+  later waits in ``no-worker`` with its reason in the pool state.
+* ``transition``: finished tasks give their share back.
+* ``add_worker`` / ``remove_worker``: slice workers come and go; a lost slice's capacity
+  returns to the ledger, its tasks are bound again and its lease is placed again.
+* handlers ``flexlab_*`` serve the pool state, explanations, leases and the host agents.
+
+The Dask scheduler logs and swallows exceptions raised in plugin hooks; this plugin counts
+them in ``errors`` (tests fail when it is not zero).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any, ClassVar
+
+from dask._task_spec import Task
+from distributed import Scheduler, SchedulerPlugin
+
+from flexlab.core.errors import FlexlabError, InvalidRequest, Unschedulable
+from flexlab.core.pool import (
+    LEASE_PREFIX,
+    RESOURCE_PREFIX,
+    Binding,
+    SlicePool,
+    StartSlice,
+    StopSlice,
+)
+from flexlab.core.request import SliceRequest, parse_request
+from flexlab.core.units import parse_duration
+from flexlab_dask import config
+from flexlab_dask.state import host_from_dict, pool_state
+from flexlab_dask.store import LeaseStore, restore
+
+logger = logging.getLogger("flexlab.scheduler")
+
+WAIT_RESOURCE = "flexlab-waiting"
+_DONE = frozenset({"memory", "erred", "forgotten"})
+SLICE_WORKER_PREFIX = "flexlab-slice-"
+
+
+def _raise_unschedulable(message: str) -> None:
+    raise Unschedulable(message, code="UNRESOLVABLE")
+
+
+class FlexScheduler(SchedulerPlugin):
+    """Owns the pool (hosts, devices, slices, leases) inside the Dask scheduler."""
+
+    name: ClassVar[str] = "flexlab"  # type: ignore[misc]
+
+    def __init__(
+        self,
+        *,
+        policy: str | None = None,
+        state_file: str | None = None,
+        loop_interval: float | None = None,
+        default_layouts: dict[str, list[str]] | None = None,
+        carve_on_register: bool | None = None,
+        slice_threads: int | None = None,
+    ) -> None:
+        self.policy = policy or str(config.get("policy"))
+        self.state_file = state_file if state_file is not None else config.state_file()
+        self.loop_interval = loop_interval if loop_interval is not None else config.seconds("loop-interval")
+        layouts = default_layouts if default_layouts is not None else config.get("default-layouts") or {}
+        self.default_layouts = {k: tuple(v) for k, v in layouts.items()}
+        self.carve_on_register = (
+            carve_on_register if carve_on_register is not None else bool(config.get("carve-on-register"))
+        )
+        self.slice_threads = int(slice_threads or config.get("slice-threads"))
+        self.pool = SlicePool(
+            policy=self.policy,
+            default_layouts=self.default_layouts,
+            carve_on_register=self.carve_on_register,
+            slice_threads=self.slice_threads,
+        )
+        self.scheduler: Scheduler | None = None
+        self.store: LeaseStore | None = None
+        #: Exceptions raised inside hooks (the scheduler would swallow them).
+        self.errors: list[str] = []
+        self.fallbacks: dict[str, int] = {}
+        self._requests: dict[Any, SliceRequest] = {}
+        self._spec_cache: dict[str, SliceRequest] = {}
+        self._agent_events: dict[str, asyncio.Event] = {}
+        self._agents: dict[str, float] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        self._lease_workers: set[str] = set()
+        self._stats = {"bound": 0, "waited": 0, "failed": 0, "rebound": 0}
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+        handlers: dict[str, Callable[..., Any]] = {
+            "flexlab_pool_state": self.handle_pool_state,
+            "flexlab_explain": self.handle_explain,
+            "flexlab_events": self.handle_events,
+            "flexlab_lease_create": self.handle_lease_create,
+            "flexlab_lease_get": self.handle_lease_get,
+            "flexlab_lease_list": self.handle_lease_list,
+            "flexlab_lease_release": self.handle_lease_release,
+            "flexlab_lease_renew": self.handle_lease_renew,
+            "flexlab_agent_register": self.handle_agent_register,
+            "flexlab_agent_poll": self.handle_agent_poll,
+            "flexlab_agent_leave": self.handle_agent_leave,
+        }
+        scheduler.handlers.update(handlers)
+        scheduler.stream_handlers["flexlab-telemetry"] = self.handle_telemetry
+        if self.state_file:
+            self.store = LeaseStore(self.state_file)
+            for stored in self.store.live():
+                self.pool.restore_lease(restore(stored))
+            logger.info("flexlab: %d leases restored from %s", len(self.pool.leases), self.state_file)
+        self._loop_task = asyncio.create_task(self._loop())
+        logger.info("flexlab plugin started (policy %s)", self.policy)
+
+    async def close(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        self._persist()
+        if self.store is not None:
+            self.store.close()
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.loop_interval)
+            self._guard("loop", self.tick)
+
+    def tick(self) -> None:
+        """Periodic work: expire leases, retry waiting leases and tasks, persist."""
+        for lease in self.pool.expire():
+            self._notify(lease.owner, f"lease {lease.lease_id} expired: its TTL ran out")
+        self.pool.retry_leases()
+        self._apply_bindings(self.pool.retry_pending())
+        self._flush_commands()
+        self._persist()
+
+    def _guard(self, where: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            self.errors.append(f"{where}: {type(exc).__name__}: {exc}")
+            logger.exception("flexlab plugin error in %s", where)
+            return None
+
+    # ------------------------------------------------------------------ Dask hooks
+    def update_graph(
+        self,
+        scheduler: Scheduler,
+        *,
+        annotations: dict[str, dict[Any, Any]] | None = None,
+        tasks: list[Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._guard("update_graph", self._update_graph, scheduler, annotations or {}, tasks or [])
+
+    def _update_graph(
+        self, scheduler: Scheduler, annotations: dict[str, dict[Any, Any]], tasks: list[Any]
+    ) -> None:
+        ann = annotations.get("flexlab") or {}
+        for key, value in ann.items():
+            ts = scheduler.tasks.get(key)
+            if ts is None or ts.state not in ("released", "waiting", "no-worker"):
+                continue
+            binding = self._bind(key, value)
+            self._restrict(ts, key, binding)
+        if self._lease_workers:
+            self._keep_plain_tasks_off_leases(scheduler, tasks, ann)
+        self._flush_commands()
+
+    def _bind(self, key: Any, value: Any) -> Binding:
+        spec: Any = value
+        owner = None
+        lease_id = None
+        if isinstance(value, dict):
+            spec = value.get("request")
+            owner = value.get("owner")
+            lease_id = value.get("lease")
+        if lease_id is not None:
+            return self.pool.bind_lease_task(key, str(lease_id), owner)
+        try:
+            req = self._parse(spec)
+        except FlexlabError as exc:
+            return Binding("fail", reason=str(exc))
+        self._requests[key] = req
+        return self.pool.bind(key, req)
+
+    def _parse(self, spec: Any) -> SliceRequest:
+        if isinstance(spec, SliceRequest):
+            return spec
+        if not isinstance(spec, str):
+            raise InvalidRequest("flexlab annotation", spec, "a request string such as 'gpu:0.25'")
+        req = self._spec_cache.get(spec)
+        if req is None:
+            req = self._spec_cache[spec] = parse_request(spec)
+        return req
+
+    def _restrict(self, ts: Any, key: Any, b: Binding) -> None:
+        if b.status == "bound":
+            ts.resource_restrictions = dict(b.resources)
+            ts.worker_restrictions = None
+            self._stats["bound"] += 1
+        elif b.status == "wait":
+            ts.resource_restrictions = {WAIT_RESOURCE: 1.0}
+            self._stats["waited"] += 1
+        else:
+            self._requests.pop(key, None)
+            ts.resource_restrictions = None
+            ts.worker_restrictions = None
+            message = f"flexlab cannot place task {key!r}: {b.reason}"
+            ts.run_spec = Task(key, _raise_unschedulable, message)
+            self._stats["failed"] += 1
+
+    def _keep_plain_tasks_off_leases(
+        self, scheduler: Scheduler, tasks: list[Any], ann: dict[Any, Any]
+    ) -> None:
+        """Nobody else's work runs on a leased slice: plain tasks go to the other workers."""
+        open_workers = {a for a in scheduler.workers if a not in self._lease_workers}
+        if not open_workers:
+            return
+        for key in tasks:
+            if key in ann:
+                continue
+            ts = scheduler.tasks.get(key)
+            if ts is None or ts.state != "released" or ts.worker_restrictions or ts.resource_restrictions:
+                continue
+            ts.worker_restrictions = set(open_workers)
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if (finish in _DONE or (finish == "released" and start != "processing")) and key in self._requests:
+            del self._requests[key]
+            self.pool.task_finished(key)
+
+    def add_worker(self, scheduler: Scheduler, worker: str) -> None:
+        self._guard("add_worker", self._add_worker, scheduler, worker)
+
+    def _add_worker(self, scheduler: Scheduler, worker: str) -> None:
+        ws = scheduler.workers.get(worker)
+        name = str(ws.name) if ws is not None else ""
+        if not name.startswith(SLICE_WORKER_PREFIX):
+            return
+        sid = name[len(SLICE_WORKER_PREFIX) :]
+        s = self.pool.slices.get(sid)
+        if s is None:
+            logger.info("flexlab: worker %s serves unknown slice %s; its agent will stop it", worker, sid)
+            return
+        self.pool.slice_ready(sid, worker)
+        if s.lease_id is not None:
+            self._lease_workers.add(worker)
+            self._notify(s.owner, f"lease {s.lease_id} is ready on {', '.join(s.devices)}")
+
+    def remove_worker(self, scheduler: Scheduler, worker: str, **kwargs: Any) -> None:
+        self._guard("remove_worker", self._remove_worker, scheduler, worker)
+
+    def _remove_worker(self, scheduler: Scheduler, worker: str) -> None:
+        self._lease_workers.discard(worker)
+        s = self.pool.slice_of_worker(worker)
+        if s is None:
+            return
+        lost_resource = s.resource
+        owner, lease_id = s.owner, s.lease_id
+        self.pool.worker_lost(worker)
+        if lease_id is not None:
+            self._notify(owner, f"lease {lease_id}: its worker {worker} was lost; it is being placed again")
+        self._rebind_tasks_of(scheduler, lost_resource)
+        self._flush_commands()
+
+    def _rebind_tasks_of(self, scheduler: Scheduler, resource: str) -> None:
+        """Tasks that were bound to a lost slice: bind them again and let Dask run them."""
+        recs: dict[Any, str] = {}
+        for ts in list(scheduler.tasks.values()):
+            rr = ts.resource_restrictions
+            if not rr or resource not in rr or ts.state not in ("waiting", "no-worker", "released"):
+                continue
+            req = self._requests.get(ts.key)
+            if req is None:
+                continue
+            self.pool.task_finished(ts.key)
+            b = self.pool.bind(ts.key, req)
+            self._restrict(ts, ts.key, b)
+            self._stats["rebound"] += 1
+            if ts.state == "no-worker":
+                recs[ts.key] = "processing" if b.status == "bound" else "no-worker"
+        recs = {k: v for k, v in recs.items() if v != "no-worker"}
+        if recs:
+            scheduler.transitions(recs, stimulus_id=f"flexlab-rebind-{time.time()}")
+
+    def _apply_bindings(self, bindings: list[tuple[Any, Binding]]) -> None:
+        if not bindings or self.scheduler is None:
+            return
+        recs: dict[Any, str] = {}
+        for key, b in bindings:
+            ts = self.scheduler.tasks.get(key)
+            if ts is None:
+                self.pool.task_finished(key)
+                continue
+            self._restrict(ts, key, b)
+            if ts.state == "no-worker":
+                recs[key] = "processing" if b.status == "bound" else "erred"
+        recs = {k: v for k, v in recs.items() if v == "processing"}
+        if recs:
+            self.scheduler.transitions(recs, stimulus_id=f"flexlab-retry-{time.time()}")
+
+    # ------------------------------------------------------------------ agents
+    def _flush_commands(self) -> None:
+        for host, ev in self._agent_events.items():
+            if self.pool.outbox.get(host):
+                ev.set()
+
+    def handle_agent_register(
+        self, host: dict[str, Any], agent: str = "", running: list[str] | None = None
+    ) -> dict[str, Any]:
+        spec = host_from_dict(host)
+        self.pool.register_host(spec)
+        self._agents[spec.name] = time.time()
+        self._agent_events.setdefault(spec.name, asyncio.Event())
+        stop = [sid for sid in running or [] if sid not in self.pool.slices]
+        for sid in stop:
+            self.pool.outbox.setdefault(spec.name, []).append(
+                StopSlice(sid, spec.name, "unknown to the scheduler")
+            )
+        self._flush_commands()
+        logger.info("flexlab: agent %s registered host %s", agent, spec.name)
+        return {"status": "OK", "host": spec.name}
+
+    async def handle_agent_poll(
+        self, host: str, running: list[str] | None = None, timeout: float = 5.0
+    ) -> dict[str, Any]:
+        """Long poll of a host agent: the commands for its host, once there are any."""
+        if host not in self.pool.ledger.hosts:
+            return {"status": "unregistered"}
+        self._agents[host] = time.time()
+        ev = self._agent_events.setdefault(host, asyncio.Event())
+        if not self.pool.outbox.get(host):
+            ev.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(ev.wait(), timeout=max(0.0, min(float(timeout), 30.0)))
+        cmds = self.pool.take_commands(host)
+        for sid in running or []:
+            if sid not in self.pool.slices and not any(
+                isinstance(c, StopSlice) and c.slice_id == sid for c in cmds
+            ):
+                cmds.append(StopSlice(sid, host, "unknown to the scheduler"))
+        return {"status": "OK", "commands": [_command_dict(c) for c in cmds]}
+
+    def handle_agent_leave(self, host: str) -> dict[str, Any]:
+        if host in self.pool.ledger.hosts and self.scheduler is not None:
+            lost = [s.resource for s in self.pool.slices.values() if s.host == host]
+            self.pool.unregister_host(host)
+            for res in lost:
+                self._rebind_tasks_of(self.scheduler, res)
+        self._agent_events.pop(host, None)
+        return {"status": "OK"}
+
+    def handle_telemetry(
+        self,
+        worker: str = "",
+        slice: str = "",
+        utilisation: float = 0.0,
+        memory_used_mib: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        self._guard(
+            "telemetry", self.pool.telemetry, slice, utilisation=utilisation, memory_used_mib=memory_used_mib
+        )
+
+    # ------------------------------------------------------------------ clients
+    def handle_pool_state(self) -> dict[str, Any]:
+        state = pool_state(self.pool)
+        state["plugin"] = {
+            "errors": len(self.errors),
+            "stats": dict(self._stats),
+            "policy": self.policy,
+            "agents": {h: round(time.time() - t, 1) for h, t in self._agents.items()},
+        }
+        if self.scheduler is not None:
+            waiting = []
+            for key, (req, reason) in list(self.pool.pending.items())[:200]:
+                waiting.append({"key": str(key), "request": req.describe(), "reason": reason})
+            state["waiting"] = waiting
+        return state
+
+    def handle_explain(self, request: str, owner: str | None = None) -> dict[str, Any]:
+        try:
+            req = parse_request(request)
+        except FlexlabError as exc:
+            return _error(exc)
+        ex = self.pool.explain(req)
+        d = ex.decision
+        where = None
+        if d.ok:
+            pool = self.pool.ledger.pool
+            devs = [self.pool.ledger.device_at(i) for i in d.devices]
+            where = {
+                "host": pool.host_names[d.host],
+                "devices": devs,
+                "profile": d.profile,
+                "compute_milli": list(d.compute_milli),
+                "memory_mib": list(d.memory_mib),
+            }
+        return {
+            "status": "OK",
+            "code": ex.code.value,
+            "where": where,
+            "considered": ex.considered,
+            "feasible": ex.feasible,
+            "text": ex.describe(),
+            "reasons": {c: {r.name: n for r, n in rs.items()} for c, rs in ex.reasons_by_class.items()},
+        }
+
+    def handle_events(self, since: int = 0, owner: str | None = None, limit: int = 200) -> dict[str, Any]:
+        evs = [
+            asdict(e)
+            for e in self.pool.events
+            if e.seq > since and (owner is None or e.owner in (owner, None))
+        ]
+        return {"status": "OK", "events": evs[-limit:]}
+
+    def handle_lease_create(
+        self, request: str, owner: str, ttl: Any = None, priority: int = 0
+    ) -> dict[str, Any]:
+        try:
+            ttl_s = parse_duration(ttl if ttl is not None else config.get("lease.default-ttl"))
+            max_ttl = config.seconds("lease.max-ttl")
+            if max_ttl and ttl_s > max_ttl:
+                raise InvalidRequest("ttl", ttl, f"at most {config.get('lease.max-ttl')}")
+            req = parse_request(request)
+            lease = self.pool.create_lease(req, owner=owner, ttl_s=ttl_s, priority=int(priority))
+        except FlexlabError as exc:
+            return _error(exc)
+        self._flush_commands()
+        self._persist()
+        return {"status": "OK", "lease": self._lease_dict(lease.lease_id)}
+
+    def handle_lease_get(self, lease_id: str, owner: str | None = None) -> dict[str, Any]:
+        try:
+            self.pool.get_lease(lease_id, owner)
+        except FlexlabError as exc:
+            return _error(exc)
+        return {"status": "OK", "lease": self._lease_dict(lease_id)}
+
+    def handle_lease_list(self, owner: str | None = None) -> dict[str, Any]:
+        return {
+            "status": "OK",
+            "leases": [
+                self._lease_dict(lid)
+                for lid, le in self.pool.leases.items()
+                if owner is None or le.owner == owner
+            ],
+        }
+
+    def handle_lease_release(self, lease_id: str, owner: str | None) -> dict[str, Any]:
+        try:
+            self.pool.release_lease(lease_id, owner)
+        except FlexlabError as exc:
+            return _error(exc)
+        self._apply_bindings(self.pool.retry_pending())
+        self._flush_commands()
+        self._persist()
+        return {"status": "OK", "lease": self._lease_dict(lease_id)}
+
+    def handle_lease_renew(self, lease_id: str, owner: str | None, ttl: Any) -> dict[str, Any]:
+        try:
+            self.pool.renew_lease(lease_id, owner, parse_duration(ttl))
+        except FlexlabError as exc:
+            return _error(exc)
+        self._persist()
+        return {"status": "OK", "lease": self._lease_dict(lease_id)}
+
+    def _lease_dict(self, lease_id: str) -> dict[str, Any]:
+        from flexlab_dask.state import lease_dict
+
+        return lease_dict(self.pool, self.pool.leases[lease_id])
+
+    # ------------------------------------------------------------------ helpers
+    def _persist(self) -> None:
+        if self.store is None:
+            return
+        for lease in self.pool.leases.values():
+            self.store.save(lease)
+
+    def _notify(self, owner: str | None, message: str) -> None:
+        """An event on the owner's topic (``client.subscribe_topic("flexlab-<owner>", ...)``)."""
+        if self.scheduler is not None and owner:
+            self.scheduler.log_event(f"flexlab-{owner}", {"message": message, "time": time.time()})
+
+
+def _command_dict(cmd: StartSlice | StopSlice) -> dict[str, Any]:
+    d = asdict(cmd)
+    d["op"] = "start" if isinstance(cmd, StartSlice) else "stop"
+    return d
+
+
+def _error(exc: FlexlabError) -> dict[str, Any]:
+    kind = type(exc).__name__
+    out: dict[str, Any] = {"status": "error", "error": kind, "message": str(exc)}
+    for attr in ("field", "value", "allowed", "code", "reasons"):
+        if hasattr(exc, attr):
+            v = getattr(exc, attr)
+            out[attr] = v if isinstance(v, (str, int, float, dict, list, type(None))) else repr(v)
+    return out
+
+
+def dask_setup(scheduler: Scheduler) -> None:
+    """Entry point of ``dask scheduler --preload flexlab_dask.scheduler``.
+
+    Preloads run before the scheduler starts its plugins, so adding it is enough: the
+    scheduler awaits ``start`` itself."""
+    plugin = FlexScheduler()
+    scheduler.add_plugin(plugin, name=plugin.name)
+
+
+__all__ = ["LEASE_PREFIX", "RESOURCE_PREFIX", "FlexScheduler", "dask_setup"]

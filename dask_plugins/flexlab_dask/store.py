@@ -1,0 +1,119 @@
+"""Leases on disk: an embedded SQLite file, so a restarted scheduler gets them back.
+
+One row per lease (owner, request, TTL, priority, state and where its slice was). Writes
+are small and synchronous; the file uses WAL so readers (``flexlab status``) never block
+the scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from flexlab.core.pool import LeaseInfo
+from flexlab.core.request import parse_request
+
+logger = logging.getLogger("flexlab.store")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS leases (
+    lease_id   TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    spec       TEXT NOT NULL,
+    ttl_s      REAL NOT NULL,
+    priority   INTEGER NOT NULL,
+    created    REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    state      TEXT NOT NULL,
+    placed_on  TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class StoredLease:
+    lease_id: str
+    owner: str
+    spec: str
+    ttl_s: float
+    priority: int
+    created: float
+    expires_at: float
+    state: str
+    placed_on: tuple[str, tuple[str, ...], int] | None
+
+
+class LeaseStore:
+    """Leases of one scheduler, in ``path`` (":memory:" for tests)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        if self.path != ":memory:":
+            self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    def save(self, lease: LeaseInfo) -> None:
+        placed = (
+            json.dumps([lease.placed_on[0], list(lease.placed_on[1]), lease.placed_on[2]])
+            if lease.placed_on
+            else None
+        )
+        self._db.execute(
+            "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                lease.lease_id,
+                lease.owner,
+                lease.request.spec or lease.request.describe(),
+                lease.ttl_s,
+                lease.priority,
+                lease.created,
+                lease.expires_at,
+                lease.state,
+                placed,
+            ),
+        )
+
+    def load(self) -> Iterator[StoredLease]:
+        for row in self._db.execute("SELECT * FROM leases ORDER BY created"):
+            placed = None
+            if row[8]:
+                h, devs, start = json.loads(row[8])
+                placed = (str(h), tuple(str(d) for d in devs), int(start))
+            yield StoredLease(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], placed)
+
+    def live(self) -> list[StoredLease]:
+        return [s for s in self.load() if s.state not in ("released", "expired")]
+
+    def forget_ended(self, before: float) -> int:
+        cur = self._db.execute(
+            "DELETE FROM leases WHERE state IN ('released', 'expired') AND expires_at < ?", (before,)
+        )
+        return cur.rowcount
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def restore(stored: StoredLease) -> LeaseInfo:
+    """A LeaseInfo from a stored row, waiting to be placed again."""
+    request = parse_request(stored.spec, owner=stored.owner, priority=stored.priority)
+    return LeaseInfo(
+        lease_id=stored.lease_id,
+        owner=stored.owner,
+        request=request,
+        ttl_s=stored.ttl_s,
+        priority=stored.priority,
+        created=stored.created,
+        expires_at=stored.expires_at,
+        state="recovering",
+        placed_on=stored.placed_on,
+        reason="scheduler restarted; waiting for its host",
+    )

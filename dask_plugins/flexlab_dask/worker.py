@@ -1,0 +1,154 @@
+"""Slice workers: one Dask worker per slice, pinned to it, reporting its telemetry.
+
+A slice worker offers the slice's capacity as Dask resources (``flexlab-slice-<id>`` in
+compute milli, ``flexlab-slice-<id>-mem`` in MiB, and ``flexlab-lease-<id>`` for a lease's
+slice), so Dask itself keeps concurrent tasks inside the slice. Its process environment pins
+it to the slice (the vendor's visibility and limit variables; for mock devices, the mock's
+own ``FLEXLAB_MOCK_*`` variables). ``SliceWorkerPlugin`` reports utilisation and memory to
+the scheduler once a second over the worker's batched stream.
+
+Run one by hand (the host agent does this)::
+
+    python -m flexlab_dask.worker tcp://127.0.0.1:8786 --slice '{"slice_id": "s1", ...}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any, ClassVar
+
+from distributed import Worker, WorkerPlugin
+
+from flexlab.mock.model import SliceContext
+
+logger = logging.getLogger("flexlab.worker")
+
+PLUGIN_NAME = "flexlab-slice"
+NAME_PREFIX = "flexlab-slice-"
+
+
+class SliceWorkerPlugin(WorkerPlugin):
+    """Knows the worker's slice and reports its telemetry to the scheduler."""
+
+    name: ClassVar[str] = PLUGIN_NAME  # type: ignore[misc]
+
+    def __init__(
+        self,
+        slice_spec: dict[str, Any],
+        *,
+        provider: str = "mock",
+        interval: float = 1.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.slice = dict(slice_spec)
+        self.slice_id = str(slice_spec["slice_id"])
+        self.provider = provider
+        self.interval = interval
+        #: The variables that pin this slice (in-process workers cannot set os.environ per slice).
+        self.env = dict(env or {})
+        self.context: SliceContext | None = None
+        if provider == "mock":
+            self.context = SliceContext(
+                share_milli=int(slice_spec["compute_milli"]),
+                memory_mib=int(slice_spec["memory_mib"]),
+                model_key=str(slice_spec["model"]),
+                device_id=str(slice_spec["devices"][0]),
+                slice_id=self.slice_id,
+            )
+        self._task: asyncio.Task[None] | None = None
+        self.worker: Worker | None = None
+        self.samples = 0
+
+    async def setup(self, worker: Worker) -> None:
+        self.worker = worker
+        self._task = asyncio.create_task(self._report_loop())
+
+    async def teardown(self, worker: Worker) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def sample(self) -> tuple[float, int]:
+        """(utilisation of the slice 0..1, device memory in use MiB)."""
+        if self.context is not None:
+            readout = self.context.device().readout()
+            for s in readout.slices:
+                if s.slice_id == self.slice_id:
+                    share = max(self.context.share, 1e-9)
+                    return min(1.0, s.utilisation / share), s.memory_used_mib
+            return 0.0, 0
+        return self._sample_hardware()
+
+    def _sample_hardware(self) -> tuple[float, int]:
+        from flexlab_dask.telemetry import sample_slice
+
+        return sample_slice(self.provider, self.slice, self.env)
+
+    async def _report_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            w = self.worker
+            if w is None or w.batched_stream is None or w.batched_stream.comm is None:
+                continue
+            try:
+                util, mem = self.sample()
+            except Exception:  # a bad reading is reported, never fatal to the worker
+                logger.exception("flexlab: telemetry of slice %s failed", self.slice_id)
+                continue
+            self.samples += 1
+            w.batched_stream.send(
+                {
+                    "op": "flexlab-telemetry",
+                    "slice": self.slice_id,
+                    "utilisation": util,
+                    "memory_used_mib": mem,
+                }
+            )
+
+
+def worker_kwargs(
+    cmd: dict[str, Any], *, provider: str = "mock", interval: float = 1.0, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Keyword arguments of ``distributed.Worker`` for one StartSlice command."""
+    return {
+        "nthreads": int(cmd.get("nthreads", 4)),
+        "resources": {k: float(v) for k, v in cmd["resources"].items()},
+        "name": f"{NAME_PREFIX}{cmd['slice_id']}",
+        "plugins": (SliceWorkerPlugin(cmd, provider=provider, interval=interval, env=env),),
+        "dashboard": False,
+    }
+
+
+async def _run(scheduler: str, cmd: dict[str, Any], provider: str, host: str, interval: float) -> None:
+    env = {k: v for k, v in os.environ.items() if k.startswith(("FLEXLAB_", "CUDA_", "ASCEND_", "MLU_"))}
+    kwargs = worker_kwargs(cmd, provider=provider, interval=interval, env=env)
+    async with Worker(scheduler, host=host, **kwargs) as w:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        closed = asyncio.create_task(w.finished())
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait({closed, waiter}, return_when=asyncio.FIRST_COMPLETED)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flexlab_dask.worker", description=__doc__)
+    parser.add_argument("scheduler", help="scheduler address, e.g. tcp://127.0.0.1:8786")
+    parser.add_argument("--slice", required=True, help="the StartSlice command as JSON")
+    parser.add_argument("--provider", default="mock")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--interval", type=float, default=1.0, help="telemetry interval in seconds")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(_run(args.scheduler, json.loads(args.slice), args.provider, args.host, args.interval))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Use flexlab from Python: fractional devices for Dask tasks, and leases.
+
+Task mode: annotate work with what each task needs; the scheduler plugin places every
+task on a fitting slice::
+
+    import flexlab
+    with flexlab.request("npu:0.25"):
+        futures = client.map(infer, batches)
+
+Lease mode: a slice of your own until you give it back::
+
+    with flexlab.lease("gpu:30%,8GiB", ttl="2h") as lease:
+        result = lease.submit(train, data).result()
+
+Both talk to the ``FlexScheduler`` plugin over the Dask client's connection. Bad input
+raises :class:`~flexlab.core.errors.InvalidRequest` before anything is sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import dask
+from distributed import Client, Future, default_client
+
+from flexlab.core.errors import (
+    FlexlabError,
+    InvalidRequest,
+    LedgerConflict,
+    NotOwner,
+    UnknownName,
+    Unschedulable,
+)
+from flexlab.core.request import parse_request
+from flexlab.core.units import parse_duration
+
+_ERRORS: dict[str, type[FlexlabError]] = {
+    "InvalidRequest": InvalidRequest,
+    "Unschedulable": Unschedulable,
+    "NotOwner": NotOwner,
+    "UnknownName": UnknownName,
+    "LedgerConflict": LedgerConflict,
+}
+
+
+def current_user() -> str:
+    """The owner of leases made from this process: ``$FLEXLAB_USER`` or the login name."""
+    return os.environ.get("FLEXLAB_USER") or getpass.getuser()
+
+
+def _raise(resp: dict[str, Any]) -> dict[str, Any]:
+    if resp.get("status") == "OK":
+        return resp
+    kind = resp.get("error", "FlexlabError")
+    msg = str(resp.get("message", resp))
+    if kind == "InvalidRequest":
+        raise InvalidRequest(str(resp.get("field")), resp.get("value"), str(resp.get("allowed")))
+    if kind == "NotOwner":
+        err = NotOwner.__new__(NotOwner)
+        Exception.__init__(err, msg)
+        raise err
+    if kind == "Unschedulable":
+        raise Unschedulable(msg, code=str(resp.get("code", "UNSCHEDULABLE")), reasons=resp.get("reasons"))
+    if kind == "UnknownName":
+        err2 = UnknownName.__new__(UnknownName)
+        Exception.__init__(err2, msg)
+        raise err2
+    raise _ERRORS.get(kind, FlexlabError)(msg)
+
+
+def _client(client: Client | None) -> Client:
+    return client if client is not None else default_client()
+
+
+def _call(client: Client, handler: str, **kwargs: Any) -> dict[str, Any]:
+    fn = getattr(client.scheduler, handler)
+    resp = client.sync(fn, **kwargs)
+    return _raise(resp)
+
+
+# ------------------------------------------------------------------ task mode
+@contextlib.contextmanager
+def request(spec: str, *, priority: int | None = None) -> Iterator[None]:
+    """Annotate the Dask work created inside the block: each task needs ``spec``.
+
+    Works around ``client.submit``, ``client.map`` and ``dask.delayed``; collections whose
+    graph optimisation drops annotations (dask.array, dataframes) need :func:`submit` or
+    ``compute(..., optimize_graph=False)``.
+    """
+    parse_request(spec)  # fail here, before anything is sent
+    extra: dict[str, Any] = {}
+    if priority is not None:
+        extra["priority"] = priority
+    with dask.annotate(flexlab=spec, **extra):
+        yield
+
+
+def submit(work: Any, *args: Any, request: str, client: Client | None = None, **kwargs: Any) -> Any:
+    """Run ``work`` with a flexlab request: a function (like ``client.submit``) or a Dask
+    collection (computed with graph optimisation off, so the annotation survives)."""
+    c = _client(client)
+    parse_request(request)
+    with dask.annotate(flexlab=request):
+        if callable(work) and not dask.is_dask_collection(work):
+            return c.submit(work, *args, **kwargs)
+        return c.compute(work, optimize_graph=False, **kwargs)
+
+
+# ------------------------------------------------------------------ leases
+class Lease:
+    """A slice reserved for one owner. Use it as a context manager to release it."""
+
+    def __init__(self, client: Client, info: dict[str, Any]) -> None:
+        self.client = client
+        self.info = info
+        self.lease_id: str = str(info["lease_id"])
+        self.owner: str = str(info["owner"])
+
+    def __repr__(self) -> str:
+        where = f" on {', '.join(self.info.get('devices') or [])}" if self.info.get("devices") else ""
+        return f"<Lease {self.lease_id} {self.info.get('request')} {self.info.get('state')}{where}>"
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    @property
+    def state(self) -> str:
+        return str(self.info.get("state"))
+
+    def refresh(self) -> dict[str, Any]:
+        self.info = _call(self.client, "flexlab_lease_get", lease_id=self.lease_id, owner=self.owner)["lease"]
+        return self.info
+
+    def wait(self, timeout: float = 60.0, interval: float = 0.1) -> Lease:
+        """Block until the lease's slice has its worker (state ``active``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.refresh()
+            if info["state"] == "active":
+                return self
+            if info["state"] in ("released", "expired"):
+                raise LedgerConflict(f"lease {self.lease_id} is {info['state']}: {info['reason']}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"lease {self.lease_id} not active after {timeout} s: {info['reason']}")
+            time.sleep(interval)
+
+    def _annotation(self) -> dict[str, str]:
+        return {"lease": self.lease_id, "owner": self.owner}
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+        """Run ``fn`` on this lease's slice (and nowhere else)."""
+        with dask.annotate(flexlab=self._annotation()):
+            return self.client.submit(fn, *args, **kwargs)
+
+    def map(self, fn: Callable[..., Any], *iterables: Any, **kwargs: Any) -> list[Future]:
+        with dask.annotate(flexlab=self._annotation()):
+            return self.client.map(fn, *iterables, **kwargs)
+
+    def compute(self, collection: Any, **kwargs: Any) -> Any:
+        with dask.annotate(flexlab=self._annotation()):
+            return self.client.compute(collection, optimize_graph=False, **kwargs)
+
+    def release(self) -> dict[str, Any]:
+        """Give the slice back (idempotent)."""
+        self.info = _call(self.client, "flexlab_lease_release", lease_id=self.lease_id, owner=self.owner)[
+            "lease"
+        ]
+        return self.info
+
+    def renew(self, ttl: str | float) -> dict[str, Any]:
+        parse_duration(ttl)
+        self.info = _call(
+            self.client, "flexlab_lease_renew", lease_id=self.lease_id, owner=self.owner, ttl=ttl
+        )["lease"]
+        return self.info
+
+    def events(self, since: int = 0) -> list[dict[str, Any]]:
+        evs = _call(self.client, "flexlab_events", since=since, owner=self.owner)["events"]
+        return [e for e in evs if e.get("lease_id") in (self.lease_id, None) and e.get("owner") == self.owner]
+
+
+def lease(
+    spec: str,
+    *,
+    ttl: str | float = "1h",
+    priority: int = 0,
+    owner: str | None = None,
+    client: Client | None = None,
+    wait: bool = True,
+    timeout: float = 60.0,
+) -> Lease:
+    """Reserve a slice for ``owner`` (default: :func:`current_user`) for ``ttl``.
+
+    Raises ``InvalidRequest`` for bad input and ``Unschedulable`` when the request can never
+    fit the pool; with ``wait`` (default) returns once the slice's worker is up.
+    """
+    parse_request(spec)
+    parse_duration(ttl)
+    c = _client(client)
+    who = owner or current_user()
+    resp = _call(c, "flexlab_lease_create", request=spec, owner=who, ttl=ttl, priority=priority)
+    out = Lease(c, resp["lease"])
+    if wait:
+        out.wait(timeout=timeout)
+    return out
+
+
+# ------------------------------------------------------------------ the pool
+class PoolClient:
+    """Read the pool: state, explanations, events, leases."""
+
+    def __init__(self, client: Client | None = None) -> None:
+        self.client = _client(client)
+
+    def state(self) -> dict[str, Any]:
+        return _call(self.client, "flexlab_pool_state")
+
+    def explain(self, spec: str) -> dict[str, Any]:
+        parse_request(spec)
+        return _call(self.client, "flexlab_explain", request=spec)
+
+    def events(self, since: int = 0, owner: str | None = None) -> list[dict[str, Any]]:
+        return list(_call(self.client, "flexlab_events", since=since, owner=owner)["events"])
+
+    def leases(self, owner: str | None = None) -> list[dict[str, Any]]:
+        return list(_call(self.client, "flexlab_lease_list", owner=owner)["leases"])
