@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     req.add_argument("spec", help="e.g. 'gpu:0.25', 'npu:25%%,16GiB', 'a100:1g.10gb'")
     req.set_defaults(func=_cmd_request)
 
+    from flexlab.commands.runtime import add_parsers as add_runtime
+
+    add_runtime(sub)
+    from flexlab.commands.demo import add_parser as add_demo
+
+    add_demo(sub)
     _add_bench(sub)
     return parser
 

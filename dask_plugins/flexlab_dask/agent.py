@@ -73,8 +73,10 @@ class HostAgent:
         poll_timeout: float = 5.0,
         retry_interval: float = 0.5,
         telemetry_interval: float = 1.0,
+        layouts: dict[str, list[str]] | None = None,
     ) -> None:
         self.scheduler = scheduler
+        self.layouts = dict(layouts or {})
         self.host = host
         self.provider = provider
         self.processes = processes
@@ -103,7 +105,10 @@ class HostAgent:
 
     async def _register(self) -> None:
         resp = await self._rpc.flexlab_agent_register(
-            host=host_to_dict(self.host), agent=f"{os.getpid()}", running=list(self.running)
+            host=host_to_dict(self.host),
+            agent=f"{os.getpid()}",
+            running=list(self.running),
+            layouts=self.layouts,
         )
         if resp.get("status") != "OK":
             raise RuntimeError(f"flexlab agent: registration refused: {resp}")

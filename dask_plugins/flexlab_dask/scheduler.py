@@ -322,10 +322,17 @@ class FlexScheduler(SchedulerPlugin):
                 ev.set()
 
     def handle_agent_register(
-        self, host: dict[str, Any], agent: str = "", running: list[str] | None = None
+        self,
+        host: dict[str, Any],
+        agent: str = "",
+        running: list[str] | None = None,
+        layouts: dict[str, list[str]] | None = None,
     ) -> dict[str, Any]:
-        spec = host_from_dict(host)
-        self.pool.register_host(spec)
+        try:
+            spec = host_from_dict(host)
+        except FlexlabError as exc:
+            return _error(exc)
+        self.pool.register_host(spec, layouts={k: tuple(v) for k, v in (layouts or {}).items()})
         self._agents[spec.name] = time.time()
         self._agent_events.setdefault(spec.name, asyncio.Event())
         stop = [sid for sid in running or [] if sid not in self.pool.slices]

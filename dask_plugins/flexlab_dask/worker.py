@@ -67,7 +67,8 @@ class SliceWorkerPlugin(WorkerPlugin):
 
     async def setup(self, worker: Worker) -> None:
         self.worker = worker
-        self._task = asyncio.create_task(self._report_loop())
+        if self.interval > 0:  # 0: no reporting (a scheduler without the flexlab plugin)
+            self._task = asyncio.create_task(self._report_loop())
 
     async def teardown(self, worker: Worker) -> None:
         if self._task is not None:

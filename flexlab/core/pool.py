@@ -205,9 +205,10 @@ class SlicePool:
         self.outbox.setdefault(cmd.host, []).append(cmd)
 
     # -- hosts ---------------------------------------------------------------------------
-    def register_host(self, spec: HostSpec) -> None:
-        """Add (or re-add) a host; carve its default shared slices and bring back the leases
-        that were placed on it."""
+    def register_host(self, spec: HostSpec, *, layouts: dict[str, tuple[str, ...]] | None = None) -> None:
+        """Add (or re-add) a host; carve its shared slices (profile devices: ``layouts`` by
+        device id, else the model's default layout) and bring back the leases that were
+        placed on it."""
         known = spec.name in self.ledger.hosts
         self.ledger.add_host(spec)
         self._fit_cache.clear()
@@ -222,7 +223,7 @@ class SlicePool:
             ):
                 self._try_place_lease(lease)
         if self.carve_on_register:
-            self._carve_defaults(spec)
+            self._carve_defaults(spec, layouts or {})
         self.retry_pending()
 
     def unregister_host(self, name: str) -> list[object]:
@@ -236,11 +237,11 @@ class SlicePool:
         self.emit("host", f"host {name} left the pool", host=name)
         return lost_keys
 
-    def _carve_defaults(self, spec: HostSpec) -> None:
+    def _carve_defaults(self, spec: HostSpec, layouts: dict[str, tuple[str, ...]]) -> None:
         for dev in spec.devices:
             did = spec.device_id(dev)
             if dev.mode == PROFILE:
-                for prof in self.default_layouts.get(dev.model, ()):
+                for prof in layouts.get(did) or self.default_layouts.get(dev.model, ()):
                     try:
                         alloc = self.ledger.reserve(host=spec.name, devices=[did], profile=prof, request=prof)
                     except LedgerConflict:

@@ -1,0 +1,233 @@
+"""``flexlab up``, ``flexlab agent`` and ``flexlab status``: run and read a pool."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from flexlab.core.errors import FlexlabError, InvalidRequest
+
+DEFAULT_PORT = 8786
+
+
+def _mock_hosts(spec_path: str | None) -> tuple[list[Any], dict[str, dict[str, list[str]]]]:
+    """Host specs and their profile layouts: from a pool spec file, or the demo's pool."""
+    if spec_path is None:
+        from flexlab_dask.cluster import default_mock_pool
+
+        return default_mock_pool(), {}
+    from flexlab.providers.mock import load_pool_spec
+
+    if not Path(spec_path).exists():
+        raise InvalidRequest("--spec", spec_path, "the path of an existing pool spec file (YAML or JSON)")
+    spec = load_pool_spec(spec_path)
+    hosts, layouts = [], {}
+    for mh in spec.hosts:
+        hs = mh.to_host_spec()
+        hosts.append(hs)
+        layouts[hs.name] = {
+            hs.device_id(d): [i.profile for i in dev.instances]
+            for d, dev in zip(hs.devices, mh.devices, strict=True)
+            if dev.instances
+        }
+    return hosts, layouts
+
+
+def _detected_host(name: str | None) -> tuple[Any, dict[str, list[str]], str]:
+    """This machine's real devices, through every enabled provider."""
+    import os
+    import socket
+
+    from flexlab.core.topology import HostSpec
+    from flexlab.providers.detect import default_providers, detect_all
+
+    reports = detect_all(default_providers())
+    devices = []
+    provider = "mock"
+    for report in reports:
+        for dev in getattr(report, "devices", ()):
+            if dev.model_key is None:
+                logging.getLogger("flexlab.agent").warning(
+                    "no catalog entry for %s; skipped", dev.product_name
+                )
+                continue
+            from flexlab.core.topology import FRACTION, DeviceSpec
+
+            devices.append(DeviceSpec(dev.model_key, dev.index, dev.uuid, FRACTION, dev.memory_mib))
+            provider = dev.vendor
+    if not devices:
+        raise InvalidRequest(
+            "devices", "none found", "a machine with NVIDIA, Ascend or Cambricon devices, or --provider mock"
+        )
+    cpus = (os.cpu_count() or 1) * 1000
+    mem = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20)
+    host = HostSpec(name or socket.gethostname().split(".")[0], cpus, mem, tuple(devices))
+    return host, {}, provider
+
+
+async def _serve_agents(scheduler: str, args: argparse.Namespace) -> None:
+    from flexlab_dask.agent import HostAgent
+
+    agents: list[HostAgent] = []
+    if args.provider == "mock":
+        hosts, layouts = _mock_hosts(args.spec)
+        if args.host_name:
+            hosts = [h for h in hosts if h.name in set(args.host_name)]
+        for h in hosts:
+            agents.append(
+                HostAgent(
+                    scheduler, h, provider="mock", processes=not args.threads, layouts=layouts.get(h.name)
+                )
+            )
+    else:
+        try:
+            host, layouts, provider = _detected_host(args.host_name[0] if args.host_name else None)
+        except InvalidRequest:
+            if not getattr(args, "mock_fallback", False):
+                raise
+            print("flexlab: no NVIDIA, Ascend or Cambricon device found here; serving the mock pool instead")
+            args.provider = "mock"
+            await _serve_agents(scheduler, args)
+            return
+        agents.append(HostAgent(scheduler, host, provider=provider, processes=True, layouts=layouts))
+    for a in agents:
+        await a.start()
+    for a in agents:
+        await asyncio.wait_for(a.registered.wait(), timeout=args.register_timeout)
+        print(
+            f"flexlab agent: host {a.host.name} registered with {scheduler} ({len(a.host.devices)} devices)"
+        )
+    sys.stdout.flush()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for a in agents:
+        await a.close(leave=True)
+    return
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    if args.detect_only:
+        from flexlab.providers.detect import default_providers, detect_all, render_reports
+
+        print("\n".join(render_reports(detect_all(default_providers()))))
+        return 0
+    if not args.scheduler:
+        raise InvalidRequest("scheduler", None, "an address such as tcp://127.0.0.1:8786")
+    asyncio.run(_serve_agents(args.scheduler, args))
+    return 0
+
+
+async def _up(args: argparse.Namespace) -> None:
+    from distributed import Scheduler
+    from flexlab_dask.scheduler import FlexScheduler
+
+    plugin = FlexScheduler(state_file=args.state_file, policy=args.policy)
+    async with Scheduler(
+        host=args.host, port=args.port, dashboard_address=args.dashboard, plugins=[plugin]
+    ) as s:
+        print(f"flexlab scheduler at {s.address}")
+        print(f"  connect:  Client('{s.address}')   or   flexlab status --scheduler {s.address}")
+        print(f"  add more machines:  flexlab agent {s.address}")
+        sys.stdout.flush()
+        args.scheduler = s.address
+        if args.no_agent:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+        else:
+            await _serve_agents(s.address, args)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_up(args))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from distributed import Client
+
+    from flexlab.client import PoolClient
+
+    try:
+        client = Client(args.scheduler, timeout=args.timeout)
+    except OSError as exc:
+        print(f"flexlab: cannot reach a scheduler at {args.scheduler}: {exc}", file=sys.stderr)
+        return 2
+    with client:
+        if "flexlab" not in client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.plugins)):
+            print(
+                f"flexlab: the scheduler at {args.scheduler} runs no flexlab plugin "
+                "(start it with flexlab up, or dask scheduler --preload flexlab_dask.scheduler)",
+                file=sys.stderr,
+            )
+            return 2
+        state = PoolClient(client).state()
+    if args.json:
+        print(json.dumps(state, indent=2, default=str))
+        return 0
+    from flexlab.commands.render import print_pool
+
+    print_pool(state)
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def agent_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--provider",
+            default="auto",
+            choices=["auto", "mock"],
+            help="auto: the real devices found on this machine; mock: simulated devices",
+        )
+        p.add_argument("--spec", help="mock pool spec file (YAML/JSON); default: the demo's mock pool")
+        p.add_argument("--host-name", action="append", help="only these hosts of the spec (repeatable)")
+        p.add_argument(
+            "--threads",
+            action="store_true",
+            help="run mock slice workers as threads of the agent instead of processes",
+        )
+        p.add_argument(
+            "--register-timeout", type=float, default=30.0, help="seconds to wait for the scheduler"
+        )
+
+    up = sub.add_parser("up", help="start a scheduler with the flexlab plugin and a local agent")
+    up.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    up.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any)")
+    up.add_argument(
+        "--dashboard", default=None, help="Dask dashboard address, e.g. 127.0.0.1:8787 (default off)"
+    )
+    up.add_argument("--state-file", default=None, help="SQLite file that keeps leases (default: see docs)")
+    up.add_argument("--policy", default=None, help="placement policy: binpack, spread, firstfit, bestfit")
+    up.add_argument("--no-agent", action="store_true", help="start only the scheduler")
+    agent_options(up)
+    up.set_defaults(func=cmd_up, mock_fallback=True)
+
+    agent = sub.add_parser("agent", help="register this machine's devices with a flexlab scheduler")
+    agent.add_argument("scheduler", nargs="?", help="scheduler address, e.g. tcp://10.0.0.1:8786")
+    agent.add_argument(
+        "--detect-only", action="store_true", help="print what each vendor's provider finds, and exit"
+    )
+    agent_options(agent)
+    agent.set_defaults(func=cmd_agent)
+
+    status = sub.add_parser("status", help="show the pool: hosts, devices, slices, leases, waiting work")
+    status.add_argument("--scheduler", default=f"tcp://127.0.0.1:{DEFAULT_PORT}", help="scheduler address")
+    status.add_argument("--json", action="store_true", help="print the raw pool state as JSON")
+    status.add_argument("--timeout", default="5s", help="how long to try to connect")
+    status.set_defaults(func=cmd_status)
+
+
+__all__ = ["FlexlabError", "add_parsers"]
