@@ -145,7 +145,8 @@ class FlexScheduler(SchedulerPlugin):
         for lease in self.pool.expire():
             self._notify(lease.owner, f"lease {lease.lease_id} expired: its TTL ran out")
         self.pool.retry_leases()
-        self._apply_bindings(self.pool.retry_pending())
+        self.pool.retry_pending()
+        self._apply_bindings(self.pool.take_rebound())
         self._flush_commands()
         self._persist()
 
@@ -317,6 +318,8 @@ class FlexScheduler(SchedulerPlugin):
 
     # ------------------------------------------------------------------ agents
     def _flush_commands(self) -> None:
+        if self.pool.has_rebound:
+            self._apply_bindings(self.pool.take_rebound())
         for host, ev in self._agent_events.items():
             if self.pool.outbox.get(host):
                 ev.set()
@@ -475,7 +478,8 @@ class FlexScheduler(SchedulerPlugin):
             self.pool.release_lease(lease_id, owner)
         except FlexlabError as exc:
             return _error(exc)
-        self._apply_bindings(self.pool.retry_pending())
+        self.pool.retry_pending()
+        self._apply_bindings(self.pool.take_rebound())
         self._flush_commands()
         self._persist()
         return {"status": "OK", "lease": self._lease_dict(lease_id)}

@@ -190,6 +190,7 @@ class SlicePool:
         self._lease_ids = itertools.count(1)
         self._by_worker: dict[str, str] = {}
         self._fit_cache: dict[tuple[object, ...], list[SliceInfo]] = {}
+        self._rebound: list[tuple[object, Binding]] = []
 
     # -- events and commands -------------------------------------------------------------
     def emit(self, kind: str, message: str, **fields: object) -> Event:
@@ -552,12 +553,23 @@ class SlicePool:
         )
 
     def retry_pending(self) -> list[tuple[object, Binding]]:
-        """Bind waiting tasks that fit now; returns the new bindings."""
+        """Bind waiting tasks that fit now. The new bindings are returned and also queued
+        for :meth:`take_rebound`, since capacity frees up inside other calls too."""
         out = []
         for key, (req, _) in list(self.pending.items()):
             b = self.bind(key, req)
             if b.status != "wait":
                 out.append((key, b))
+        self._rebound.extend(out)
+        return out
+
+    @property
+    def has_rebound(self) -> bool:
+        return bool(self._rebound)
+
+    def take_rebound(self) -> list[tuple[object, Binding]]:
+        """Bindings of waiting tasks made since the last call (the runtime applies them)."""
+        out, self._rebound = self._rebound, []
         return out
 
     # -- leases --------------------------------------------------------------------------

@@ -1,0 +1,51 @@
+"""Suite-wide fixtures: plugin exceptions swallowed by the Dask scheduler fail the test."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def openb_dir() -> Path | None:
+    """The public openb trace: $FLEXLAB_OPENB_DIR or ../shared/traces/openb."""
+    env = os.environ.get("FLEXLAB_OPENB_DIR")
+    path = Path(env) if env else ROOT.parent / "shared" / "traces" / "openb"
+    return path if (path / "csv").is_dir() else None
+
+
+class _PluginErrors(logging.Handler):
+    """Collects scheduler log records whose traceback runs through flexlab code."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info:
+            import traceback
+
+            text += "".join(traceback.format_exception(*record.exc_info))
+        if "flexlab" in text and record.name.startswith(("distributed.scheduler", "flexlab")):
+            self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def fail_on_plugin_exceptions() -> Iterator[_PluginErrors]:
+    """The Dask scheduler logs and swallows exceptions raised by plugins: catch them here."""
+    handler = _PluginErrors()
+    loggers = [logging.getLogger("distributed.scheduler"), logging.getLogger("flexlab")]
+    for lg in loggers:
+        lg.addHandler(handler)
+    yield handler
+    for lg in loggers:
+        lg.removeHandler(handler)
+    if handler.records:
+        msgs = "\n".join(f"{r.name}: {r.getMessage()}" for r in handler.records)
+        pytest.fail(f"the flexlab plugin raised inside the scheduler:\n{msgs}")
