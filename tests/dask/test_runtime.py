@@ -33,7 +33,7 @@ PLACEMENT = [
 
 @pytest.mark.parametrize(("spec", "fits"), PLACEMENT, ids=[p[0] for p in PLACEMENT])
 def test_tasks_land_only_on_fitting_slices(flex: Flex, spec: str, fits: Any) -> None:
-    cluster, client = flex
+    _cluster, client = flex
     with flexlab.request(spec):
         futures = client.map(lambda i: where(), range(12), pure=False)
     names = client.gather(futures)
@@ -94,7 +94,7 @@ def test_unresolvable_fails_at_once_with_reasons(flex: Flex) -> None:
 
 
 def test_waiting_task_shows_its_reason_and_runs_after_release(flex: Flex) -> None:
-    cluster, client = flex
+    _cluster, client = flex
     lease = flexlab.lease("mlu:0.6", owner="ana", client=client)
     try:
         with flexlab.request("mlu:0.5"):
@@ -114,7 +114,7 @@ def test_waiting_task_shows_its_reason_and_runs_after_release(flex: Flex) -> Non
 
 
 def test_lease_runs_only_its_owners_tasks(flex: Flex) -> None:
-    cluster, client = flex
+    _cluster, client = flex
     with flexlab.lease("gpu:30%,8GiB", ttl="2h", owner="ana", client=client) as lease:
         assert lease.state == "active"
         assert lease.info["model"] in ("v100s-32gb", "t4")
@@ -210,7 +210,7 @@ def test_release_by_someone_else_is_refused(flex: Flex) -> None:
 
 
 def test_renew_and_expiry(flex: Flex) -> None:
-    cluster, client = flex
+    _cluster, client = flex
     lease = flexlab.lease("t4:0.5", ttl=0.5, owner="ana", client=client)
     lease.renew("1h")
     assert lease.info["ttl_left_s"] > 3000
