@@ -74,9 +74,11 @@ class HostAgent:
         retry_interval: float = 0.5,
         telemetry_interval: float = 1.0,
         layouts: dict[str, list[str]] | None = None,
+        on_stop: Callable[[str], None] | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.layouts = dict(layouts or {})
+        self.on_stop = on_stop
         self.host = host
         self.provider = provider
         self.processes = processes
@@ -180,6 +182,8 @@ class HostAgent:
         r = self.running.pop(sid, None)
         if r is None:
             return
+        if self.on_stop is not None:
+            self.on_stop(sid)  # frees the hardware instance (MIG device, vNPU) it held
         logger.info("flexlab agent: stopping slice %s (%s)", sid, reason)
         if r.worker is not None:
             await r.worker.close(reason=f"flexlab: {reason}")
@@ -199,6 +203,8 @@ class HostAgent:
             if dead:
                 logger.warning("flexlab agent: slice %s worker exited", sid)
                 del self.running[sid]
+                if self.on_stop is not None:
+                    self.on_stop(sid)
 
     def worker_pids(self) -> dict[str, int]:
         """Process ids of the slice workers this agent started, by slice id."""

@@ -177,7 +177,15 @@ class FlexScheduler(SchedulerPlugin):
             ts = scheduler.tasks.get(key)
             if ts is None or ts.state not in ("released", "waiting", "no-worker"):
                 continue
-            binding = self._bind(key, value)
+            try:
+                binding = self._bind(key, value)
+            except Exception as exc:
+                # Fail closed: a task we could not place must not run unconstrained.
+                self.errors.append(f"bind {key!r}: {type(exc).__name__}: {exc}")
+                logger.exception("flexlab plugin error while placing %r", key)
+                binding = Binding(
+                    "fail", reason=f"internal error while placing it: {type(exc).__name__}: {exc}"
+                )
             self._restrict(ts, key, binding)
         if self._lease_workers:
             self._keep_plain_tasks_off_leases(scheduler, tasks, ann)
@@ -242,9 +250,12 @@ class FlexScheduler(SchedulerPlugin):
             ts.worker_restrictions = set(open_workers)
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
-        if (finish in _DONE or (finish == "released" and start != "processing")) and key in self._requests:
-            del self._requests[key]
+        # Hot path (every transition of every task): membership tests only.
+        if finish in _DONE and key in self._requests:
             self.pool.task_finished(key)
+            if finish == "forgotten":
+                # Kept until then: a result lost with its worker is recomputed and bound again.
+                del self._requests[key]
 
     def add_worker(self, scheduler: Scheduler, worker: str) -> None:
         self._guard("add_worker", self._add_worker, scheduler, worker)

@@ -127,6 +127,11 @@ def worker_kwargs(
 
 async def _run(scheduler: str, cmd: dict[str, Any], provider: str, host: str, interval: float) -> None:
     env = {k: v for k, v in os.environ.items() if k.startswith(("FLEXLAB_", "CUDA_", "ASCEND_", "MLU_"))}
+    if provider != "mock":
+        from flexlab.providers.memcap import apply_memory_cap
+
+        result = apply_memory_cap()
+        logger.info("flexlab: slice %s memory cap: %s", cmd["slice_id"], result)
     kwargs = worker_kwargs(cmd, provider=provider, interval=interval, env=env)
     async with Worker(scheduler, host=host, **kwargs) as w:
         stop = asyncio.Event()

@@ -40,36 +40,69 @@ def _mock_hosts(spec_path: str | None) -> tuple[list[Any], dict[str, dict[str, l
     return hosts, layouts
 
 
-def _detected_host(name: str | None) -> tuple[Any, dict[str, list[str]], str]:
-    """This machine's real devices, through every enabled provider."""
-    import os
-    import socket
+class HardwareHost:
+    """This machine's real devices, found by every enabled provider, with the per-slice
+    environments (visibility and limit variables) their workers get."""
 
-    from flexlab.core.topology import HostSpec
-    from flexlab.providers.detect import default_providers, detect_all
+    def __init__(self, name: str | None) -> None:
+        import os
+        import socket
 
-    reports = detect_all(default_providers())
-    devices = []
-    provider = "mock"
-    for report in reports:
-        for dev in getattr(report, "devices", ()):
-            if dev.model_key is None:
-                logging.getLogger("flexlab.agent").warning(
-                    "no catalog entry for %s; skipped", dev.product_name
-                )
+        import dask.config
+
+        from flexlab.core.topology import FRACTION, PROFILE, DeviceSpec, HostSpec
+        from flexlab.providers.binding import SliceEnvFactory
+        from flexlab.providers.detect import default_providers, enabled_map
+
+        log = logging.getLogger("flexlab.agent")
+        providers = default_providers(enabled=enabled_map(dask.config.get("flexlab.providers", default={})))
+        self.factories: dict[str, SliceEnvFactory] = {}
+        self.provider_of_model: dict[tuple[str, int], str] = {}
+        devices: list[DeviceSpec] = []
+        self.layouts: dict[str, list[str]] = {}
+        hostname = name or socket.gethostname().split(".")[0]
+        for prov in providers:
+            report = prov.detect()
+            if not report.ok:
+                log.info("flexlab agent: %s: %s", report.provider, report.detail or report.status.value)
                 continue
-            from flexlab.core.topology import FRACTION, DeviceSpec
+            usable = [d for d in report.devices if d.model_key is not None]
+            for d in report.devices:
+                if d.model_key is None:
+                    log.warning("flexlab agent: no catalog entry for %s; skipped", d.product_name)
+            self.factories[report.provider] = SliceEnvFactory(prov, usable)
+            for d in usable:
+                assert d.model_key is not None
+                spec = DeviceSpec(
+                    d.model_key, d.index, d.uuid, PROFILE if d.instances else FRACTION, d.memory_mib
+                )
+                devices.append(spec)
+                self.provider_of_model[(spec.model, spec.index)] = report.provider
+                if d.instances:
+                    self.layouts[f"{hostname}/{spec.model}#{spec.index}"] = [i.profile for i in d.instances]
+        if not devices:
+            raise InvalidRequest(
+                "devices",
+                "none found",
+                "a machine with NVIDIA, Ascend or Cambricon devices, or --provider mock",
+            )
+        cpus = (os.cpu_count() or 1) * 1000
+        mem = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20)
+        self.spec = HostSpec(hostname, cpus, mem, tuple(devices))
+        self.provider = next(iter(self.factories))
 
-            devices.append(DeviceSpec(dev.model_key, dev.index, dev.uuid, FRACTION, dev.memory_mib))
-            provider = dev.vendor
-    if not devices:
-        raise InvalidRequest(
-            "devices", "none found", "a machine with NVIDIA, Ascend or Cambricon devices, or --provider mock"
-        )
-    cpus = (os.cpu_count() or 1) * 1000
-    mem = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20)
-    host = HostSpec(name or socket.gethostname().split(".")[0], cpus, mem, tuple(devices))
-    return host, {}, provider
+    def _factory(self, cmd: dict[str, Any]) -> Any:
+        from flexlab.providers.binding import parse_device_id
+
+        _, model, index = parse_device_id(str(cmd["devices"][0]))
+        return self.factories[self.provider_of_model[(model, index)]]
+
+    def env_for(self, cmd: dict[str, Any]) -> dict[str, str]:
+        return dict(self._factory(cmd).env_for(cmd))
+
+    def release(self, slice_id: str) -> None:
+        for f in self.factories.values():
+            f.release(slice_id)
 
 
 async def _serve_agents(scheduler: str, args: argparse.Namespace) -> None:
@@ -88,7 +121,7 @@ async def _serve_agents(scheduler: str, args: argparse.Namespace) -> None:
             )
     else:
         try:
-            host, layouts, provider = _detected_host(args.host_name[0] if args.host_name else None)
+            hw = HardwareHost(args.host_name[0] if args.host_name else None)
         except InvalidRequest:
             if not getattr(args, "mock_fallback", False):
                 raise
@@ -96,7 +129,17 @@ async def _serve_agents(scheduler: str, args: argparse.Namespace) -> None:
             args.provider = "mock"
             await _serve_agents(scheduler, args)
             return
-        agents.append(HostAgent(scheduler, host, provider=provider, processes=True, layouts=layouts))
+        agents.append(
+            HostAgent(
+                scheduler,
+                hw.spec,
+                provider=hw.provider,
+                processes=True,
+                layouts=hw.layouts,
+                env_for=hw.env_for,
+                on_stop=hw.release,
+            )
+        )
     for a in agents:
         await a.start()
     for a in agents:

@@ -1,0 +1,116 @@
+"""Shared provider pieces: catalog mapping, per-process caching, the tool runner."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from flexlab.providers.base import (
+    DiscoveredDevice,
+    ErrorCode,
+    PerProcess,
+    SliceBinding,
+    flexlab_slice_env,
+    memory_mismatch,
+    model_key_for,
+)
+from flexlab.providers.command import run_tool
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("NVIDIA A100-SXM4-80GB", "a100-80gb"),
+        ("NVIDIA A100-SXM4-40GB", "a100-40gb"),
+        ("NVIDIA A100-SXM4-80GB MIG 3g.40gb", "a100-80gb"),
+        ("Tesla V100S-PCIE-32GB", "v100s-32gb"),
+        ("Tesla V100-SXM2-16GB", "v100-16gb"),
+        ("Tesla T4", "t4"),
+        ("NVIDIA H100 80GB HBM3", "h100-80gb"),
+        ("Ascend910B3", "ascend-910b3"),
+        ("Ascend 910B3", "ascend-910b3"),
+        ("910B3", "ascend-910b3"),
+        ("910B2", "ascend-910b2"),
+        ("310P3", "ascend-310p3"),
+        ("310Pvir01", "ascend-310p3"),
+        ("MLU370-X8", "mlu370-x8"),
+        ("  Tesla T4  ", "t4"),
+        ("910B", None),
+        ("MLU370-X4", None),
+        ("NVIDIA GeForce RTX 4090", None),
+        ("", None),
+    ],
+    ids=lambda v: v if isinstance(v, str) and v else repr(v),
+)
+def test_model_key_for(name: str, key: str | None) -> None:
+    assert model_key_for(name) == key
+
+
+@pytest.mark.parametrize(
+    ("key", "memory", "flagged"),
+    [("t4", 15360, False), ("a100-80gb", 81920, False), ("ascend-310p3", 44280, True), (None, 5, False)],
+    ids=["t4-nvml-total", "a100-exact", "300i-duo-chip", "unknown-model"],
+)
+def test_memory_mismatch(key: str | None, memory: int, flagged: bool) -> None:
+    dev = DiscoveredDevice("x", "gpu", "name", key, 0, "id", memory)
+    warning = memory_mismatch(dev)
+    assert (warning is not None) == flagged
+    if warning is not None:
+        assert (warning.code, warning.field, warning.device) == (ErrorCode.UNKNOWN_DEVICE, "model", "id")
+
+
+def test_per_process_recomputes_after_a_fork(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[int] = []
+    cache: PerProcess[int] = PerProcess()
+
+    def factory() -> int:
+        made.append(1)
+        return len(made)
+
+    assert (cache.get(factory), cache.get(factory)) == (1, 1)
+    monkeypatch.setattr(os, "getpid", lambda: -7)
+    assert cache.get(factory) == 2
+    cache.reset()
+    assert cache.get(factory) == 3
+
+
+def test_flexlab_slice_env() -> None:
+    dev = DiscoveredDevice("nvidia", "gpu", "Tesla T4", "t4", 1, "GPU-9", 15360)
+    assert flexlab_slice_env(SliceBinding(dev, 300, 4096)) == {
+        "FLEXLAB_DEVICE_UUID": "GPU-9",
+        "FLEXLAB_COMPUTE_MILLI": "300",
+        "FLEXLAB_MEMORY_LIMIT_MIB": "4096",
+        "FLEXLAB_DEVICE_MEMORY_MIB": "15360",
+    }
+    assert SliceBinding(dev, 1000, 15360).whole_device
+    assert not SliceBinding(dev, 1000, 15000).whole_device
+
+
+def test_run_tool_captures_output_and_exit_codes() -> None:
+    ok = run_tool([sys.executable, "-c", "print('hello')"])
+    assert (ok.ok, ok.returncode, ok.stdout, ok.error) == (True, 0, "hello\n", None)
+    bad = run_tool([sys.executable, "-c", "import sys; sys.stderr.write('boom\\n'); sys.exit(3)"])
+    assert (bad.error, bad.returncode, bad.stderr) == (ErrorCode.TOOL_FAILED, 3, "boom\n")
+    assert bad.describe().endswith("exited 3: boom")
+
+
+def test_run_tool_missing_and_timeout() -> None:
+    missing = run_tool(["flexlab-no-such-tool-xyz", "info"])
+    assert (missing.error, missing.describe()) == (
+        ErrorCode.TOOL_MISSING,
+        "flexlab-no-such-tool-xyz not found on PATH",
+    )
+    slow = run_tool([sys.executable, "-c", "import time; time.sleep(5)"], timeout=0.3)
+    assert (slow.error, slow.returncode) == (ErrorCode.TIMEOUT, None)
+
+
+def test_slice_usage_counts_each_process_once_and_falls_back_to_instances() -> None:
+    from flexlab.providers.base import ProcessUsage, TelemetrySample, slice_usage
+
+    parent = TelemetrySample("GPU-1", 0, 0.0, None, 10, 100, (ProcessUsage(7, 300, 40.0),))
+    inst_a = TelemetrySample("GPU-1", 0, 0.0, None, 3, 50, (ProcessUsage(7, 300),), instance="MIG-a")
+    inst_b = TelemetrySample("GPU-1", 0, 0.0, None, 3, 50, (ProcessUsage(8, 200),), instance="MIG-b")
+    usage = slice_usage([inst_a, inst_b, parent], [7, 8])
+    assert (usage.memory_mib, usage.utilization_pct, usage.pids) == (500, 40.0, (7, 8))
