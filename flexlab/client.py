@@ -230,5 +230,10 @@ class PoolClient:
     def events(self, since: int = 0, owner: str | None = None) -> list[dict[str, Any]]:
         return list(_call(self.client, "flexlab_events", since=since, owner=owner)["events"])
 
+    def history(self, since: float = 0.0) -> list[dict[str, Any]]:
+        """Aggregated telemetry frames (once a second): busy share and memory by vendor, by
+        model and in total, leased share, waiting tasks, arrivals per request class."""
+        return list(_call(self.client, "flexlab_history", since=since)["frames"])
+
     def leases(self, owner: str | None = None) -> list[dict[str, Any]]:
         return list(_call(self.client, "flexlab_lease_list", owner=owner)["leases"])

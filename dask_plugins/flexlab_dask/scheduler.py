@@ -32,6 +32,7 @@ from dask._task_spec import Task
 from distributed import Scheduler, SchedulerPlugin
 
 from flexlab.core.errors import FlexlabError, InvalidRequest, Unschedulable
+from flexlab.core.history import History
 from flexlab.core.pool import (
     LEASE_PREFIX,
     RESOURCE_PREFIX,
@@ -99,6 +100,8 @@ class FlexScheduler(SchedulerPlugin):
         self._loop_task: asyncio.Task[None] | None = None
         self._lease_workers: set[str] = set()
         self._stats = {"bound": 0, "waited": 0, "failed": 0, "rebound": 0}
+        #: Aggregated telemetry over time (one sampler, many readers).
+        self.history = History(maxlen=3600)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, scheduler: Scheduler) -> None:
@@ -112,6 +115,7 @@ class FlexScheduler(SchedulerPlugin):
             "flexlab_lease_list": self.handle_lease_list,
             "flexlab_lease_release": self.handle_lease_release,
             "flexlab_lease_renew": self.handle_lease_renew,
+            "flexlab_history": self.handle_history,
             "flexlab_agent_register": self.handle_agent_register,
             "flexlab_agent_poll": self.handle_agent_poll,
             "flexlab_agent_leave": self.handle_agent_leave,
@@ -149,6 +153,20 @@ class FlexScheduler(SchedulerPlugin):
         self._apply_bindings(self.pool.take_rebound())
         self._flush_commands()
         self._persist()
+        self.record_history()
+
+    def record_history(self) -> None:
+        led = self.pool.ledger
+        devices = {}
+        for did in led.device_ids():
+            m = led.device_spec(did).catalog
+            devices[did] = (m.vendor, m.key, int(led.pool.dev_mem_total[led.device_index(did)]))
+        self.history.record(
+            now=time.time(),
+            devices=devices,
+            slices=list(self.pool.slices.values()),
+            waiting=len(self.pool.pending),
+        )
 
     def _guard(self, where: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
@@ -206,6 +224,7 @@ class FlexScheduler(SchedulerPlugin):
         except FlexlabError as exc:
             return Binding("fail", reason=str(exc))
         self._requests[key] = req
+        self.history.arrived(req.describe())
         return self.pool.bind(key, req)
 
     def _parse(self, spec: Any) -> SliceRequest:
@@ -415,6 +434,10 @@ class FlexScheduler(SchedulerPlugin):
             state["waiting"] = waiting
         return state
 
+    def handle_history(self, since: float = 0.0) -> dict[str, Any]:
+        """Aggregated telemetry frames newer than ``since`` (seconds since the epoch)."""
+        return {"status": "OK", "frames": [f.to_dict() for f in self.history.frames(since)]}
+
     def handle_explain(self, request: str, owner: str | None = None) -> dict[str, Any]:
         try:
             req = parse_request(request)
@@ -461,6 +484,7 @@ class FlexScheduler(SchedulerPlugin):
                 raise InvalidRequest("ttl", ttl, f"at most {config.get('lease.max-ttl')}")
             req = parse_request(request)
             lease = self.pool.create_lease(req, owner=owner, ttl_s=ttl_s, priority=int(priority))
+            self.history.arrived(f"lease {req.describe()}")
         except FlexlabError as exc:
             return _error(exc)
         self._flush_commands()

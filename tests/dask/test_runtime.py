@@ -259,3 +259,8 @@ def test_telemetry_reaches_the_pool(flex: Flex) -> None:
         time.sleep(0.05)
     fut.result()
     assert seen > 0.5
+    frames = PoolClient(client).history()
+    assert frames, "the plugin records a frame every loop tick"
+    assert max(f["by_model"]["mlu370-x8"][0] for f in frames) > 0.5
+    assert sum(f["arrivals"].get("mlu:1", 0) for f in frames) == 1
+    assert set(frames[-1]["by_vendor"]) == {"huawei", "nvidia", "cambricon"}
