@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.flexlab-installed
 export NODE_EXTRA_CA_CERTS ?= /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench-openb clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -15,9 +15,15 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-## The main job: the openb placement benchmark (flexlab demo arrives with the Dask runtime).
+## The main job: a mixed AI workload on the embedded mock pool, sliced vs whole devices.
 demo: $(STAMP)
-	$(VENV)/bin/flexlab bench openb --workload default --policies firstfit,bestfit,fgd,flexlab --seeds 42-51
+	$(VENV)/bin/flexlab demo
+
+## The placement benchmark on the public openb trace (../shared/traces/openb or TRACE=...).
+TRACE ?= ../shared/traces/openb
+bench-openb: $(STAMP)
+	$(VENV)/bin/flexlab bench openb --trace-dir $(TRACE) --workload default \
+		--policies firstfit,bestfit,fgd,flexlab --seeds 42-51
 
 ## The whole test suite, slow tests and lint (ruff, mypy, import-linter) included.
 test: $(STAMP)
