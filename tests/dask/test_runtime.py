@@ -264,3 +264,15 @@ def test_telemetry_reaches_the_pool(flex: Flex) -> None:
     assert max(f["by_model"]["mlu370-x8"][0] for f in frames) > 0.5
     assert sum(f["arrivals"].get("mlu:1", 0) for f in frames) == 1
     assert set(frames[-1]["by_vendor"]) == {"huawei", "nvidia", "cambricon"}
+
+
+def test_plugin_exceptions_are_caught_and_counted(flex: Flex, fail_on_plugin_exceptions: Any) -> None:
+    """The guard the whole suite relies on: an exception inside a hook is counted and logged,
+    and the suite-wide fixture sees the log record (then we clear it, on purpose)."""
+    cluster, _ = flex
+    plugin = cluster.flex_plugin
+    plugin._guard("test-hook", lambda: 1 / 0)
+    assert plugin.errors == ["test-hook: ZeroDivisionError: division by zero"]
+    assert any("test-hook" in r.getMessage() for r in fail_on_plugin_exceptions.records)
+    plugin.errors.clear()
+    fail_on_plugin_exceptions.records.clear()

@@ -1,0 +1,141 @@
+"""The command line, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flexlab.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_catalog_json_lists_sources(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["catalog", "--json", "--kind", "npu"]) == 0
+    models = json.loads(capsys.readouterr().out)
+    assert {m["key"] for m in models} >= {"ascend-910b3", "ascend-310p3"}
+    assert all(m["kind"] == "npu" and m["sources"] for m in models)
+
+
+def test_request_shows_what_it_asks(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["request", "npu:25%,16GiB,cpu=2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["kinds"], out["compute_milli"], out["memory_mib"], out["host_cpu_milli"]) == (
+        ["npu"],
+        250,
+        16384,
+        2000,
+    )
+
+
+def test_bad_request_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["request", "tpu:0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid selector: 'tpu'" in err
+    assert "allowed" in err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_up_then_status(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "DASK_FLEXLAB__STATE_FILE": str(tmp_path / "leases.sqlite")}
+    log = (tmp_path / "up.log").open("w")
+    up = subprocess.Popen(
+        [sys.executable, "-m", "flexlab.cli", "up", "--port", str(port), "--provider", "mock", "--threads"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        out = ""
+        for _ in range(120):
+            r = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "flexlab.cli",
+                    "status",
+                    "--scheduler",
+                    f"tcp://127.0.0.1:{port}",
+                    "--json",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=env,
+                check=False,
+            )
+            if r.returncode == 0:
+                state = json.loads(r.stdout)
+                slices = [s for h in state["hosts"] for d in h["devices"] for s in d["slices"]]
+                if len(state["hosts"]) == 3 and slices and all(s["state"] == "ready" for s in slices):
+                    out = r.stdout
+                    break
+            time.sleep(0.5)
+        assert out, (tmp_path / "up.log").read_text()
+        table = subprocess.run(
+            [sys.executable, "-m", "flexlab.cli", "status", "--scheduler", f"tcp://127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**env, "COLUMNS": "160"},
+            check=True,
+        ).stdout
+        for word in ("ascend-a", "nvidia-b", "mixed-c", "a100-80gb", "3g.40gb", "mlu370-x8"):
+            assert word in table
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(30)
+    assert "flexlab scheduler at tcp://127.0.0.1:" in (tmp_path / "up.log").read_text()
+
+
+def test_status_without_a_scheduler_says_so() -> None:
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flexlab.cli",
+            "status",
+            "--scheduler",
+            f"tcp://127.0.0.1:{free_port()}",
+            "--timeout",
+            "1s",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 2
+    assert "cannot reach a scheduler" in r.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "flexlab.cli", "demo", "--window", "4", "--tasks", "150"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "120"},
+        check=False,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Tasks completed in 4 s, per device model" in r.stdout
+    assert "x those of whole-device allocation" in r.stdout
+    for model in ("ascend-910b3", "a100-80gb", "v100s-32gb"):
+        assert model in r.stdout
