@@ -9,9 +9,9 @@ from typing import Any
 import dask
 from distributed import Client, Scheduler
 from distributed.utils_test import gen_cluster
+from flexlab_dask import FlexScheduler, HostAgent
 
 from flexlab.core.topology import PROFILE, DeviceSpec, HostSpec
-from flexlab_dask import FlexScheduler, HostAgent
 
 HOST_A = HostSpec("npu-a", 16_000, 64 * 1024, (DeviceSpec("ascend-910b3", 0),))
 HOST_B = HostSpec("gpu-b", 16_000, 64 * 1024, (DeviceSpec("t4", 0), DeviceSpec("a100-80gb", 1, mode=PROFILE)))
