@@ -88,6 +88,10 @@ class FlexCluster(LocalCluster):
         kwargs.setdefault("dashboard_address", None)
         scheduler_kwargs = dict(kwargs.pop("scheduler_kwargs", None) or {})
         scheduler_kwargs["plugins"] = [*scheduler_kwargs.get("plugins", ()), self.flex_plugin]
+        # Without a dashboard the scheduler still serves /health etc.: on a free local port,
+        # never on 8787 of every interface.
+        if kwargs.get("dashboard_address") is None:
+            scheduler_kwargs.setdefault("dashboard_address", "127.0.0.1:0")
         super().__init__(
             n_workers=cpu_workers,
             threads_per_worker=threads_per_worker,
