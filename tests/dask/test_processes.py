@@ -86,6 +86,8 @@ class Procs:
                 "--port",
                 str(self.port),
                 "--no-dashboard",
+                "--dashboard-address",
+                "127.0.0.1:0",
             ],
             env=self.env,
             stdout=log,
