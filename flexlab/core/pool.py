@@ -422,6 +422,58 @@ class SlicePool:
             self.pending[key] = (request, b.reason)
         return b
 
+    def bind_many(self, keys: list[object], request: SliceRequest) -> list[Binding]:
+        """Bind many tasks of one request at once (a ``client.map``): the candidates are
+        found once and tasks are spread over them by least committed share, so the cost per
+        task is a heap operation."""
+        import heapq
+
+        if not keys:
+            return []
+        cands: list[tuple[SliceInfo, tuple[int, int]]] = []
+        for sl in self._fits(request):
+            need = self._need(request, sl)
+            if need is not None:
+                cands.append((sl, need))
+        if not cands:
+            return [self.bind(k, request) for k in keys]
+        shared: dict[str, Binding] = {}
+        heap: list[tuple[float, int, int]] = []
+        for i, (sl, need) in enumerate(cands):
+            heap.append(((sl.load_milli + need[0]) / max(sl.compute_milli, 1), sl.compute_milli, i))
+            shared[sl.slice_id] = Binding(
+                "bound",
+                slice_id=sl.slice_id,
+                compute_milli=need[0],
+                resources={sl.resource: float(need[0]), sl.memory_resource: float(need[1])},
+            )
+        heapq.heapify(heap)
+        carved = False
+        out: list[Binding] = []
+        task_slice = self.task_slice
+        pending = self.pending
+        for key in keys:
+            ratio, cap, i = heap[0]
+            if ratio > 1.0 and not carved:
+                carved = True  # every fitting slice is fully committed: carve more once
+                b = self._bind_by_carving(request, quiet=True)
+                if b.status == "bound" and b.slice_id is not None:
+                    sl = self.slices[b.slice_id]
+                    need = self._need(request, sl)
+                    if need is not None:
+                        cands.append((sl, need))
+                        shared[sl.slice_id] = b
+                        heapq.heappush(heap, (0.0, sl.compute_milli, len(cands) - 1))
+                        ratio, cap, i = heap[0]
+            sl, need = cands[i]
+            sl.load_milli += need[0]
+            sl.tasks += 1
+            heapq.heapreplace(heap, ((sl.load_milli + need[0]) / max(cap, 1), cap, i))
+            task_slice[key] = (sl.slice_id, need[0])
+            pending.pop(key, None)
+            out.append(shared[sl.slice_id])
+        return out
+
     def bind_lease_task(self, key: object, lease_id: str, owner: str | None) -> Binding:
         lease = self.leases.get(lease_id)
         if lease is None or lease.state in ("released", "expired"):
