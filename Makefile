@@ -4,13 +4,26 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.flexlab-installed
 export NODE_EXTRA_CA_CERTS ?= /etc/ssl/certs/ca-certificates.crt
+# CI never re-resolves the npm lock file (toolchain P19).
+ifeq ($(CI),true)
+export YARN_ENABLE_IMMUTABLE_INSTALLS := true
+endif
+LAB_OVERRIDES := {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}
 
-.PHONY: setup demo test lint bench-openb clean
+.PHONY: setup demo test test-browser lint chromium bench-openb clean
 
-$(STAMP): pyproject.toml
+EXT_SOURCES := $(wildcard extension/src/*.ts extension/style/*.css extension/schema/*.json) \
+	extension/package.json extension/yarn.lock
+
+$(STAMP): pyproject.toml $(EXT_SOURCES)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
-	$(PY) -m pip install -q -e '.[test]'
+	# builds the JupyterLab extension with jlpm through hatch-jupyter-builder
+	$(PY) -m pip install -q -e '.[all,test]'
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	echo '$(LAB_OVERRIDES)' > $(VENV)/share/jupyter/lab/settings/overrides.json
+	$(VENV)/bin/jupyter labextension list 2>&1 | grep -q 'flexlab-jupyter.*enabled.*OK'
+	$(VENV)/bin/jupyter server extension list 2>&1 | grep -q 'flexlab_jupyter.*OK'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -19,18 +32,29 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/flexlab demo
 
+## Debian's Chromium for the browser tests (never a browser download).
+chromium:
+	command -v chromium >/dev/null || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+
+## Everything CI runs: tests (slow ones included), ruff, mypy, import-linter, then the
+## browser tests in their own pytest run (Playwright and pytest-jupyter cannot share one).
+test: $(STAMP) chromium
+	$(PY) -m pytest -q
+	FLEXLAB_BROWSER_TESTS=1 $(PY) -m pytest -q -p no:warnings tests/browser \
+		--screenshot=only-on-failure --output=test-artifacts/playwright
+
+test-browser: $(STAMP) chromium
+	FLEXLAB_BROWSER_TESTS=1 $(PY) -m pytest -q -p no:warnings tests/browser
+
+lint: $(STAMP)
+	$(PY) -m pytest -q tests/test_quality.py
+
 ## The placement benchmark on the public openb trace (../shared/traces/openb or TRACE=...).
 TRACE ?= ../shared/traces/openb
 bench-openb: $(STAMP)
 	$(VENV)/bin/flexlab bench openb --trace-dir $(TRACE) --workload default \
 		--policies firstfit,bestfit,fgd,flexlab --seeds 42-51
-
-## The whole test suite, slow tests and lint (ruff, mypy, import-linter) included.
-test: $(STAMP)
-	$(PY) -m pytest -q
-
-lint: $(STAMP)
-	$(PY) -m pytest -q tests/test_quality.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

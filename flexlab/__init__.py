@@ -23,6 +23,7 @@ _LAZY = {
     "lease": "flexlab.client",
     "Lease": "flexlab.client",
     "PoolClient": "flexlab.client",
+    "connect": "flexlab.client",
     "current_user": "flexlab.client",
     "parse_request": "flexlab.core.request",
     "SliceRequest": "flexlab.core.request",
@@ -37,12 +38,21 @@ __all__ = [
     "SliceRequest",
     "Unschedulable",
     "__version__",
+    "connect",
     "current_user",
     "lease",
+    "load_ipython_extension",
     "parse_request",
     "request",
     "submit",
 ]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext flexlab``: registers the ``%flex`` magics (see :mod:`flexlab.notebook`)."""
+    from flexlab.notebook import load_ipython_extension as load
+
+    load(ipython)
 
 
 def __getattr__(name: str) -> Any:

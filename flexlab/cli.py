@@ -116,9 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     from flexlab.commands.runtime import add_parsers as add_runtime
 
     add_runtime(sub)
+    from flexlab.commands.dashboard import add_parser as add_dashboard
     from flexlab.commands.demo import add_parser as add_demo
+    from flexlab.commands.lab import add_parser as add_lab
 
     add_demo(sub)
+    add_lab(sub)
+    add_dashboard(sub)
     _add_bench(sub)
     return parser
 

@@ -77,6 +77,39 @@ def _client(client: Client | None) -> Client:
     return client if client is not None else default_client()
 
 
+#: Environment variable with the pool's scheduler address (set by ``flexlab lab`` for kernels).
+SCHEDULER_ENV = "FLEXLAB_SCHEDULER"
+
+
+def scheduler_address() -> str | None:
+    """The configured pool: ``$FLEXLAB_SCHEDULER``, else dask config ``flexlab.scheduler-address``."""
+    return os.environ.get(SCHEDULER_ENV) or dask.config.get("flexlab.scheduler-address", None) or None
+
+
+def connect(address: str | None = None, *, embedded: bool = False) -> Client:
+    """The Dask client of the pool: ``address``, else the current default client, else the
+    configured scheduler (:func:`scheduler_address`), else (``embedded``) a new in-process mock
+    pool (``FlexCluster``) that lives as long as this process.
+
+    >>> client = flexlab.client.connect()  # doctest: +SKIP
+    """
+    if address:
+        return Client(address)
+    with contextlib.suppress(ValueError):
+        return default_client()
+    configured = scheduler_address()
+    if configured:
+        return Client(configured)
+    if not embedded:
+        raise ValueError(
+            f"no Dask client and no pool configured: set ${SCHEDULER_ENV} or the dask config "
+            "flexlab.scheduler-address, or pass a client"
+        )
+    from flexlab_dask import FlexCluster
+
+    return Client(FlexCluster())
+
+
 def _call(client: Client, handler: str, **kwargs: Any) -> dict[str, Any]:
     fn = getattr(client.scheduler, handler)
     resp = client.sync(fn, **kwargs)
@@ -120,6 +153,21 @@ class Lease:
         self.info = info
         self.lease_id: str = str(info["lease_id"])
         self.owner: str = str(info["owner"])
+
+    @classmethod
+    def attach(cls, lease_id: str, *, owner: str | None = None, client: Client | None = None) -> Lease:
+        """An existing lease (made from the JupyterLab panel, ``%flex`` or another process).
+
+        ``client`` defaults to :func:`connect` (the default client or the configured pool);
+        ``owner`` to :func:`current_user`. Raises ``UnknownName`` or ``NotOwner``::
+
+            lease = flexlab.Lease.attach("L3")
+            lease.submit(fn).result()
+        """
+        c = client if client is not None else connect()
+        who = owner or current_user()
+        info = _call(c, "flexlab_lease_get", lease_id=str(lease_id), owner=who)["lease"]
+        return cls(c, info)
 
     def __repr__(self) -> str:
         where = f" on {', '.join(self.info.get('devices') or [])}" if self.info.get("devices") else ""
@@ -223,8 +271,12 @@ class PoolClient:
     def state(self) -> dict[str, Any]:
         return _call(self.client, "flexlab_pool_state")
 
-    def explain(self, spec: str) -> dict[str, Any]:
+    def explain(self, spec: str, *, lease: bool = False) -> dict[str, Any]:
+        """Where ``spec`` would go now, or the counted reasons why not; ``lease``: as a new
+        lease (which may reclaim idle shared slices) rather than as a task."""
         parse_request(spec)
+        if lease:
+            return _call(self.client, "flexlab_explain", request=spec, lease=True)
         return _call(self.client, "flexlab_explain", request=spec)
 
     def events(self, since: int = 0, owner: str | None = None) -> list[dict[str, Any]]:

@@ -11,6 +11,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The browser tests run in their own pytest process (`make test` does both): Playwright's
+# event loop and pytest-jupyter's cannot share one session (toolchain P18).
+collect_ignore = [] if os.environ.get("FLEXLAB_BROWSER_TESTS") else ["browser"]
+
 
 def openb_dir() -> Path | None:
     """The public openb trace: $FLEXLAB_OPENB_DIR or ../shared/traces/openb."""

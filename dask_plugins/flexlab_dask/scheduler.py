@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from dask._task_spec import Task
 from distributed import Scheduler, SchedulerPlugin
@@ -61,7 +61,7 @@ def _raise_unschedulable(message: str) -> None:
 class FlexScheduler(SchedulerPlugin):
     """Owns the pool (hosts, devices, slices, leases) inside the Dask scheduler."""
 
-    name: ClassVar[str] = "flexlab"  # type: ignore[misc]
+    name: ClassVar[str] = "flexlab"
 
     def __init__(
         self,
@@ -191,23 +191,52 @@ class FlexScheduler(SchedulerPlugin):
         self, scheduler: Scheduler, annotations: dict[str, dict[Any, Any]], tasks: list[Any]
     ) -> None:
         ann = annotations.get("flexlab") or {}
+        groups: dict[str, list[Any]] = {}
         for key, value in ann.items():
             ts = scheduler.tasks.get(key)
             if ts is None or ts.state not in ("released", "waiting", "no-worker"):
                 continue
-            try:
-                binding = self._bind(key, value)
-            except Exception as exc:
-                # Fail closed: a task we could not place must not run unconstrained.
-                self.errors.append(f"bind {key!r}: {type(exc).__name__}: {exc}")
-                logger.exception("flexlab plugin error while placing %r", key)
-                binding = Binding(
-                    "fail", reason=f"internal error while placing it: {type(exc).__name__}: {exc}"
-                )
-            self._restrict(ts, key, binding)
+            if isinstance(value, str):
+                groups.setdefault(value, []).append(key)  # a client.map: many keys, one request
+            else:
+                self._place_one(scheduler, key, value)
+        for spec, keys in groups.items():
+            self._place_group(scheduler, spec, keys)
         if self._lease_workers:
             self._keep_plain_tasks_off_leases(scheduler, tasks, ann)
         self._flush_commands()
+
+    def _place_group(self, scheduler: Scheduler, spec: str, keys: list[Any]) -> None:
+        try:
+            req = self._parse(spec)
+        except FlexlabError as exc:
+            for key in keys:
+                self._restrict(scheduler.tasks[key], key, Binding("fail", reason=str(exc)))
+            return
+        try:
+            bindings = self.pool.bind_many(keys, req)
+        except Exception as exc:
+            self.errors.append(f"bind {len(keys)} tasks of {spec}: {type(exc).__name__}: {exc}")
+            logger.exception("flexlab plugin error while placing %d tasks of %s", len(keys), spec)
+            for key in keys:
+                self._place_one(scheduler, key, spec)
+            return
+        self.history.arrived(req.describe(), len(keys))
+        requests = self._requests
+        by_key = scheduler.tasks
+        for key, b in zip(keys, bindings, strict=True):
+            requests[key] = req
+            self._restrict(by_key[key], key, b)
+
+    def _place_one(self, scheduler: Scheduler, key: Any, value: Any) -> None:
+        try:
+            binding = self._bind(key, value)
+        except Exception as exc:
+            # Fail closed: a task we could not place must not run unconstrained.
+            self.errors.append(f"bind {key!r}: {type(exc).__name__}: {exc}")
+            logger.exception("flexlab plugin error while placing %r", key)
+            binding = Binding("fail", reason=f"internal error while placing it: {type(exc).__name__}: {exc}")
+        self._restrict(scheduler.tasks[key], key, binding)
 
     def _bind(self, key: Any, value: Any) -> Binding:
         spec: Any = value
@@ -239,7 +268,8 @@ class FlexScheduler(SchedulerPlugin):
 
     def _restrict(self, ts: Any, key: Any, b: Binding) -> None:
         if b.status == "bound":
-            ts.resource_restrictions = dict(b.resources)
+            # Shared by the tasks bound to one slice; Dask only reads it.
+            ts.resource_restrictions = b.resources
             ts.worker_restrictions = None
             self._stats["bound"] += 1
         elif b.status == "wait":
@@ -328,7 +358,7 @@ class FlexScheduler(SchedulerPlugin):
                 recs[ts.key] = "processing" if b.status == "bound" else "no-worker"
         recs = {k: v for k, v in recs.items() if v != "no-worker"}
         if recs:
-            scheduler.transitions(recs, stimulus_id=f"flexlab-rebind-{time.time()}")
+            scheduler.transitions(cast(Any, recs), stimulus_id=f"flexlab-rebind-{time.time()}")
 
     def _apply_bindings(self, bindings: list[tuple[Any, Binding]]) -> None:
         if not bindings or self.scheduler is None:
@@ -344,7 +374,7 @@ class FlexScheduler(SchedulerPlugin):
                 recs[key] = "processing" if b.status == "bound" else "erred"
         recs = {k: v for k, v in recs.items() if v == "processing"}
         if recs:
-            self.scheduler.transitions(recs, stimulus_id=f"flexlab-retry-{time.time()}")
+            self.scheduler.transitions(cast(Any, recs), stimulus_id=f"flexlab-retry-{time.time()}")
 
     # ------------------------------------------------------------------ agents
     def _flush_commands(self) -> None:
@@ -438,12 +468,14 @@ class FlexScheduler(SchedulerPlugin):
         """Aggregated telemetry frames newer than ``since`` (seconds since the epoch)."""
         return {"status": "OK", "frames": [f.to_dict() for f in self.history.frames(since)]}
 
-    def handle_explain(self, request: str, owner: str | None = None) -> dict[str, Any]:
+    def handle_explain(self, request: str, owner: str | None = None, lease: bool = False) -> dict[str, Any]:
+        """Where ``request`` would go now, or the counted reasons why not. ``lease``: as a new
+        lease would see the pool, with idle shared slices reclaimable (``create_lease``)."""
         try:
             req = parse_request(request)
         except FlexlabError as exc:
             return _error(exc)
-        ex = self.pool.explain(req)
+        ex = self._explain_as_lease(req) if lease else self.pool.explain(req)
         d = ex.decision
         where = None
         if d.ok:
@@ -465,6 +497,32 @@ class FlexScheduler(SchedulerPlugin):
             "text": ex.describe(),
             "reasons": {c: {r.name: n for r, n in rs.items()} for c, rs in ex.reasons_by_class.items()},
         }
+
+    def _explain_as_lease(self, req: SliceRequest) -> Any:
+        """Dry run of a lease's placement: release the idle shared slices in the ledger,
+        explain, and reserve them again exactly where they were (nothing else runs between)."""
+        led = self.pool.ledger
+        idle = [s for s in self.pool.slices.values() if s.lease_id is None and s.tasks == 0]
+        saved = [a for a in (led.release(s.alloc_id) for s in idle) if a is not None]
+        try:
+            return self.pool.explain(req)
+        finally:
+            for old in saved:
+                g = old.slices[0]
+                led.reserve(
+                    host=old.host,
+                    devices=[x.device for x in old.slices],
+                    compute_milli=g.compute_milli,
+                    memory_mib=g.memory_mib,
+                    profile=g.profile,
+                    host_cpu_milli=old.host_cpu_milli,
+                    host_memory_mib=old.host_memory_mib,
+                    owner=old.owner,
+                    decision_id=old.decision_id,
+                    request=old.request,
+                    alloc_id=old.alloc_id,
+                    start=g.start if g.profile else None,
+                )
 
     def handle_events(self, since: int = 0, owner: str | None = None, limit: int = 200) -> dict[str, Any]:
         evs = [

@@ -36,7 +36,7 @@ NAME_PREFIX = "flexlab-slice-"
 class SliceWorkerPlugin(WorkerPlugin):
     """Knows the worker's slice and reports its telemetry to the scheduler."""
 
-    name: ClassVar[str] = PLUGIN_NAME  # type: ignore[misc]
+    name: ClassVar[str] = PLUGIN_NAME
 
     def __init__(
         self,

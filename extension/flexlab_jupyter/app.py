@@ -1,0 +1,103 @@
+"""The server extension: configuration, the pool manager's lifecycle and the routes.
+
+Configure it like any Jupyter server extension (``jupyter_server_config.py`` or the command
+line)::
+
+    c.FlexlabJupyter.scheduler_address = "tcp://pool.example.org:8786"
+    jupyter lab --FlexlabJupyter.scheduler_address=tcp://127.0.0.1:8786
+
+With no address configured it uses ``$FLEXLAB_SCHEDULER``, then the dask config
+``flexlab.scheduler-address``, and otherwise starts the embedded mock pool in the server
+process. Kernels started by the server find the same pool through ``$FLEXLAB_SCHEDULER``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool, Enum, Float, Int, Unicode
+
+from flexlab_jupyter.handlers import routes
+from flexlab_jupyter.manager import PoolManager
+
+#: The environment variable kernels read to find the pool (``flexlab.client.SCHEDULER_ENV``).
+SCHEDULER_ENV = "FLEXLAB_SCHEDULER"
+
+
+class FlexlabJupyter(ExtensionApp):
+    """flexlab's REST API under ``/flexlab/api/`` and the pool it talks to."""
+
+    name = "flexlab_jupyter"
+    load_other_extensions = True
+
+    scheduler_address = Unicode(
+        "",
+        config=True,
+        help="Address of the flexlab pool's Dask scheduler, e.g. tcp://10.0.0.5:8786. Empty: "
+        "$FLEXLAB_SCHEDULER, then the dask config flexlab.scheduler-address, else the embedded pool.",
+    )
+    embedded = Bool(
+        True,
+        config=True,
+        help="Start the embedded mock pool (flexlab_dask.FlexCluster) in the server process when no "
+        "scheduler address is configured. Off: the API answers 503 until one is configured.",
+    )
+    owner_source = Enum(
+        ["auto", "identity", "server"],
+        "auto",
+        config=True,
+        help="Who owns the leases a browser makes. 'identity': the Jupyter user's username (JupyterHub, "
+        "custom identity providers). 'server': anonymous_owner, for a single-user server whose shared "
+        "token or password does not name a user. 'auto': 'server' with jupyter_server's own token or "
+        "password identity provider, 'identity' otherwise.",
+    )
+    anonymous_owner = Unicode(
+        "",
+        config=True,
+        help="The owner of leases made through a single-user server (owner_source 'server'). Empty: "
+        "$FLEXLAB_USER or the server's login name, which is also what kernels use by default.",
+    )
+    api_threads = Int(
+        4,
+        config=True,
+        help="Threads that run the blocking Dask calls of the API, off the server's event loop.",
+    )
+    connect_timeout = Float(
+        10.0,
+        config=True,
+        help="Seconds to wait for the configured scheduler when connecting.",
+    )
+
+    def initialize_settings(self) -> None:
+        from flexlab.client import scheduler_address
+
+        address = self.scheduler_address or scheduler_address()
+        self.manager = PoolManager(
+            address, embedded=self.embedded, threads=self.api_threads, connect_timeout=self.connect_timeout
+        )
+        self._env_set = False
+        if self.manager.embedded:
+            self.manager.start()  # ~0.3 s; kernels started from now on must see its address
+            self.log.info("flexlab: started the embedded mock pool at %s", self.manager.address)
+        if self.manager.address and not os.environ.get(SCHEDULER_ENV):
+            os.environ[SCHEDULER_ENV] = self.manager.address
+            self._env_set = True
+        self.settings.update(
+            {
+                "flexlab_manager": self.manager,
+                "flexlab_owner_source": self.owner_source,
+                "flexlab_anonymous_owner": self.anonymous_owner,
+            }
+        )
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(routes())
+
+    async def stop_extension(self) -> None:
+        manager: Any = getattr(self, "manager", None)
+        if manager is not None:
+            await manager.aclose()
+        if getattr(self, "_env_set", False):
+            os.environ.pop(SCHEDULER_ENV, None)

@@ -1,0 +1,241 @@
+"""``PoolManager``: the server extension's way to the pool, with nothing from Jupyter in it.
+
+It holds one Dask client to the flexlab scheduler (a configured address, or the embedded
+mock pool it starts itself) and answers every REST verb with a wire model from
+:mod:`flexlab_jupyter.models`. The Dask client is synchronous; its calls run in a small
+thread pool so that they never block the server's event loop::
+
+    manager = PoolManager(address=None, embedded=True)
+    manager.start()                      # starts the embedded pool (blocking, ~0.3 s)
+    pool = await manager.pool(owner="ana")
+    await manager.aclose()
+
+Domain errors (:mod:`flexlab.core.errors`) pass through unchanged; the handlers map them
+to HTTP status codes. :class:`PoolUnavailable` means the pool cannot be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from flexlab.core.errors import FlexlabError, InvalidRequest
+from flexlab.core.request import MAX_PRIORITY, parse_request
+from flexlab.core.units import parse_duration
+from flexlab_jupyter import models
+
+logger = logging.getLogger("flexlab.jupyter")
+
+T = TypeVar("T")
+
+#: What ``GET /leases`` lists: leases that still hold (or wait for) a slice.
+LIVE_STATES = ("pending", "active", "recovering")
+
+
+class PoolUnavailable(FlexlabError):
+    """The pool's scheduler cannot be reached (or none is configured and embedded is off)."""
+
+
+class PoolManager:
+    """One Dask client to the flexlab pool, shared by every request of the server."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        embedded: bool = True,
+        threads: int = 4,
+        connect_timeout: float = 10.0,
+        cluster_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self.configured_address = address or None
+        self.embedded = embedded and not self.configured_address
+        self.connect_timeout = connect_timeout
+        self.cluster_kwargs = dict(cluster_kwargs or {})
+        self._executor = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="flexlab-api")
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._cluster: Any = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def address(self) -> str:
+        """The scheduler address (empty until the embedded pool is started)."""
+        if self.configured_address:
+            return self.configured_address
+        return str(self._cluster.scheduler_address) if self._cluster is not None else ""
+
+    def start(self) -> None:
+        """Connect, or start the embedded pool. Blocking: call it at load or in a thread."""
+        self._executor.submit(self._ensure_client).result()
+
+    def _ensure_client(self) -> Any:
+        with self._lock:
+            if self._closed:
+                raise PoolUnavailable("the flexlab server extension is shutting down")
+            if self._client is not None:
+                return self._client
+            from distributed import Client
+
+            if self.configured_address:
+                try:
+                    self._client = Client(
+                        self.configured_address, timeout=self.connect_timeout, set_as_default=False
+                    )
+                except (OSError, TimeoutError) as exc:
+                    raise PoolUnavailable(
+                        f"cannot reach the flexlab scheduler at {self.configured_address}: {exc}"
+                    ) from exc
+            elif self.embedded:
+                from flexlab_dask import FlexCluster
+
+                self._cluster = FlexCluster(**self.cluster_kwargs)
+                self._client = Client(self._cluster, set_as_default=False)
+                logger.info("flexlab: embedded mock pool at %s", self._cluster.scheduler_address)
+            else:
+                raise PoolUnavailable(
+                    "no flexlab scheduler configured (FlexlabJupyter.scheduler_address or "
+                    "$FLEXLAB_SCHEDULER) and the embedded pool is off"
+                )
+            return self._client
+
+    def close(self) -> None:
+        """Close the client and the embedded pool (idempotent, blocking)."""
+        with self._lock:
+            self._closed = True
+            client, cluster = self._client, self._cluster
+            self._client = self._cluster = None
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def aclose(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(client, ...)`` in the thread pool: Dask's synchronous client blocks."""
+
+        def call() -> T:
+            return fn(self._ensure_client(), *args, **kwargs)
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(call))
+
+    # ------------------------------------------------------------------ reading
+    async def info(self, owner: str) -> models.InfoModel:
+        from flexlab_dask import config
+
+        from flexlab import __version__
+
+        await self._run(lambda c: None)
+        return {
+            "user": owner,
+            "scheduler": self.address,
+            "embedded": self._cluster is not None,
+            "version": __version__,
+            "default_ttl": str(config.get("lease.default-ttl")),
+            "max_ttl": str(config.get("lease.max-ttl")),
+        }
+
+    async def pool(self, owner: str) -> models.PoolModel:
+        from flexlab.client import PoolClient
+
+        state = await self._run(lambda c: PoolClient(c).state())
+        return models.make_pool(state, owner)
+
+    async def explain(self, request: str, *, lease: bool = True) -> models.ExplainModel:
+        req = _request(request)
+        from flexlab.client import PoolClient
+
+        resp = await self._run(lambda c: PoolClient(c).explain(request, lease=lease))
+        return models.make_explain(resp, request=req.describe(), lease=lease)
+
+    async def events(self, owner: str, since: int = 0) -> models.EventListModel:
+        from flexlab.client import PoolClient
+
+        evs = await self._run(lambda c: PoolClient(c).events(since=since, owner=owner))
+        return models.make_event_list(evs, since)
+
+    # ------------------------------------------------------------------ leases
+    async def leases(self, owner: str, *, include_ended: bool = False) -> models.LeaseListModel:
+        from flexlab.client import PoolClient
+
+        leases = await self._run(lambda c: PoolClient(c).leases(owner=owner))
+        if not include_ended:
+            leases = [x for x in leases if x.get("state") in LIVE_STATES]
+        return models.make_lease_list(leases)
+
+    async def create_lease(
+        self, owner: str, request: str, *, ttl: str | float | None = None, priority: int = 0
+    ) -> models.LeaseModel:
+        _request(request)
+        from flexlab_dask import config
+
+        from flexlab.client import lease
+
+        ttl_given = ttl if ttl is not None else str(config.get("lease.default-ttl"))
+        _ttl(ttl_given)
+        _priority(priority)
+
+        def create(c: Any) -> dict[str, Any]:
+            return lease(request, ttl=ttl_given, priority=priority, owner=owner, client=c, wait=False).info
+
+        return models.make_lease(await self._run(create))
+
+    async def get_lease(self, owner: str, lease_id: str) -> models.LeaseModel:
+        from flexlab.client import Lease
+
+        lease = await self._run(lambda c: Lease.attach(lease_id, owner=owner, client=c))
+        return models.make_lease(lease.info)
+
+    async def release_lease(self, owner: str, lease_id: str) -> models.LeaseModel:
+        from flexlab.client import Lease
+
+        def release(c: Any) -> dict[str, Any]:
+            return Lease.attach(lease_id, owner=owner, client=c).release()
+
+        return models.make_lease(await self._run(release))
+
+    async def renew_lease(self, owner: str, lease_id: str, ttl: str | float) -> models.LeaseModel:
+        _ttl(ttl)
+        from flexlab.client import Lease
+
+        def renew(c: Any) -> dict[str, Any]:
+            return Lease.attach(lease_id, owner=owner, client=c).renew(ttl)
+
+        return models.make_lease(await self._run(renew))
+
+
+# ------------------------------------------------------------------ input checks
+def _request(spec: object) -> Any:
+    if not isinstance(spec, str):
+        raise InvalidRequest(
+            "request", spec, "a string such as 'gpu:0.25', 'npu:25%,16GiB' or 'a100:1g.10gb'"
+        )
+    return parse_request(spec)
+
+
+def _ttl(ttl: object) -> float:
+    """A TTL within the pool's maximum (the scheduler checks it again on create)."""
+    from flexlab_dask import config
+
+    if not isinstance(ttl, (str, int, float)) or isinstance(ttl, bool):
+        raise InvalidRequest("ttl", ttl, "a duration such as '30m', '2h' or a number of seconds")
+    seconds = parse_duration(ttl)
+    max_ttl = config.seconds("lease.max-ttl")
+    if max_ttl and seconds > max_ttl:
+        raise InvalidRequest("ttl", ttl, f"at most {config.get('lease.max-ttl')}")
+    return seconds
+
+
+def _priority(priority: object) -> int:
+    if not isinstance(priority, int) or isinstance(priority, bool) or abs(priority) > MAX_PRIORITY:
+        raise InvalidRequest("priority", priority, f"an integer in -{MAX_PRIORITY}..{MAX_PRIORITY}")
+    return priority

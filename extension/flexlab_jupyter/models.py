@@ -1,0 +1,350 @@
+"""The wire models of ``/flexlab/api/``: what the REST API sends and what it accepts.
+
+One contract written down three times: these TypedDicts (the source of truth), the
+TypeScript interfaces in ``extension/src/models.ts`` and the schemas of ``openapi.yaml``;
+``tests/jupyter/test_models.py`` checks that the three agree field by field. Every field has
+a comment here and a doc comment there.
+
+The builders (``make_*``) translate the scheduler plugin's answers
+(``flexlab_dask.state.pool_state`` / ``lease_dict``, ``handle_explain``, ``handle_events``)
+into these models: internal fields (worker addresses, Dask resource names) stay behind.
+Nothing here imports Jupyter or Dask.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypedDict
+
+LeaseState = Literal["pending", "active", "recovering", "released", "expired"]
+ExplainCode = Literal["SUCCESS", "UNSCHEDULABLE", "UNRESOLVABLE", "ERROR"]
+
+
+class SliceModel(TypedDict):
+    """A slice of one device: shared (any owner's tasks) or held by a lease."""
+
+    slice_id: str  # the slice's id in the pool ("s3"; a lease's slice is named after it, "L2")
+    compute_milli: int  # compute per device in milli-units (1000 = the whole device)
+    memory_mib: int  # device memory of the slice in MiB
+    profile: str | None  # the named profile (MIG "1g.10gb", vNPU "vir05_1c_16g"), None for fractions
+    lease_id: str | None  # the lease holding it, None for a shared slice
+    owner: str | None  # the lease's owner, None for a shared slice
+    state: str  # "starting", "ready", "lost" or "stopped"
+    tasks: int  # tasks bound to it now (queued and running)
+    utilisation: float  # busy share of the slice's compute, 0..1, from the last telemetry
+    memory_used_mib: int  # device memory in use in MiB, from the last telemetry
+
+
+class DeviceModel(TypedDict):
+    """One accelerator of a host and how it is sliced."""
+
+    id: str  # the pool's device id, "host/model#index" ("nvidia-b/a100-80gb#1")
+    vendor: str  # "nvidia", "huawei", "cambricon" or "mock"
+    model: str  # the catalog key ("a100-80gb", "ascend-910b3")
+    name: str  # the product name ("NVIDIA A100 80GB")
+    kind: str  # "gpu", "npu" or "mlu"
+    index: int  # the device's index on its host
+    mode: str  # "fraction" (shares in steps of granularity_milli) or "profile" (named profiles)
+    memory_mib: int  # total device memory in MiB
+    free_compute_milli: int  # compute not carved into any slice, in milli-units
+    free_memory_mib: int  # memory not carved into any slice, in MiB
+    schedulable: bool  # False while the device is drained or failed
+    utilisation: float  # busy share of the whole device, 0..1
+    memory_used_mib: int  # device memory in use in MiB
+    granularity_milli: int  # the smallest step of a fraction, in milli-units (100 = 10%)
+    profiles: list[str]  # the profile menu of a profile-sliced device (empty for fractions)
+    free_profiles: list[str]  # profiles that could be carved now from its free space
+    slices: list[SliceModel]  # the slices carved from it
+
+
+class HostModel(TypedDict):
+    """A machine of the pool and its accelerators."""
+
+    name: str  # the host's name in the pool ("nvidia-b")
+    address: str  # where its agent runs (may be empty for the embedded pool)
+    cpu_milli: int  # host CPU in milli-cores
+    free_cpu_milli: int  # host CPU not held by slices, in milli-cores
+    memory_mib: int  # host RAM in MiB
+    free_memory_mib: int  # host RAM not held by slices, in MiB
+    devices: list[DeviceModel]  # its accelerators, by model and index
+
+
+class PoolModel(TypedDict):
+    """``GET /flexlab/api/pool``: the pool by host and device."""
+
+    time: float  # when the scheduler took this snapshot, seconds since the epoch
+    user: str  # the lease owner this server acts as for the caller
+    hosts: list[HostModel]  # the pool's hosts
+    waiting: int  # tasks waiting for capacity
+
+
+class LeaseModel(TypedDict):
+    """A slice reserved for one owner (``flexlab.lease``), as the REST API shows it."""
+
+    lease_id: str  # the lease's id ("L3")
+    owner: str  # who holds it
+    request: str  # what was asked for ("npu:25%,16GiB")
+    state: LeaseState  # "pending", "active", "recovering", "released" or "expired"
+    reason: str  # why it is in that state (why it waits), may be empty
+    priority: int  # its priority, -1000..1000 (higher first)
+    ttl_s: float  # its time to live in seconds, from creation or the last renewal
+    created: float  # when it was asked for, seconds since the epoch
+    expires_at: float  # when its TTL runs out, seconds since the epoch
+    ttl_left_s: float  # seconds of TTL left (0 when it ran out)
+    slice_id: str | None  # its slice, None while it waits for one
+    host: str | None  # the host of its slice
+    devices: list[str]  # the device ids of its slice
+    model: str | None  # the catalog model of its slice
+    compute_milli: int | None  # compute of its slice per device, milli-units
+    memory_mib: int | None  # device memory of its slice, MiB
+    profile: str | None  # the profile of its slice, None for fractions
+    utilisation: float  # busy share of its slice, 0..1
+    memory_used_mib: int  # device memory in use, MiB
+    attach_code: str  # Python that re-attaches to it from a kernel
+
+
+class LeaseListModel(TypedDict):
+    """``GET /flexlab/api/leases``: the caller's leases."""
+
+    leases: list[LeaseModel]  # live leases first (pending, active, recovering), newest first
+
+
+class WhereModel(TypedDict):
+    """Where an explained request would land."""
+
+    host: str  # the host
+    devices: list[str]  # the device ids
+    profile: str | None  # the profile it would get, None for a fraction
+    compute_milli: list[int]  # compute per device, milli-units
+    memory_mib: list[int]  # device memory per device, MiB
+
+
+class ReasonCountModel(TypedDict):
+    """How many devices of one model rejected a request for one reason."""
+
+    model: str  # a catalog model key, or "no-accelerator"
+    reason: str  # a placement reason ("INSUFFICIENT_COMPUTE", "KIND_MISMATCH", ...)
+    count: int  # how many devices of that model gave it
+    resolvable: bool  # True when a release or re-slice could remove it
+
+
+class ExplainModel(TypedDict):
+    """``POST /flexlab/api/explain``: where a request would land now, or why not."""
+
+    request: str  # the request as understood ("npu:25%,16GiB")
+    lease: bool  # explained as a new lease (idle shared slices reclaimable) or as a task
+    code: ExplainCode  # SUCCESS, UNSCHEDULABLE (not now) or UNRESOLVABLE (never in this pool)
+    fits: bool  # True when it would be placed now
+    where: WhereModel | None  # where it would land, when it fits
+    summary: str  # one line for people ("would land on nvidia-b/a100-80gb#1 as 1g.10gb")
+    considered: int  # candidates (devices or hosts) looked at
+    feasible: int  # candidates that would take it
+    reasons: list[ReasonCountModel]  # counted reasons of the rejecting candidates, most first
+
+
+class EventModel(TypedDict):
+    """Something the pool did, with its reason."""
+
+    seq: int  # increasing sequence number (use it as ``since``)
+    time: float  # when, seconds since the epoch
+    kind: str  # "lease", "carve", "reclaim", "wait", "host", ...
+    message: str  # what happened, for people
+    owner: str | None  # the owner concerned, None for pool-wide events
+    lease_id: str | None  # the lease concerned
+    slice_id: str | None  # the slice concerned
+    host: str | None  # the host concerned
+    decision_id: str  # ties the event to a placement decision (may be empty)
+
+
+class EventListModel(TypedDict):
+    """``GET /flexlab/api/events``: the caller's and pool-wide events after ``since``."""
+
+    events: list[EventModel]  # oldest first
+    last: int  # the highest ``seq`` seen (pass it as ``since`` next time)
+
+
+class InfoModel(TypedDict):
+    """``GET /flexlab/api/info``: how this server reaches the pool."""
+
+    user: str  # the lease owner this server acts as for the caller
+    scheduler: str  # the pool's Dask scheduler address
+    embedded: bool  # True when the server runs the embedded mock pool itself
+    version: str  # flexlab's version
+    default_ttl: str  # the TTL of a lease that names none ("1h")
+    max_ttl: str  # the longest TTL a lease may ask for ("7d")
+
+
+class ErrorModel(TypedDict):
+    """Every 4xx/5xx answer of the API."""
+
+    error: str  # the error class ("InvalidRequest", "NotOwner", "UnknownName", ...)
+    message: str  # what went wrong, for people
+    field: str | None  # the input field at fault, for InvalidRequest
+    allowed: str | None  # what that field allows, for InvalidRequest
+    code: str | None  # the placement code, for Unschedulable ("UNRESOLVABLE")
+
+
+class _RequestBody(TypedDict):
+    request: str  # required: a request string ("npu:25%,16GiB", "a100:1g.10gb", "any:0.5")
+
+
+class LeaseCreateBody(_RequestBody, total=False):
+    """``POST /flexlab/api/leases``: ask for a lease."""
+
+    ttl: str | float  # time to live ("30m", "2h", 3600); default: the pool's default TTL
+    priority: int  # -1000..1000, default 0
+
+
+class RenewBody(TypedDict):
+    """``POST /flexlab/api/leases/{id}/renew``: a new TTL, counted from now."""
+
+    ttl: str | float  # required: "30m", "2h", 3600, at most the pool's max TTL
+
+
+class ExplainBody(_RequestBody, total=False):
+    """``POST /flexlab/api/explain``: a request to explain."""
+
+    lease: bool  # explain as a new lease (default true) or as a task
+
+
+# ------------------------------------------------------------------------------ builders
+_SLICE_FIELDS = tuple(SliceModel.__annotations__)
+_DEVICE_FIELDS = tuple(k for k in DeviceModel.__annotations__ if k != "slices")
+_HOST_FIELDS = tuple(k for k in HostModel.__annotations__ if k != "devices")
+_LEASE_FIELDS = tuple(k for k in LeaseModel.__annotations__ if k != "attach_code")
+_EVENT_FIELDS = tuple(EventModel.__annotations__)
+_LIVE = ("pending", "active", "recovering")
+
+
+def attach_code(lease_id: str, owner: str) -> str:
+    """The notebook cell that re-attaches to a lease from a kernel and runs a task on it."""
+    return (
+        "import flexlab\n"
+        "from flexlab.notebook import where\n\n"
+        f"lease = flexlab.Lease.attach({lease_id!r}, owner={owner!r})\n"
+        "# lease.submit(fn, *args) runs fn on the lease's slice; lease.release() gives it back\n"
+        "lease.submit(where).result()"
+    )
+
+
+def make_slice(d: dict[str, Any]) -> SliceModel:
+    return {k: d.get(k) for k in _SLICE_FIELDS}  # type: ignore[return-value]
+
+
+def make_device(d: dict[str, Any]) -> DeviceModel:
+    out: dict[str, Any] = {k: d.get(k) for k in _DEVICE_FIELDS}
+    out["profiles"] = list(d.get("profiles") or [])
+    out["free_profiles"] = list(d.get("free_profiles") or [])
+    out["slices"] = sorted(
+        (make_slice(s) for s in d.get("slices", [])),
+        key=lambda s: (s["lease_id"] is None, -s["compute_milli"], s["slice_id"]),
+    )
+    return out  # type: ignore[return-value]
+
+
+def make_host(d: dict[str, Any]) -> HostModel:
+    out: dict[str, Any] = {k: d.get(k) for k in _HOST_FIELDS}
+    out["address"] = str(out["address"] or "")
+    out["devices"] = [make_device(x) for x in d.get("devices", [])]
+    return out  # type: ignore[return-value]
+
+
+def make_pool(state: dict[str, Any], user: str) -> PoolModel:
+    """The REST pool model from ``flexlab_dask.state.pool_state``'s answer."""
+    return {
+        "time": float(state.get("time", 0.0)),
+        "user": user,
+        "hosts": [make_host(h) for h in state.get("hosts", [])],
+        "waiting": len(state.get("waiting") or []),
+    }
+
+
+def make_lease(d: dict[str, Any]) -> LeaseModel:
+    """The REST lease model from ``flexlab_dask.state.lease_dict``'s answer."""
+    out: dict[str, Any] = {k: d.get(k) for k in _LEASE_FIELDS}
+    out["devices"] = list(out["devices"] or [])
+    out["reason"] = str(out["reason"] or "")
+    out["utilisation"] = float(out["utilisation"] or 0.0)
+    out["memory_used_mib"] = int(out["memory_used_mib"] or 0)
+    out["attach_code"] = attach_code(str(d["lease_id"]), str(d["owner"]))
+    return out  # type: ignore[return-value]
+
+
+def make_lease_list(leases: list[dict[str, Any]]) -> LeaseListModel:
+    models = [make_lease(x) for x in leases]
+    models.sort(key=lambda m: (m["state"] not in _LIVE, -m["created"]))
+    return {"leases": models}
+
+
+def where_text(where: WhereModel) -> str:
+    """``would land on nvidia-b/a100-80gb#1 as 1g.10gb`` (or ``as 30% and 19.2 GiB``)."""
+    if where["profile"]:
+        shape = where["profile"]
+    else:
+        pct = where["compute_milli"][0] / 10 if where["compute_milli"] else 100.0
+        gib = where["memory_mib"][0] / 1024 if where["memory_mib"] else 0.0
+        shape = f"{pct:g}% and {gib:.3g} GiB"
+    return f"would land on {', '.join(where['devices'])} as {shape}"
+
+
+def make_explain(resp: dict[str, Any], *, request: str, lease: bool) -> ExplainModel:
+    """The REST explain model from ``handle_explain``'s answer."""
+    from flexlab.core.placement.status import Reason
+
+    code = str(resp.get("code", "ERROR"))
+    raw_where = resp.get("where")
+    where: WhereModel | None = None
+    if raw_where:
+        where = {
+            "host": str(raw_where["host"]),
+            "devices": [str(x) for x in raw_where.get("devices", [])],
+            "profile": raw_where.get("profile"),
+            "compute_milli": [int(x) for x in raw_where.get("compute_milli", [])],
+            "memory_mib": [int(x) for x in raw_where.get("memory_mib", [])],
+        }
+    reasons: list[ReasonCountModel] = []
+    for model, counts in (resp.get("reasons") or {}).items():
+        for name, n in counts.items():
+            resolvable = name in Reason.__members__ and Reason[name].resolvable
+            reasons.append({"model": model, "reason": name, "count": int(n), "resolvable": resolvable})
+    reasons.sort(key=lambda r: (-r["count"], r["model"], r["reason"]))
+    fits = code == "SUCCESS" and where is not None
+    if fits and where is not None:
+        summary = where_text(where)
+    else:
+        totals: dict[str, int] = {}
+        for r in reasons:
+            totals[r["reason"]] = totals.get(r["reason"], 0) + r["count"]
+        counted = ", ".join(f"{n} {name}" for name, n in sorted(totals.items(), key=lambda kv: -kv[1]))
+        lead = {
+            "UNSCHEDULABLE": "no room now" + ("; the lease would wait" if lease else "; the task would wait"),
+            "UNRESOLVABLE": "can never fit this pool",
+        }.get(code, "cannot be placed")
+        summary = f"{lead}: {counted}" if counted else lead
+    return {
+        "request": request,
+        "lease": lease,
+        "code": code,  # type: ignore[typeddict-item]
+        "fits": fits,
+        "where": where,
+        "summary": summary,
+        "considered": int(resp.get("considered", 0)),
+        "feasible": int(resp.get("feasible", 0)),
+        "reasons": reasons,
+    }
+
+
+def make_event(d: dict[str, Any]) -> EventModel:
+    out: dict[str, Any] = {k: d.get(k) for k in _EVENT_FIELDS}
+    out["decision_id"] = str(out["decision_id"] or "")
+    return out  # type: ignore[return-value]
+
+
+def make_event_list(events: list[dict[str, Any]], since: int) -> EventListModel:
+    models = [make_event(e) for e in events]
+    return {"events": models, "last": max([since, *(e["seq"] for e in models)])}
+
+
+def make_error(
+    error: str, message: str, *, field: str | None = None, allowed: str | None = None, code: str | None = None
+) -> ErrorModel:
+    return {"error": error, "message": message, "field": field, "allowed": allowed, "code": code}

@@ -1,0 +1,100 @@
+"""``flexlab lab``: JupyterLab with the Accelerators panel and a pool connected.
+
+By default the server starts the embedded mock pool in its own process (the server extension
+does it: ``flexlab_jupyter``); ``--scheduler ADDRESS`` connects it to a running pool
+(``flexlab up``) instead. Kernels started from the lab find the same pool through
+``$FLEXLAB_SCHEDULER``, so ``%load_ext flexlab`` and ``flexlab.Lease.attach`` just work::
+
+    flexlab lab                                   # embedded mock pool, opens a browser
+    flexlab lab --scheduler tcp://10.0.0.5:8786 --port 8890 --no-browser
+    flexlab lab -- --ServerApp.root_dir=notebooks  # anything after -- goes to jupyter lab
+
+``python -m flexlab.commands.lab`` does the same without the ``flexlab`` entry point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from flexlab.core.errors import InvalidRequest
+
+DEFAULT_PORT = 8888
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "lab",
+        help="start JupyterLab with the Accelerators panel and a pool connected",
+        description="Start JupyterLab with the flexlab extension: the Accelerators panel, the REST API "
+        "under /flexlab/api/ and %%flex in kernels. Without --scheduler the server runs the embedded "
+        "mock pool itself.",
+    )
+    add_arguments(p)
+    p.set_defaults(func=cmd_lab)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="the pool's Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: $FLEXLAB_SCHEDULER, "
+        "else the embedded mock pool)",
+    )
+    p.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port of the server (default {DEFAULT_PORT})"
+    )
+    p.add_argument("--ip", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.add_argument("--allow-root", action="store_true", help="let the server run as root (containers, CI)")
+    p.add_argument(
+        "jupyter_args",
+        nargs=argparse.REMAINDER,
+        metavar="-- JUPYTER_OPTION",
+        help="options for jupyter lab itself, after --",
+    )
+
+
+def lab_argv(args: argparse.Namespace) -> list[str]:
+    """The ``jupyter lab`` command line of ``flexlab lab``'s arguments."""
+    if not 0 < args.port < 65536:
+        raise InvalidRequest("--port", args.port, "a TCP port, 1..65535")
+    argv = [f"--ServerApp.ip={args.ip}", f"--ServerApp.port={args.port}"]
+    if args.no_browser:
+        argv.append("--no-browser")
+    if args.allow_root:
+        argv.append("--allow-root")
+    if args.scheduler:
+        argv.append(f"--FlexlabJupyter.scheduler_address={args.scheduler}")
+    extra = list(args.jupyter_args or [])
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    return argv + extra
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    try:
+        import flexlab_jupyter  # noqa: F401
+        from jupyterlab.labapp import LabApp
+    except ModuleNotFoundError as exc:
+        raise InvalidRequest(
+            "flexlab lab", exc.name, "JupyterLab and flexlab's extension: pip install 'flexlab[jupyter]'"
+        ) from None
+    argv = lab_argv(args)
+    if args.scheduler:
+        os.environ["FLEXLAB_SCHEDULER"] = args.scheduler  # kernels use the same pool
+    print(f"flexlab lab: jupyter lab {' '.join(argv)}", file=sys.stderr)
+    LabApp.launch_instance(argv=argv)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="flexlab lab", description="JupyterLab with flexlab and a pool.")
+    add_arguments(parser)
+    return cmd_lab(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

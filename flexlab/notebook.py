@@ -1,0 +1,346 @@
+"""flexlab in a notebook: the ``%flex`` magics, and what they share with the widgets.
+
+Load it with ``%load_ext flexlab``, then::
+
+    %flex lease gpu:0.25 --memory 8GiB --ttl 1h     # a slice of your own, as `lease`
+    lease.submit(train, data).result()
+    %flex status                                    # the pool and your leases
+    %flex explain a100:1g.10gb                      # where it would land, or why not
+    %flex release                                   # the last lease (or: %flex release L3)
+
+The pool is found by :func:`flexlab.client.connect`: the current Dask client, else
+``$FLEXLAB_SCHEDULER`` (set by ``flexlab lab`` for its kernels) or the dask config
+``flexlab.scheduler-address``, else an embedded mock pool started in the kernel.
+IPython is imported only when the magics are loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from flexlab.client import Lease, PoolClient, connect, current_user, lease
+from flexlab.core.errors import InvalidRequest
+from flexlab.core.units import format_compute, format_memory
+
+LIVE = ("pending", "active", "recovering")
+
+
+# ------------------------------------------------------------------ shared with the widgets
+def pool_client() -> Any:
+    """The Dask client of the pool (see the module docstring); the first call may start it."""
+    return connect(embedded=True)
+
+
+def compose_request(
+    selector: str,
+    *,
+    compute: float | str | None = None,
+    profile: str | None = None,
+    memory: str | float | None = None,
+) -> str:
+    """A request string from its parts: ``compose_request("npu", compute=0.25, memory="16GiB")``
+    is ``"npu:25%,16GiB"``; ``compose_request("a100", profile="1g.10gb")`` is ``"a100:1g.10gb"``.
+
+    A bare ``memory`` number is GiB; ``compute`` is a share in (0, 1] or a string such as ``25%``.
+    """
+    items: list[str] = []
+    if profile:
+        if compute is not None:
+            raise InvalidRequest("compute", compute, "either a share or a profile, not both")
+        items.append(profile)
+    elif compute is not None:
+        items.append(f"{float(compute) * 100:g}%" if isinstance(compute, (int, float)) else str(compute))
+    if memory not in (None, "", 0):
+        items.append(f"{memory:g}GiB" if isinstance(memory, (int, float)) else str(memory))
+    return f"{selector}:{','.join(items)}" if items else selector
+
+
+def add_memory(spec: str, memory: str | None) -> str:
+    """``spec`` with a device-memory item appended (``gpu:0.25`` + ``8GiB`` -> ``gpu:0.25,8GiB``)."""
+    if not memory:
+        return spec
+    return f"{spec},{memory}" if ":" in spec else f"{spec}:{memory}"
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    """One entry of a device selector: a request selector and the pool's devices it names."""
+
+    value: str  # the selector of the request string ("any", "npu", "huawei", "a100-80gb")
+    label: str  # what a menu shows
+    devices: tuple[dict[str, Any], ...]  # the pool's devices (pool_state's device dicts)
+
+    @property
+    def share_step(self) -> int:
+        """The share step in milli: the coarsest granularity of its fraction-sliced devices."""
+        steps = [int(d.get("granularity_milli") or 10) for d in self.devices if d.get("mode") != "profile"]
+        return max([10, *steps])
+
+    @property
+    def can_share(self) -> bool:
+        return any(d.get("mode") != "profile" for d in self.devices)
+
+    @property
+    def profiles(self) -> list[str]:
+        """The profile menu of its profile-sliced devices, in catalog order."""
+        out: list[str] = []
+        for d in self.devices:
+            for p in d.get("profiles") or []:
+                if p not in out:
+                    out.append(p)
+        return out
+
+
+def device_choices(state: dict[str, Any]) -> list[DeviceChoice]:
+    """Any accelerator, then each kind, vendor and model present in the pool."""
+    devices = [d for h in state.get("hosts", []) for d in h.get("devices", [])]
+    out = [DeviceChoice("any", "Any accelerator", tuple(devices))]
+    for key, label in (("kind", "Any {} ({})"), ("vendor", "{} ({})"), ("model", "{} ({})")):
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for d in devices:
+            groups.setdefault(str(d[key]), []).append(d)
+        for value, ds in sorted(groups.items()):
+            shown = {"kind": value.upper(), "vendor": _VENDOR.get(value, value), "model": ds[0]["name"]}[key]
+            out.append(DeviceChoice(value, label.format(shown, len(ds)), tuple(ds)))
+    return out
+
+
+_VENDOR = {"nvidia": "NVIDIA", "huawei": "Huawei", "cambricon": "Cambricon", "mock": "Mock"}
+
+
+def where() -> dict[str, Any]:
+    """Task body: the slice it runs on (``lease.submit(flexlab.notebook.where).result()``)."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    out: dict[str, Any] = {"worker": str(worker.name)}
+    from flexlab.mock.context import NotOnMockSlice, current_slice
+
+    try:
+        ctx = current_slice()
+    except NotOnMockSlice:  # a real device: the worker's name says which slice it serves
+        return out
+    out.update(
+        slice=ctx.slice_id,
+        device=ctx.device_id,
+        model=ctx.model_key,
+        share=format_compute(ctx.share_milli),
+        memory=format_memory(ctx.memory_mib),
+    )
+    return out
+
+
+# ------------------------------------------------------------------ %flex status
+class PoolStatus:
+    """What ``%flex status`` shows: the pool by host and device, and the caller's leases."""
+
+    def __init__(self, state: dict[str, Any], leases: list[dict[str, Any]], owner: str) -> None:
+        self.state = state
+        self.leases = leases
+        self.owner = owner
+
+    def _slices(self, d: dict[str, Any]) -> list[str]:
+        out = []
+        for s in d.get("slices", []):
+            shape = s.get("profile") or format_compute(int(s["compute_milli"]))
+            who = "shared" if s.get("owner") is None else ("you" if s["owner"] == self.owner else s["owner"])
+            out.append(f"{shape} {who} {s.get('utilisation', 0.0):.0%}")
+        free = int(d.get("free_compute_milli", 0))
+        if free:
+            out.append(f"{format_compute(free)} free")
+        return out
+
+    def _lease_line(self, x: dict[str, Any]) -> list[str]:
+        shape = x.get("profile") or (
+            format_compute(int(x["compute_milli"])) if x.get("compute_milli") else ""
+        )
+        where_ = ", ".join(x.get("devices") or []) or x.get("reason", "")
+        ttl = int(x.get("ttl_left_s", 0))
+        return [
+            str(x["lease_id"]),
+            str(x["state"]),
+            str(x["request"]),
+            f"{where_} {shape}".strip(),
+            f"{ttl // 3600}h{ttl % 3600 // 60:02d}m",
+            f"{float(x.get('utilisation') or 0.0):.0%}",
+        ]
+
+    def __repr__(self) -> str:
+        lines = []
+        for h in self.state.get("hosts", []):
+            lines.append(f"{h['name']}")
+            for d in h.get("devices", []):
+                lines.append(
+                    f"  {d['id']:<28} {_VENDOR.get(d['vendor'], d['vendor']):<9} {d['model']:<14} "
+                    f"util {d.get('utilisation', 0.0):>4.0%}  " + " | ".join(self._slices(d))
+                )
+        lines.append(f"leases of {self.owner}:" if self.leases else f"no leases of {self.owner}")
+        lines.extend("  " + "  ".join(self._lease_line(x)) for x in self.leases)
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        e = html.escape
+        rows = []
+        for h in self.state.get("hosts", []):
+            for d in h.get("devices", []):
+                rows.append(
+                    f"<tr><td>{e(h['name'])}</td><td>{e(_VENDOR.get(d['vendor'], d['vendor']))}</td>"
+                    f"<td>{e(d['name'])} #{d['index']}</td><td>{d.get('utilisation', 0.0):.0%}</td>"
+                    f"<td>{e(' · '.join(self._slices(d)))}</td></tr>"
+                )
+        pool = (
+            "<table><thead><tr><th>host</th><th>vendor</th><th>device</th><th>util</th>"
+            f"<th>slices</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        )
+        if self.leases:
+            body = "".join(
+                "<tr>" + "".join(f"<td>{e(c)}</td>" for c in self._lease_line(x)) + "</tr>"
+                for x in self.leases
+            )
+            mine = (
+                "<table><thead><tr><th>lease</th><th>state</th><th>request</th><th>slice</th>"
+                f"<th>TTL left</th><th>util</th></tr></thead><tbody>{body}</tbody></table>"
+            )
+        else:
+            mine = f"<p>No leases of {e(self.owner)}.</p>"
+        return (
+            f"<div class='flexlab-status'><h4>Pool</h4>{pool}<h4>Leases of {e(self.owner)}</h4>{mine}</div>"
+        )
+
+
+def status(client: Any = None, owner: str | None = None) -> PoolStatus:
+    """The pool and ``owner``'s live leases."""
+    pc = PoolClient(client or pool_client())
+    who = owner or current_user()
+    leases = [x for x in pc.leases(owner=who) if x.get("state") in LIVE]
+    return PoolStatus(pc.state(), leases, who)
+
+
+# ------------------------------------------------------------------ the magics
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise InvalidRequest("%flex", message, self.format_usage().strip())
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="%flex", description="flexlab leases and pool status from a notebook")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    le = sub.add_parser("lease", help="reserve a slice for yourself")
+    le.add_argument("spec", help="a request: gpu:0.25, npu:25%%, a100:1g.10gb, any:0.5")
+    le.add_argument("--memory", "-m", help="device memory, e.g. 8GiB (default: with the share)")
+    le.add_argument("--ttl", "-t", default="1h", help="time to live, e.g. 30m, 2h (default 1h)")
+    le.add_argument("--priority", "-p", type=int, default=0, help="-1000..1000 (default 0)")
+    le.add_argument("--as", dest="name", default="lease", help="variable to bind it to (default: lease)")
+    le.add_argument("--no-wait", action="store_true", help="return before its slice's worker is up")
+    st = sub.add_parser("status", help="the pool by host and device, and your leases")
+    st.add_argument("--owner", help="whose leases (default: you)")
+    rel = sub.add_parser("release", help="give leases back (default: the last one you made here)")
+    rel.add_argument("ids", nargs="*", help="lease ids, e.g. L3")
+    rel.add_argument("--all", action="store_true", help="all your live leases")
+    ex = sub.add_parser("explain", help="where a request would land now, or why not")
+    ex.add_argument("spec")
+    ex.add_argument("--task", action="store_true", help="as a task (default: as a new lease)")
+    rn = sub.add_parser("renew", help="a new TTL, counted from now")
+    rn.add_argument("ids", nargs="*", help="lease ids (default: the last one you made here)")
+    rn.add_argument("--ttl", "-t", default="1h")
+    return p
+
+
+class FlexMagicsCore:
+    """The logic of ``%flex``, apart from IPython (so it can be tested without a shell)."""
+
+    def __init__(self, user_ns: dict[str, Any] | None = None) -> None:
+        self.user_ns = user_ns if user_ns is not None else {}
+        self.made: list[Lease] = []
+
+    def run(self, line: str) -> Any:
+        args = _parser().parse_args(shlex.split(line))
+        return getattr(self, f"_{args.command}")(args)
+
+    def _lease(self, args: argparse.Namespace) -> Lease:
+        spec = add_memory(args.spec, args.memory)
+        out = lease(spec, ttl=args.ttl, priority=args.priority, client=pool_client(), wait=not args.no_wait)
+        self.made.append(out)
+        if args.name:
+            self.user_ns[args.name] = out
+        return out
+
+    def _status(self, args: argparse.Namespace) -> PoolStatus:
+        return status(owner=args.owner)
+
+    def _targets(self, ids: list[str], every: bool = False) -> list[Lease]:
+        client = pool_client()
+        if every:
+            mine = PoolClient(client).leases(owner=current_user())
+            return [Lease(client, x) for x in mine if x.get("state") in LIVE]
+        if ids:
+            return [Lease.attach(i, client=client) for i in ids]
+        live = [x for x in self.made if x.state in LIVE]
+        if live:
+            return [live[-1]]
+        mine = [x for x in PoolClient(client).leases(owner=current_user()) if x.get("state") in LIVE]
+        if len(mine) == 1:
+            return [Lease(client, mine[0])]
+        names = ", ".join(str(x["lease_id"]) for x in mine) or "none"
+        raise InvalidRequest("lease id", None, f"one of your live leases: {names}")
+
+    def _release(self, args: argparse.Namespace) -> str:
+        done = [x for x in self._targets(args.ids, args.all) if x.release()]
+        return "released " + (", ".join(x.lease_id for x in done) or "nothing")
+
+    def _renew(self, args: argparse.Namespace) -> list[Lease]:
+        out = self._targets(args.ids)
+        for x in out:
+            x.renew(args.ttl)
+        return out
+
+    def _explain(self, args: argparse.Namespace) -> str:
+        e = PoolClient(pool_client()).explain(args.spec, lease=not args.task)
+        w = e.get("where")
+        if e["code"] == "SUCCESS" and w:
+            shape = w.get("profile") or (
+                f"{format_compute(w['compute_milli'][0])} and {format_memory(w['memory_mib'][0])}"
+            )
+            return f"{args.spec} would land on {', '.join(w['devices'])} as {shape}"
+        return f"{args.spec}: {e['text']}"
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register ``%flex`` (``%load_ext flexlab`` calls this)."""
+    from IPython.core.error import UsageError
+    from IPython.core.magic import Magics, line_magic, magics_class
+
+    from flexlab.core.errors import FlexlabError
+
+    @magics_class
+    class FlexMagics(Magics):
+        """``%flex lease|status|release|explain|renew``: see ``%flex --help``."""
+
+        def __init__(self, shell: Any) -> None:
+            super().__init__(shell)
+            self.core = FlexMagicsCore(shell.user_ns)
+
+        @line_magic
+        def flex(self, line: str) -> Any:
+            """flexlab leases and pool status: %flex lease SPEC [--memory M] [--ttl T], %flex status,
+            %flex release [ID ...], %flex explain SPEC, %flex renew [ID] --ttl T."""
+            try:
+                result = self.core.run(line)
+            except InvalidRequest as exc:
+                if exc.field == "%flex":
+                    raise UsageError(f"{exc.value}\n{exc.allowed}") from None
+                raise UsageError(str(exc)) from None
+            except FlexlabError as exc:
+                raise UsageError(str(exc)) from None
+            except SystemExit:  # --help printed its text
+                return None
+            if isinstance(result, str):
+                print(result)
+                return None
+            return result
+
+    ipython.register_magics(FlexMagics)
