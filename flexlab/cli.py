@@ -79,7 +79,9 @@ def _cmd_request(args: argparse.Namespace) -> int:
 
 
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    bench = sub.add_parser("bench", help="benchmarks: placement on the public openb trace")
+    bench = sub.add_parser(
+        "bench", help="benchmarks: placement and online scheduling on the public openb trace"
+    )
     bsub = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
     openb = bsub.add_parser(
         "openb",
@@ -87,12 +89,18 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Replay the public openb trace (Weng et al., ATC'23 protocol) with each policy "
         "and print unallocated GPU %% per arrived load beside the published figures.",
     )
-    try:
-        from flexlab.sim.openb_cli import add_arguments, main
-    except ModuleNotFoundError:  # TEMPORARY while the simulator lands; removed in the same change series
-        return
+    from flexlab.sim.openb_cli import add_arguments, main
+
     add_arguments(openb)
     openb.set_defaults(func=main)
+    online = bsub.add_parser(
+        "online",
+        help="online replay (arrivals, queue, departures): whole devices, FGD, flexlab with/without forecasting",
+    )
+    from flexlab.sim.online_cli import add_arguments as add_online, main as online_main
+
+    add_online(online)
+    online.set_defaults(func=online_main)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,78 @@
+"""Named placement profiles: the policies flexlab ships.
+
+>>> sorted(POLICIES)
+['bestfit', 'binpack', 'fgd', 'firstfit', 'flexlab', 'spread']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import numpy.typing as npt
+
+from flexlab.core.placement.flexlab_policy import FlexlabScore
+from flexlab.core.placement.fragmentation import FGDScore, MemoryMode, ShapeDistribution
+from flexlab.core.placement.framework import PlacementProfile
+from flexlab.core.placement.request_view import RequestView
+from flexlab.core.placement.scores import BestFitScore, BinpackScore, FirstFitScore, SpreadScore
+
+#: Policy name -> what it does, for help texts.
+POLICIES: dict[str, str] = {
+    "firstfit": "first feasible host in node-list order, its tightest device",
+    "bestfit": "least host CPU and accelerator compute left over (openb simulator's BestFit)",
+    "fgd": "Fragmentation Gradient Descent (Weng et al., ATC'23), as in the reference simulator",
+    "flexlab": "flexlab's default: stranding-aware fragmentation with model reservation",
+    "binpack": "fullest device and host first (consolidate)",
+    "spread": "emptiest device and host first (headroom)",
+}
+#: Policies that need a distribution of request shapes.
+NEEDS_DISTRIBUTION = frozenset({"fgd", "flexlab"})
+
+
+def distribution_for(
+    name: str, requests: Iterable[RequestView], *, coverage: float = 0.95
+) -> ShapeDistribution:
+    """The shape distribution a policy measures fragmentation against, from ``requests``
+    (a workload, or a window of recent requests): FGD's typical pods ignore host memory;
+    flexlab gives each shape the mean memory of its requests."""
+    memory: MemoryMode = "mean" if name == "flexlab" else "ignore"
+    return ShapeDistribution.from_requests(requests, coverage=coverage, memory=memory)
+
+
+def make_profile(
+    name: str,
+    *,
+    distribution: ShapeDistribution | None = None,
+    host_rank: npt.NDArray[np.int64] | None = None,
+) -> PlacementProfile:
+    """The profile of a named policy.
+
+    ``fgd`` and ``flexlab`` measure fragmentation against ``distribution`` (the caller's
+    state: from the workload or recent requests). ``host_rank`` orders hosts for ties
+    between equal scores (lowest first; node-list order when None): the reference
+    simulator breaks BestFit's and FGD's ties by node names that carry a seeded random
+    prefix, i.e. by a random permutation fixed for the whole run.
+    """
+    rank = host_rank
+    if name in NEEDS_DISTRIBUTION and distribution is None:
+        raise ValueError(f"policy {name!r} needs a distribution of request shapes")
+    if name == "firstfit":
+        return PlacementProfile("firstfit", ((FirstFitScore(), 1.0),), device_choice="tightest")
+    if name == "bestfit":
+        return PlacementProfile(
+            "bestfit", ((BestFitScore(quantize=True), 1.0),), device_choice="tightest", host_rank=rank
+        )
+    if name == "fgd":
+        assert distribution is not None
+        return PlacementProfile(
+            "fgd", ((FGDScore(distribution, quantize=True), 1.0),), device_choice="first", host_rank=rank
+        )
+    if name == "flexlab":
+        assert distribution is not None
+        return PlacementProfile("flexlab", ((FlexlabScore(distribution), 1.0),), device_choice="tightest")
+    if name == "binpack":
+        return PlacementProfile("binpack", ((BinpackScore(), 1.0),), device_choice="tightest")
+    if name == "spread":
+        return PlacementProfile("spread", ((SpreadScore(), 1.0),), device_choice="first")
+    raise ValueError(f"unknown policy {name!r}; allowed: {', '.join(POLICIES)}")

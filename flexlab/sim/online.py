@@ -1,0 +1,819 @@
+"""Online, trace-driven simulation: arrivals, a priority queue, departures, pre-warming, preemption.
+
+Jobs arrive at their time, wait in a queue ordered by (priority desc, arrival), start when
+placement finds room and leave after their running time. Modes:
+
+* ``whole``: every GPU request is rounded up to whole devices (one standing worker per
+  device, so no slice start-up delay); placed by best fit.
+* ``fgd`` / ``flexlab``: fractional slices placed by that policy; a job that finds no idle
+  pre-warmed slice of its size waits ``slice_start_s`` for its slice worker to start.
+* ``flexlab+forecast``: as ``flexlab``, plus every ``bucket_s`` the Holt forecaster
+  predicts arrivals per class and the planner pre-warms idle slices of the sizes about to
+  be asked for (within ``prewarm_budget`` of the capacity); a job of that size bucket
+  claims one and starts at once.
+
+Preemption (``grace_s`` not None): a high-priority single-device job that has waited
+``grace_s`` evicts low-priority jobs from one device; they are requeued with their
+remaining running time (checkpointed: no work is lost) and counted.
+
+The sim's pool is a ``PoolArrays`` mutated only through ``apply`` / ``release``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import heapq
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from flexlab.core.forecast import ClassForecaster, classify, demand_by_size, size_bucket
+from flexlab.core.placement.fragmentation import FragmentationModel
+from flexlab.core.placement.framework import Decision, PlacementProfile, apply, place, release
+from flexlab.core.placement.policies import distribution_for, make_profile
+from flexlab.core.planner import DeviceLayout, Move, SliceLayout, plan
+from flexlab.core.request import SliceRequest
+from flexlab.core.snapshot import WHOLE, PoolArrays
+from flexlab.core.speed import ExpectedFinishScore, ThroughputTable
+from flexlab.sim.openb import csv_dir, load_pods
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+MODES = ("whole", "fgd", "flexlab", "flexlab+forecast")
+HIGH_QOS = frozenset({"LS", "Guaranteed", "Burstable"})
+Progress = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Jobs as parallel arrays; ``requests[shape[i]]`` is job i's request."""
+
+    name: str
+    requests: list[SliceRequest]
+    shape: I64
+    arrival: F64
+    duration: F64
+    priority: I64  # 1 high, 0 low
+
+    def __len__(self) -> int:
+        return int(self.shape.shape[0])
+
+
+def load_openb_workload(
+    trace_dir: str | Path, workload: str = "default", *, compress: float = 1.0, repeat: int = 1
+) -> Workload:
+    """An openb pod list as a workload: arrival ``creation_time / compress``, running time
+    ``deletion_time - scheduled_time`` (``- creation_time`` for pods never scheduled), at
+    least 1 s; priority 1 for qos LS / Guaranteed / Burstable, 0 for BE. ``repeat`` > 1
+    submits every pod that many times at its arrival (a saturating load: the pod list
+    alone asks for 98% of the GPUs)."""
+    pods = load_pods(trace_dir, workload)
+    path = csv_dir(trace_dir) / f"openb_pod_list_{workload}.csv"
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    arr = np.array([float(r["creation_time"] or 0) for r in rows])
+    dele = np.array([float(r["deletion_time"] or 0) for r in rows])
+    sch = np.array([float(r["scheduled_time"]) if r.get("scheduled_time") else math.nan for r in rows])
+    dur = np.maximum(np.where(np.isnan(sch), dele - arr, dele - sch), 1.0)
+    prio = np.array([1 if r.get("qos", "") in HIGH_QOS else 0 for r in rows], dtype=np.int64)
+    if repeat > 1:
+        arr, dele, dur, prio = (np.tile(x, repeat) for x in (arr, dele, dur, prio))
+    shape = np.tile(pods.shape, max(repeat, 1))
+    order = np.argsort(arr, kind="stable")
+    return Workload(workload, pods.requests, shape[order], arr[order] / compress, dur[order], prio[order])
+
+
+def _whole(req: SliceRequest) -> SliceRequest:
+    if req.compute_milli in (0, WHOLE):
+        return req
+    return SliceRequest(
+        selector=req.selector,
+        compute_milli=WHOLE,
+        devices=req.devices,
+        host_cpu_milli=req.host_cpu_milli,
+        host_memory_mib=req.host_memory_mib,
+        workload_class=req.workload_class,
+    )
+
+
+@dataclass
+class OnlineResult:
+    """What one online run measured."""
+
+    mode: str
+    jobs: int
+    completed: int
+    #: Per job: first start minus arrival (seconds); NaN if it never started.
+    wait: F64
+    priority: I64
+    preemptions: int
+    #: Sampled every ``bucket_s``: time, share of capacity jobs asked for and hold (the
+    #: requested compute, not whole-device rounding or idle warm slices), fragmented share.
+    samples_t: F64
+    util: F64
+    frag: F64
+    completed_work_gpu_s: float
+    makespan_s: float
+    arrival_end_s: float
+    prewarm_claims: int = 0
+    prewarm_moves: int = 0
+    rejected_moves: int = 0
+    forecast_mape: float = math.nan
+    forecast_smape: float = math.nan
+    seconds: float = 0.0
+
+    def wait_stats(self, prio: int | None = None) -> dict[str, float]:
+        w = self.wait if prio is None else self.wait[self.priority == prio]
+        w = w[~np.isnan(w)]
+        if w.size == 0:
+            return {"n": 0, "mean": math.nan, "p95": math.nan, "p99": math.nan}
+        return {
+            "n": int(w.size),
+            "mean": float(w.mean()),
+            "p95": float(np.percentile(w, 95)),
+            "p99": float(np.percentile(w, 99)),
+        }
+
+    def mean_util(self) -> float:
+        """Mean busy share while jobs were still arriving."""
+        sel = self.samples_t <= self.arrival_end_s
+        return float(self.util[sel].mean()) if sel.any() else math.nan
+
+    def summary(self) -> dict[str, object]:
+        sel = self.samples_t <= self.arrival_end_s
+        return {
+            "mode": self.mode,
+            "jobs": self.jobs,
+            "completed": self.completed,
+            "wait_all": self.wait_stats(),
+            "wait_high": self.wait_stats(1),
+            "wait_low": self.wait_stats(0),
+            "utilisation_mean": self.mean_util(),
+            "fragmentation_mean": float(self.frag[sel].mean()) if sel.any() else math.nan,
+            "completed_work_gpu_s": self.completed_work_gpu_s,
+            "makespan_s": self.makespan_s,
+            "preemptions": self.preemptions,
+            "prewarm_moves": self.prewarm_moves,
+            "prewarm_claims": self.prewarm_claims,
+            "rejected_moves": self.rejected_moves,
+            "forecast_mape": self.forecast_mape,
+            "forecast_smape": self.forecast_smape,
+            "seconds": self.seconds,
+        }
+
+
+@dataclass
+class _Running:
+    decision: Decision
+    start: float
+    end: float
+    work_left: float
+
+
+@dataclass
+class OnlineConfig:
+    slice_start_s: float = 30.0
+    bucket_s: float = 300.0
+    horizon: int = 2
+    prewarm_budget: float = 0.02
+    grace_s: float | None = None
+    scan_limit: int = 24
+    #: Seconds between scheduling passes: arrivals and departures mark the queue for the
+    #: next pass, as a scheduler's cycle would.
+    pass_s: float = 1.0
+    alpha: float = 0.5
+    beta: float = 0.1
+
+
+@dataclass
+class _Sim:
+    pool: PoolArrays
+    wl: Workload
+    mode: str
+    profile: PlacementProfile
+    cfg: OnlineConfig
+    requests: list[SliceRequest]
+    events: list[tuple[float, int, int, int]] = field(default_factory=list)  # (t, kind, seq, job)
+    queue: list[tuple[int, float, int]] = field(default_factory=list)  # (-prio, arrival, job)
+    running: dict[int, _Running] = field(default_factory=dict)
+    warm: dict[int, tuple[int, int]] = field(default_factory=dict)  # slice id -> (device, size)
+    low_on_dev: dict[int, set[int]] = field(default_factory=dict)
+    low_on_host: dict[int, set[int]] = field(default_factory=dict)
+    remaining: F64 = field(default_factory=lambda: np.zeros(0))
+    wait: F64 = field(default_factory=lambda: np.zeros(0))
+    enqueued_at: F64 = field(default_factory=lambda: np.zeros(0))
+    seq: int = 0
+    preemptions: int = 0
+    claims: int = 0
+    moves: int = 0
+    rejected: int = 0
+    completed: int = 0
+    work_done: float = 0.0
+    last_end: float = 0.0
+    next_warm: int = 0
+    #: Bumped whenever capacity is released; a shape that failed at this epoch is skipped.
+    epoch: int = 0
+    failed_at: dict[int, int] = field(default_factory=dict)
+    next_pass: float = 0.0
+    new_arrivals: bool = False
+    dirty: bool = False
+    pass_pending: bool = False
+    #: Host CPU and RAM of a typical (median) single-device job: where warm slices may go.
+    warm_cpu: int = 0
+    warm_mem: int = 0
+    #: Compute milli each request shape asks for in all (devices x share).
+    useful: list[int] = field(default_factory=list)
+
+    def push(self, t: float, kind: int, job: int) -> None:
+        self.seq += 1
+        heapq.heappush(self.events, (t, kind, self.seq, job))
+
+
+ARRIVE, START, DEPART, TICK = 0, 1, 2, 3
+#: Eviction searches a scheduling pass may run.
+MAX_EVICTION_SEARCHES = 8
+
+
+def simulate(
+    pool: PoolArrays,
+    wl: Workload,
+    mode: str,
+    *,
+    config: OnlineConfig | None = None,
+    progress: Progress | None = None,
+) -> OnlineResult:
+    """Replay ``wl`` online on a copy of ``pool`` under ``mode`` (one of ``MODES``)."""
+    import time
+
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; allowed: {', '.join(MODES)}")
+    cfg = config or OnlineConfig()
+    t0 = time.perf_counter()
+    pool = pool.copy()
+    reqs = [_whole(r) for r in wl.requests] if mode == "whole" else list(wl.requests)
+    reqs = [
+        SliceRequest(
+            selector=r.selector,
+            compute_milli=r.compute_milli,
+            devices=r.devices,
+            host_cpu_milli=r.host_cpu_milli,
+            host_memory_mib=r.host_memory_mib,
+            workload_class=r.workload_class,
+        )
+        for r in reqs
+    ]
+    policy = {"whole": "bestfit", "fgd": "fgd", "flexlab": "flexlab", "flexlab+forecast": "flexlab"}[mode]
+    dist = (
+        distribution_for(policy, [reqs[int(s)] for s in wl.shape]) if policy in ("fgd", "flexlab") else None
+    )
+    profile = make_profile(policy, distribution=dist)
+    meter = FragmentationModel(dist or distribution_for("fgd", [reqs[int(s)] for s in wl.shape]))
+    n = len(wl)
+    sim = _Sim(pool, wl, mode, profile, cfg, reqs)
+    sim.remaining = wl.duration.astype(np.float64).copy()
+    sim.wait = np.full(n, np.nan)
+    sim.enqueued_at = wl.arrival.astype(np.float64).copy()
+    for j in range(n):
+        sim.push(float(wl.arrival[j]), ARRIVE, j)
+    end_arrivals = float(wl.arrival.max(initial=0.0))
+    forecaster = ClassForecaster(cfg.bucket_s, alpha=cfg.alpha, beta=cfg.beta) if mode != "whole" else None
+    sim.push(0.0, TICK, -1)
+    ts: list[float] = []
+    util: list[float] = []
+    frag: list[float] = []
+    capacity = max(pool.n_devices * WHOLE, 1)
+    job_class = [classify(reqs[int(s)]) for s in wl.shape]
+    # Utilisation counts what jobs asked for (not what whole-device rounding holds).
+    useful = sim.useful = [r.compute_milli * r.devices for r in wl.requests]
+    singles = [reqs[int(s)] for s in wl.shape if reqs[int(s)].devices == 1 and reqs[int(s)].compute_milli]
+    if singles:
+        sim.warm_cpu = int(np.median([r.host_cpu_milli for r in singles]))
+        sim.warm_mem = int(np.median([r.host_memory_mib for r in singles]))
+    now = 0.0
+    while sim.events:
+        now = sim.events[0][0]
+        while sim.events and sim.events[0][0] == now:
+            t, kind, _seq, j = heapq.heappop(sim.events)
+            if kind == ARRIVE:
+                bisect.insort(sim.queue, (-int(wl.priority[j]), float(wl.arrival[j]), j))
+                sim.new_arrivals = True
+                if cfg.grace_s is not None and wl.priority[j] == 1:
+                    sim.push(t + cfg.grace_s, START, -1)  # a pass when its grace ends
+                if forecaster is not None:
+                    forecaster.observe(t, job_class[j])
+            elif kind == DEPART:
+                _depart(sim, j, t)
+            elif kind == TICK:
+                busy = sum(useful[int(wl.shape[k])] for k in sim.running)
+                ts.append(t)
+                util.append(busy / capacity)
+                meter.sync(sim.pool)
+                frag.append(meter.cluster() / capacity)
+                if forecaster is not None:
+                    forecaster.advance(t)
+                    if mode == "flexlab+forecast":
+                        _prewarm(sim, forecaster)
+                if t < end_arrivals:
+                    sim.push(t + cfg.bucket_s, TICK, -1)
+            elif kind == START:
+                sim.pass_pending = False
+                sim.next_pass = min(sim.next_pass, t)
+        sim.dirty = sim.dirty or sim.new_arrivals
+        if now >= sim.next_pass:
+            _schedule(sim, now)
+            sim.next_pass = now + cfg.pass_s
+            sim.new_arrivals = False
+        if sim.queue and sim.dirty and not sim.pass_pending:
+            sim.pass_pending = True
+            sim.push(max(sim.next_pass, now), START, -1)
+        if progress is not None:
+            progress(now)
+    mape_, smape_ = forecaster.errors() if forecaster is not None else (math.nan, math.nan)
+    return OnlineResult(
+        mode=mode,
+        jobs=n,
+        completed=sim.completed,
+        wait=sim.wait,
+        priority=wl.priority,
+        preemptions=sim.preemptions,
+        samples_t=np.array(ts),
+        util=np.array(util),
+        frag=np.array(frag),
+        completed_work_gpu_s=sim.work_done,
+        makespan_s=sim.last_end,
+        arrival_end_s=end_arrivals,
+        prewarm_claims=sim.claims,
+        prewarm_moves=sim.moves,
+        rejected_moves=sim.rejected,
+        forecast_mape=mape_,
+        forecast_smape=smape_,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _depart(sim: _Sim, j: int, t: float) -> None:
+    run = sim.running.get(j)
+    if run is None or run.end != t:
+        return  # a stale departure of a preempted run
+    del sim.running[j]
+    release(sim.pool, run.decision)
+    sim.epoch += 1
+    sim.dirty = True
+    if sim.wl.priority[j] == 0:
+        for d in run.decision.devices:
+            sim.low_on_dev.get(d, set()).discard(j)
+        sim.low_on_host.get(run.decision.host, set()).discard(j)
+    sim.completed += 1
+    sim.work_done += run.work_left * sim.useful[int(sim.wl.shape[j])] / WHOLE
+    sim.last_end = max(sim.last_end, t)
+
+
+def _start(sim: _Sim, j: int, decision: Decision, now: float, delay: float) -> None:
+    apply(sim.pool, decision)
+    if math.isnan(sim.wait[j]):
+        sim.wait[j] = now + delay - float(sim.wl.arrival[j])
+    end = now + delay + float(sim.remaining[j])
+    sim.running[j] = _Running(decision, now + delay, end, float(sim.remaining[j]))
+    if sim.wl.priority[j] == 0:
+        for d in decision.devices:
+            sim.low_on_dev.setdefault(d, set()).add(j)
+        sim.low_on_host.setdefault(decision.host, set()).add(j)
+    sim.push(end, DEPART, j)
+
+
+def _claim_warm(sim: _Sim, req: SliceRequest) -> int | None:
+    """An idle pre-warmed slice of the request's size bucket where the job fits, released."""
+    if sim.mode != "flexlab+forecast" or req.devices != 1 or req.compute_milli == 0:
+        return None
+    size = size_bucket(req.compute_milli)
+    p = sim.pool
+    allowed = req.selector.models
+    for sid, (d, s) in sim.warm.items():
+        if s != size:
+            continue
+        h = int(p.dev_host[d])
+        if allowed and p.model_keys[int(p.dev_model[d])] not in allowed:
+            continue
+        if p.host_cpu_free[h] < req.host_cpu_milli or p.host_mem_free[h] < req.host_memory_mib:
+            continue
+        del sim.warm[sid]
+        _hold(p, d, s, -1)
+        return d
+    return None
+
+
+def _schedule(sim: _Sim, now: float) -> None:
+    sim.dirty = False
+    searches = 0
+    p = sim.pool
+    # Cheap necessary conditions, so that a full queue costs no placement per failing job.
+    warm_back = np.zeros_like(p.dev_compute_free)
+    for d, sz in sim.warm.values():
+        warm_back[d] += sz
+    free_max = (
+        int((p.dev_compute_free + warm_back)[p.dev_schedulable].max(initial=0)),
+        int(p.host_cpu_free.max(initial=0)),
+    )
+    fails = 0
+    i = 0
+    while i < len(sim.queue) and fails < sim.cfg.scan_limit:
+        _negp, _arr, j = sim.queue[i]
+        s = int(sim.wl.shape[j])
+        grace_due = (
+            sim.cfg.grace_s is not None
+            and sim.wl.priority[j] == 1
+            and now - sim.enqueued_at[j] >= sim.cfg.grace_s
+        )
+        if sim.failed_at.get(s) == sim.epoch and not grace_due:
+            i += 1
+            continue
+        req = sim.requests[s]
+        d_warm = _claim_warm(sim, req)
+        if d_warm is not None:
+            decision = _on_device(sim, req, d_warm)
+            sim.claims += 1
+            _start(sim, j, decision, now, 0.0)
+            sim.queue.pop(i)
+            continue
+        if not grace_due and not _may_fit(sim, req, free_max):
+            sim.failed_at[s] = sim.epoch
+            i += 1
+            continue
+        decision = place(req, sim.pool, sim.profile)
+        if not decision.ok and _free_warm_for(sim, req):
+            decision = place(req, sim.pool, sim.profile)
+        delay = 0.0 if sim.mode == "whole" or req.compute_milli == 0 else sim.cfg.slice_start_s
+        if decision.ok:
+            _start(sim, j, decision, now, delay)
+            sim.queue.pop(i)
+            continue
+        evictable = req.devices == 1 and req.compute_milli > 0
+        if grace_due and evictable and searches < MAX_EVICTION_SEARCHES:
+            searches += 1  # a few eviction searches a pass: each scans every device
+        else:
+            grace_due = False
+        if grace_due and _preempt_for(sim, req, now):
+            decision = place(req, sim.pool, sim.profile)
+            if decision.ok:
+                _start(sim, j, decision, now, delay)
+                sim.queue.pop(i)
+                continue
+        sim.failed_at[s] = sim.epoch
+        fails += 1
+        i += 1
+
+
+def _may_fit(sim: _Sim, req: SliceRequest, free_max: tuple[int, int]) -> bool:
+    """False when no device has the compute or no host the CPU (fits nowhere for sure)."""
+    comp, cpu = free_max
+    need = WHOLE if req.devices > 1 else req.compute_milli
+    return need <= comp and req.host_cpu_milli <= cpu
+
+
+def _on_device(sim: _Sim, req: SliceRequest, d: int) -> Decision:
+    from flexlab.core.placement.status import Status
+
+    return Decision(
+        Status.success("prewarm"),
+        host=int(sim.pool.dev_host[d]),
+        devices=(d,),
+        compute_milli=(req.compute_milli,),
+        memory_mib=(-(-req.compute_milli * int(sim.pool.dev_mem_total[d]) // WHOLE),),
+        host_cpu_milli=req.host_cpu_milli,
+        host_memory_mib=req.host_memory_mib,
+    )
+
+
+def _free_warm_for(sim: _Sim, req: SliceRequest) -> bool:
+    """Give back idle warm slices when a job fits nowhere (warm slices never block work)."""
+    if not sim.warm:
+        return False
+    for _sid, (d, s) in sim.warm.items():
+        _hold(sim.pool, d, s, -1)
+    sim.warm.clear()
+    return True
+
+
+def _preempt_for(sim: _Sim, req: SliceRequest, now: float) -> bool:
+    """Evict low-priority jobs from one device (and, for CPU or RAM, from its host) where
+    that makes ``req`` fit."""
+    if req.devices != 1 or req.compute_milli == 0:
+        return False
+    p = sim.pool
+    allowed = req.selector.models
+    for d, victims in sim.low_on_dev.items():
+        if not victims:
+            continue
+        if allowed and p.model_keys[int(p.dev_model[d])] not in allowed:
+            continue
+        h = int(p.dev_host[d])
+        runs = [(v, sim.running[v]) for v in victims if v in sim.running]
+        if any(len(r.decision.devices) > 1 for _v, r in runs):
+            continue
+        comp = int(p.dev_compute_free[d]) + sum(r.decision.compute_milli[0] for _v, r in runs)
+        if comp < req.compute_milli:
+            continue
+        cpu = int(p.host_cpu_free[h]) + sum(r.decision.host_cpu_milli for _v, r in runs)
+        mem = int(p.host_mem_free[h]) + sum(r.decision.host_memory_mib for _v, r in runs)
+        # Short of host CPU or RAM: also evict low-priority jobs elsewhere on the host
+        # (CPU-only ones included), largest CPU first.
+        taken = {v for v, _r in runs}
+        others = sorted(
+            (
+                (v, sim.running[v])
+                for v in sim.low_on_host.get(h, set())
+                if v not in taken and v in sim.running and len(sim.running[v].decision.devices) <= 1
+            ),
+            key=lambda vr: -vr[1].decision.host_cpu_milli,
+        )
+        for v, r in others:
+            if cpu >= req.host_cpu_milli and mem >= req.host_memory_mib:
+                break
+            runs.append((v, r))
+            cpu += r.decision.host_cpu_milli
+            mem += r.decision.host_memory_mib
+        if cpu < req.host_cpu_milli or mem < req.host_memory_mib:
+            continue
+        for v, r in runs:
+            release(p, r.decision)
+            sim.epoch += 1
+            del sim.running[v]
+            for dv in r.decision.devices:
+                sim.low_on_dev.get(dv, set()).discard(v)
+            sim.low_on_host.get(r.decision.host, set()).discard(v)
+            done = max(0.0, now - r.start)
+            sim.remaining[v] = max(r.work_left - done, 1e-6)
+            sim.work_done += (r.work_left - sim.remaining[v]) * sim.useful[int(sim.wl.shape[v])] / WHOLE
+            sim.enqueued_at[v] = now
+            bisect.insort(sim.queue, (0, float(sim.wl.arrival[v]), v))
+            sim.preemptions += 1
+        return True
+    return False
+
+
+def _hold(p: PoolArrays, d: int, size: int, sign: int) -> None:
+    """Hold (+1) or give back (-1) an idle warm slice's compute and proportional memory."""
+    p.dev_compute_free[d] -= sign * size
+    p.dev_mem_free[d] -= sign * (-(-size * int(p.dev_mem_total[d]) // WHOLE))
+
+
+def _prewarm(sim: _Sim, forecaster: ClassForecaster) -> None:
+    demand = demand_by_size(forecaster.forecast(sim.cfg.horizon), kind="gpu")
+    p = sim.pool
+    budget = int(sim.cfg.prewarm_budget * p.n_devices * WHOLE) - sum(s for _d, s in sim.warm.values())
+    if budget <= 0 or not demand:
+        return
+    by_dev: dict[int, list[SliceLayout]] = {}
+    for sid, (d, s) in sim.warm.items():
+        by_dev.setdefault(d, []).append(SliceLayout(str(sid), s, False))
+    # Only devices whose host can still take a typical job's CPU and RAM: a warm slice on a
+    # host without them could never be claimed.
+    host_ok = (p.host_cpu_free >= sim.warm_cpu) & (p.host_mem_free >= sim.warm_mem)
+    free = np.flatnonzero(p.dev_schedulable & (p.dev_compute_free > 0) & host_ok[p.dev_host])
+    layouts = [
+        DeviceLayout(
+            str(int(d)),
+            p.model_keys[int(p.dev_model[d])],
+            int(p.dev_compute_free[d]),
+            tuple(by_dev.get(int(d), ())),
+        )
+        for d in free
+    ]
+    for move in plan(demand, layouts, max_new_milli=budget):
+        _enact_sim(sim, move)
+
+
+def _enact_sim(sim: _Sim, move: Move) -> None:
+    """The sim's manager: release idle warm slices, carve the new ones, or reject."""
+    d = int(move.device)
+    if any(int(sid) not in sim.warm for sid in move.release):
+        sim.rejected += 1
+        return
+    freed = sum(sim.warm[int(sid)][1] for sid in move.release)
+    if int(sim.pool.dev_compute_free[d]) + freed < sum(move.create):
+        sim.rejected += 1
+        return
+    for sid in move.release:
+        _hold(sim.pool, d, sim.warm.pop(int(sid))[1], -1)
+    for size in move.create:
+        _hold(sim.pool, d, size, +1)
+        sim.next_warm += 1
+        sim.warm[sim.next_warm] = (d, size)
+    sim.moves += 1
+
+
+# -- the speed-aware vs heterogeneity-blind batch --------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Makespans of one fixed batch on a mixed pool (seconds)."""
+
+    aware_s: float
+    blind_s: float
+    lower_bound_s: float
+    offline_greedy_s: float
+    tasks: int
+    devices: dict[str, int]
+
+    @property
+    def speedup(self) -> float:
+        return self.blind_s / self.aware_s
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "tasks": self.tasks,
+            "devices": self.devices,
+            "makespan_speed_aware_s": self.aware_s,
+            "makespan_blind_s": self.blind_s,
+            "speedup": self.speedup,
+            "offline_lower_bound_s": self.lower_bound_s,
+            "offline_greedy_true_speeds_s": self.offline_greedy_s,
+            "gap_to_lower_bound": self.aware_s / self.lower_bound_s - 1.0,
+        }
+
+
+#: True throughput per (workload class, model) of the mock batch: the speed ratio of the
+#: fast model over the slow one differs by class (8x for training, 1.5x for inference),
+#: while the catalog prior says 4.8x for both.
+BATCH_TRUE_RATES: dict[tuple[str, str], float] = {
+    ("training", "a100-80gb"): 4.0,
+    ("training", "t4"): 0.5,
+    ("inference", "a100-80gb"): 1.2,
+    ("inference", "t4"): 0.8,
+}
+
+
+def batch_pool(n_fast: int = 4, n_slow: int = 12) -> PoolArrays:
+    """One host per device, fast A100s first (node order favours the blind policy)."""
+    from flexlab.core.placement.testing import ModelSpec, build_pool
+
+    hosts = [(f"fast-{i}", 64000, 262144, ["a100-80gb"]) for i in range(n_fast)]
+    hosts += [(f"slow-{i}", 64000, 262144, ["t4"]) for i in range(n_slow)]
+    return build_pool(hosts, [ModelSpec("a100-80gb", memory_mib=81920), ModelSpec("t4")])
+
+
+def batch_tasks(n: int = 400, seed: int = 7) -> list[SliceRequest]:
+    """A fixed batch: half training, half inference, work log-normal (reference seconds)."""
+    rng = np.random.default_rng(seed)
+    works = rng.lognormal(mean=math.log(600.0), sigma=0.6, size=n)
+    classes = rng.permutation(["training"] * (n // 2) + ["inference"] * (n - n // 2))
+    return [
+        SliceRequest(compute_milli=WHOLE, workload_class=str(c), expected_duration_s=float(w))
+        for c, w in zip(classes, works, strict=True)
+    ]
+
+
+def run_batch(
+    pool: PoolArrays,
+    tasks: Sequence[SliceRequest],
+    table: ThroughputTable,
+    true_rates: dict[tuple[str, str], float],
+    *,
+    noise: float = 0.1,
+    seed: int = 0,
+    depth: int = 2,
+) -> float:
+    """Makespan of ``tasks`` (whole devices, one task per device at a time) dispatched in
+    order by expected finish time (``ExpectedFinishScore`` with each device's expected
+    time to free, from ``table``); each device holds at most ``depth`` tasks queued behind
+    the running one; measured durations are fed back to ``table`` as tasks finish."""
+    rng = np.random.default_rng(seed)
+    nd = pool.n_devices
+    free_at = np.zeros(nd)  # expected time each device finishes what it holds
+    queued: list[list[int]] = [[] for _ in range(nd)]
+    running: list[int | None] = [None] * nd
+    view = pool.copy()  # all devices look free: ready_at carries the backlog
+    score = ExpectedFinishScore(table)
+    profile = PlacementProfile("eft", ((score, 1.0),), device_choice="first")
+    events: list[tuple[float, int]] = []
+    now = 0.0
+    pending = list(range(len(tasks)))
+    model_of = [pool.model_keys[int(pool.dev_model[d])] for d in range(nd)]
+    end = 0.0
+    measured = np.zeros(nd)
+
+    def expected(j: int, d: int) -> float:
+        t = tasks[j]
+        return table.expected_s(t.workload_class, model_of[d], float(t.expected_duration_s or 1.0))
+
+    def begin(j: int, d: int, t0: float) -> None:
+        t = tasks[j]
+        true = true_rates[(str(t.workload_class), model_of[d])]
+        dur = float(t.expected_duration_s or 1.0) / true * float(rng.lognormal(0.0, noise))
+        running[d] = j
+        measured[d] = dur
+        heapq.heappush(events, (t0 + dur, d))
+
+    while pending or events:
+        # Dispatch while some device can take a task (idle, or busy with an empty slot).
+        while pending:
+            open_ = np.array([running[d] is None or len(queued[d]) < depth for d in range(nd)])
+            if not any(running[d] is None for d in range(nd)):
+                break
+            view.dev_schedulable[:] = open_
+            ready = np.maximum(free_at - now, 0.0)
+            ready[np.array([running[d] is None for d in range(nd)])] = 0.0
+            score.ready_at = ready
+            j = pending[0]
+            decision = place(tasks[j], view, profile)
+            if not decision.ok:
+                break
+            d = decision.devices[0]
+            pending.pop(0)
+            if running[d] is None:
+                begin(j, d, now)
+                free_at[d] = now + expected(j, d)
+            else:
+                queued[d].append(j)
+                free_at[d] = max(free_at[d], now) + expected(j, d)
+        if not events:
+            break
+        now, d = heapq.heappop(events)
+        j_done = running[d]
+        assert j_done is not None
+        t = tasks[j_done]
+        end = max(end, now)
+        running[d] = None
+        nxt = queued[d].pop(0) if queued[d] else None
+        table.observe(
+            t.workload_class,
+            model_of[d],
+            work=float(t.expected_duration_s or 1.0),
+            duration_s=float(measured[d]),
+        )
+        if nxt is not None:
+            begin(nxt, d, now)
+            free_at[d] = now + expected(nxt, d)
+    return end
+
+
+def makespan_lower_bound(
+    tasks: Sequence[SliceRequest], counts: dict[str, int], true_rates: dict[tuple[str, str], float]
+) -> float:
+    """The LP-relaxation lower bound on the makespan with two device models: work may be
+    split across devices; the fluid optimum puts each class on the fast model in order of
+    comparative advantage (exact for two models). Also at least the longest task on its
+    best device. Bisection on the makespan."""
+    fast, slow = sorted(counts, key=lambda m: -max(r for (c, mm), r in true_rates.items() if mm == m))
+    work: dict[str, float] = {}
+    for t in tasks:
+        work[str(t.workload_class)] = work.get(str(t.workload_class), 0.0) + float(t.expected_duration_s or 1)
+    order = sorted(work, key=lambda c: -true_rates[(c, fast)] / true_rates[(c, slow)])
+    longest = max(
+        float(t.expected_duration_s or 1) / max(true_rates[(str(t.workload_class), m)] for m in counts)
+        for t in tasks
+    )
+
+    def feasible(limit: float) -> bool:
+        cap_fast = limit * counts[fast]
+        need_slow = 0.0
+        for c in order:
+            on_fast = min(work[c], cap_fast * true_rates[(c, fast)])
+            cap_fast -= on_fast / true_rates[(c, fast)]
+            need_slow += (work[c] - on_fast) / true_rates[(c, slow)]
+        return need_slow <= limit * counts[slow] + 1e-9
+
+    lo, hi = 0.0, sum(work.values()) / min(true_rates.values())
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if feasible(mid) else (mid, hi)
+    return max(hi, longest)
+
+
+def offline_greedy(
+    pool: PoolArrays, tasks: Sequence[SliceRequest], true_rates: dict[tuple[str, str], float]
+) -> float:
+    """An offline schedule with the true speeds (no noise): longest work first, each task to
+    the device where it finishes earliest. An achievable makespan, for reference."""
+    model_of = [pool.model_keys[int(pool.dev_model[d])] for d in range(pool.n_devices)]
+    free = np.zeros(pool.n_devices)
+    for t in sorted(tasks, key=lambda t: -float(t.expected_duration_s or 1)):
+        w = float(t.expected_duration_s or 1)
+        fin = free + np.array([w / true_rates[(str(t.workload_class), m)] for m in model_of])
+        d = int(np.argmin(fin))
+        free[d] = fin[d]
+    return float(free.max())
+
+
+def batch_experiment(*, n_fast: int = 4, n_slow: int = 12, n_tasks: int = 400, seed: int = 7) -> BatchResult:
+    """Speed-aware (catalog prior, learned online) vs blind (every device 1.0) on one batch."""
+    pool = batch_pool(n_fast, n_slow)
+    tasks = batch_tasks(n_tasks, seed)
+    aware = run_batch(pool, tasks, ThroughputTable(alpha=0.3), BATCH_TRUE_RATES, seed=seed)
+    blind_table = ThroughputTable(prior=lambda _m: 1.0, learn=False)
+    blind = run_batch(pool, tasks, blind_table, BATCH_TRUE_RATES, seed=seed)
+    counts = {"a100-80gb": n_fast, "t4": n_slow}
+    return BatchResult(
+        aware_s=aware,
+        blind_s=blind,
+        lower_bound_s=makespan_lower_bound(tasks, counts, BATCH_TRUE_RATES),
+        offline_greedy_s=offline_greedy(pool, tasks, BATCH_TRUE_RATES),
+        tasks=len(tasks),
+        devices=counts,
+    )
