@@ -97,7 +97,8 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "online",
         help="online replay (arrivals, queue, departures): whole devices, FGD, flexlab with/without forecasting",
     )
-    from flexlab.sim.online_cli import add_arguments as add_online, main as online_main
+    from flexlab.sim.online_cli import add_arguments as add_online
+    from flexlab.sim.online_cli import main as online_main
 
     add_online(online)
     online.set_defaults(func=online_main)
