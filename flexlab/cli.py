@@ -95,7 +95,8 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     openb.set_defaults(func=main)
     online = bsub.add_parser(
         "online",
-        help="online replay (arrivals, queue, departures): whole devices, FGD, flexlab with/without forecasting",
+        help="online replay (arrivals, queue, departures): whole devices, FGD, "
+        "flexlab with and without forecasting",
     )
     from flexlab.sim.online_cli import add_arguments as add_online
     from flexlab.sim.online_cli import main as online_main
