@@ -1,0 +1,144 @@
+"""Utilisation over time: busy share by vendor and by model, memory in use, cluster total.
+
+Reads the history frames only (the scheduler's one sampler). Busy share is the mean over a
+group's devices of the compute their slices use (0-100 %); memory is the share of the
+group's device memory in use. The cluster total is drawn thick and dark, the share of
+compute held by leases dashed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from bokeh.layouts import column
+from bokeh.models import ColumnDataSource, CustomJS, HoverTool, Range1d
+from bokeh.models.annotations import Legend
+from bokeh.models.widgets import Div, RadioButtonGroup
+from bokeh.plotting import figure
+
+from flexlab.dashboard.base import Component, Frame, PoolState, TimeTable, devices
+from flexlab.dashboard.theme import MUTED, TOTAL, Theme, vendor_label
+
+#: Columns: ``busy:<group>:<key>`` and ``mem:<group>:<key>`` in percent, plus the totals.
+TOTAL_BUSY, TOTAL_MEM, LEASED = "busy:total", "mem:total", "leased"
+
+
+def columns_of(frames: Sequence[Frame]) -> dict[str, list[float]]:
+    """Percent series per vendor, per model and in total (missing keys read as 0)."""
+    vendors = sorted({k for f in frames for k in f.get("by_vendor", {})})
+    models = sorted({k for f in frames for k in f.get("by_model", {})})
+    out: dict[str, list[float]] = {TOTAL_BUSY: [], TOTAL_MEM: [], LEASED: []}
+    for g, keys in (("vendor", vendors), ("model", models)):
+        for k in keys:
+            out[f"busy:{g}:{k}"] = []
+            out[f"mem:{g}:{k}"] = []
+    for f in frames:
+        busy, used, total = f.get("total", (0.0, 0, 0))
+        out[TOTAL_BUSY].append(100.0 * float(busy))
+        out[TOTAL_MEM].append(100.0 * float(used) / float(total) if total else 0.0)
+        out[LEASED].append(100.0 * float(f.get("leased", 0.0)))
+        for g, keys in (("vendor", vendors), ("model", models)):
+            table = f.get(f"by_{g}", {})
+            for k in keys:
+                b, u, t = table.get(k, (0.0, 0, 0))
+                out[f"busy:{g}:{k}"].append(100.0 * float(b))
+                out[f"mem:{g}:{k}"].append(100.0 * float(u) / float(t) if t else 0.0)
+    return out
+
+
+class UtilisationChart(Component):
+    """Three views over one source: busy by vendor, busy by model, memory in use."""
+
+    def __init__(self, theme: Theme | None = None, *, width: int = 560, window: int = 600) -> None:
+        self.theme = theme or Theme()
+        self.source = ColumnDataSource({"time": []}, name="utilisation")
+        self.table = TimeTable(self.source, rollover=window)
+        self._figs = {
+            key: self._figure(title, width)
+            for key, title in (
+                ("vendor", "Busy share by vendor (%)"),
+                ("model", "Busy share by device model (%)"),
+                ("memory", "Device memory in use by vendor (%)"),
+            )
+        }
+        self._lines: set[tuple[str, str]] = set()
+        self.now = Div(text="", name="utilisation_now", width=width)
+        # Tabs measure their panels as zero-sized inside a BokehModel widget; a button group
+        # that shows one figure at a time renders reliably.
+        figs = [self._figs[k] for k in ("vendor", "model", "memory")]
+        for f in figs[1:]:
+            f.visible = False
+        pick = RadioButtonGroup(
+            labels=["busy by vendor", "busy by model", "memory"], active=0, name="utilisation_view"
+        )
+        pick.js_on_change(
+            "active",
+            CustomJS(
+                args={"figs": figs}, code="figs.forEach((f, i) => { f.visible = i == cb_obj.active; });"
+            ),
+        )
+        self.root = column(pick, *figs, self.now, name="utilisation_panel")
+
+    def _figure(self, title: str, width: int) -> figure:
+        fig = figure(
+            width=width,
+            height=300,
+            x_axis_type="datetime",
+            y_range=Range1d(start=0, end=100),
+            title=title,
+            tools="xpan,xwheel_zoom,reset",
+            toolbar_location=None,
+        )
+        fig.yaxis.axis_label = "%"
+        fig.add_layout(
+            Legend(location="top_left", label_text_font_size="10px", spacing=0, click_policy="hide"), "right"
+        )
+        fig.add_tools(HoverTool(tooltips=[("", "$name: @$name{0.0} %")], mode="mouse"))
+        return fig
+
+    def _add_line(
+        self, tab: str, col: str, label: str, color: str, width: float = 2, dash: str = "solid"
+    ) -> None:
+        if (tab, col) in self._lines:
+            return
+        self._lines.add((tab, col))
+        self._figs[tab].line(
+            "time", col, source=self.source, color=color, line_width=width, line_dash=dash,
+            legend_label=label, name=col,
+        )  # fmt: skip
+
+    def update(self, state: PoolState, frames: Sequence[Frame]) -> None:
+        self.theme.learn_models([(str(d["vendor"]), str(d["model"])) for _, d in devices(state)])
+        vendor_of = {str(d["model"]): str(d["vendor"]) for _, d in devices(state)}
+        cols = columns_of(frames)
+        self.table.set([float(f["time"]) for f in frames], cols)
+        for col in sorted(cols):
+            parts = col.split(":", 2)
+            if len(parts) != 3:
+                continue
+            what, group, key = parts
+            if group == "vendor":
+                tab = "vendor" if what == "busy" else "memory"
+                self._add_line(tab, col, vendor_label(key), self.theme.vendor_color(key))
+            elif what == "busy":
+                color = self.theme.model_color(vendor_of.get(key, "other"), key)
+                self._add_line("model", col, key, color)
+        for tab in ("vendor", "model"):
+            self._add_line(tab, TOTAL_BUSY, "cluster", TOTAL, width=3.5)
+        self._add_line("vendor", LEASED, "leased", MUTED, width=2, dash="dashed")
+        self._add_line("memory", TOTAL_MEM, "cluster", TOTAL, width=3.5)
+        self.now.text = self._now(frames, cols)
+
+    def _now(self, frames: Sequence[Frame], cols: Mapping[str, list[float]]) -> str:
+        if not frames:
+            return f'<span style="color:{MUTED}">no telemetry yet</span>'
+        last = {k: v[-1] for k, v in cols.items() if v}
+        vend = " · ".join(
+            f"{vendor_label(k.split(':', 2)[2])} {last[k]:.0f}%"
+            for k in sorted(last)
+            if k.startswith("busy:vendor:")
+        )
+        return (
+            f'<div style="font-size:12px">now: busy <b>{last[TOTAL_BUSY]:.0f}%</b> ({vend}); memory '
+            f"{last[TOTAL_MEM]:.0f}%; leased {last[LEASED]:.0f}% of compute</div>"
+        )
