@@ -9,8 +9,9 @@ The workload (fixed, documented, seeded) mixes what shares a real accelerator po
 
 Both runs get the same stream of tasks for the same wall-clock window and count what
 completes. Sliced: flexlab places each task on a slice of the mock pool. Whole devices: the
-same mock devices, one vanilla Dask worker per device with ``resources={"ACCEL": 1}``, so
-each task holds a whole card, as without flexlab. The mock performance model (design
+same mock devices, one vanilla Dask worker per device with ``resources={"ACCEL": 1}`` (plus
+the card's memory, so that no task is sent to a card too small for it), so each task holds
+a whole card, as without flexlab. The mock performance model (design
 section 6, ``docs/mock-devices.md``) is the same in both: a task runs for
 ``work / (speed * min(share, demand))``.
 """
@@ -188,7 +189,7 @@ def run_whole(tasks: list[DemoTask], window_s: float, progress: Progress | None 
                     "compute_milli": 1000,
                     "memory_mib": dev.total_memory_mib,
                     "nthreads": 1,
-                    "resources": {"ACCEL": 1.0},
+                    "resources": {"ACCEL": 1.0, "ACCEL_MEM": float(dev.total_memory_mib)},
                 }
                 kw = worker_kwargs(cmd, interval=0)  # no flexlab plugin here to report to
                 workers.append(client.sync(_start_worker, cluster.scheduler_address, kw))
@@ -196,7 +197,8 @@ def run_whole(tasks: list[DemoTask], window_s: float, progress: Progress | None 
         def submit(t: DemoTask) -> Any:
             if t.kind == "cpu":
                 return client.submit(run_task, t, pure=False)
-            return client.submit(run_task, t, resources={"ACCEL": 1}, pure=False)
+            # Whole cards, but memory-aware, so no task lands on a card too small for it.
+            return client.submit(run_task, t, resources={"ACCEL": 1, "ACCEL_MEM": t.memory_mib}, pure=False)
 
         res = _drive(client, tasks, submit, "whole devices (vanilla Dask)", window_s, progress)
         for w in workers:
