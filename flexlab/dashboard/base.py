@@ -36,11 +36,6 @@ class Component(abc.ABC):
         """Show ``state`` and ``frames``."""
 
 
-def ms(t: float) -> float:
-    """Seconds since the epoch -> Bokeh's datetime unit (milliseconds)."""
-    return float(t) * 1000.0
-
-
 def devices(state: PoolState) -> Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]]:
     """(host, device) pairs of a pool state, in the state's order."""
     for host in state.get("hosts", ()):

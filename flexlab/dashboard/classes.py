@@ -9,10 +9,8 @@ share bucket (``any ≤25%``, ``gpu ≤50%``, ``npu vir05_1c_16g``, ``v100s-32gb
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from typing import Any
 
 from flexlab.core.errors import InvalidRequest
 from flexlab.core.request import SliceRequest, parse_request
@@ -56,15 +54,6 @@ def top_groups(counts: Mapping[str, float], n: int = 6) -> list[str]:
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     keep = [k for k, _ in ranked[:n]]
     return [*keep, "other"] if len(ranked) > n else keep
-
-
-def arrivals(frames: Sequence[Mapping[str, Any]]) -> Counter[str]:
-    """Arrivals per exact request text over ``frames``."""
-    total: Counter[str] = Counter()
-    for f in frames:
-        for k, v in (f.get("arrivals") or {}).items():
-            total[str(k)] += int(v)
-    return total
 
 
 def grouped(counts: Iterable[tuple[str, float]]) -> dict[str, float]:

@@ -5,7 +5,7 @@
 
 In Voila, ``push_notebook`` cannot update a plot (no comm target there); the dashboard's root
 is wrapped in ``jupyter_bokeh.BokehModel`` and an asyncio task on the kernel's loop changes
-the Bokeh sources, which the widget syncs to the page. BokehJS is loaded inline (no CDN), without its WebGL and MathJax bundles.
+the Bokeh sources, which the widget syncs to the page. BokehJS is loaded inline (no CDN).
 """
 
 from __future__ import annotations
@@ -66,14 +66,32 @@ def connect(address: str | None = None, *, synthetic_load: bool = True) -> PoolC
     )
 
 
+def load_bokehjs() -> None:
+    """Put BokehJS on the page, inline (the CDN may be out of reach), once.
+
+    ``bokeh.io.output_notebook`` publishes the whole bundle twice (as JavaScript for the classic
+    notebook and as Bokeh's load MIME type for JupyterLab): 4 MB for the page to take in.
+    Here only the JavaScript is published (Voila runs it; it has no renderer for the load MIME
+    type), without the WebGL and MathJax bundles: 2 MB.
+    """
+    from bokeh.core.templates import AUTOLOAD_NB_JS
+    from bokeh.embed.bundle import bundle_for_objs_and_resources
+    from bokeh.resources import Resources
+    from IPython.display import publish_display_data
+
+    resources = Resources(mode="inline", components=list(BOKEH_COMPONENTS))  # type: ignore[arg-type]
+    bundle = bundle_for_objs_and_resources(None, resources)
+    js = AUTOLOAD_NB_JS.render(bundle=bundle, elementid=None, force=True, timeout=5000, register_mime=False)
+    publish: Any = publish_display_data  # IPython is untyped
+    publish({"application/javascript": js})
+
+
 def show(dashboard: Any) -> Any:
     """Display ``dashboard.root`` as a live widget (BokehModel) and return the widget."""
-    from bokeh.io import output_notebook
-    from bokeh.resources import Resources
     from IPython.display import display
     from jupyter_bokeh import BokehModel
 
-    output_notebook(resources=Resources(mode="inline", components=list(BOKEH_COMPONENTS)), hide_banner=True)
+    load_bokehjs()
     widget = BokehModel(dashboard.root)
     show_widget: Any = display  # IPython is untyped
     show_widget(widget)
@@ -116,7 +134,8 @@ def dashboard_notebook() -> Any:
 
     v4: Any = nbformat.v4  # nbformat is untyped
     nb = v4.new_notebook()
-    nb.cells = [v4.new_code_cell(DASHBOARD_CODE), v4.new_markdown_cell(DASHBOARD_MARKDOWN)]
+    # No trailing newline in a cell: what ruff format leaves in notebooks.
+    nb.cells = [v4.new_code_cell(DASHBOARD_CODE.rstrip()), v4.new_markdown_cell(DASHBOARD_MARKDOWN.rstrip())]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     nb.cells[0].id, nb.cells[1].id = "dashboard", "reading-it"  # stable ids: the file never churns

@@ -109,7 +109,6 @@ class QueuePanel(Component):
     def __init__(self, theme: Theme | None = None, *, width: int = 690, bin_s: float = 10.0) -> None:
         self.theme = theme or Theme()
         self.bin_s = bin_s
-        self.forecast: Forecast | None = None
         self.source = ColumnDataSource({k: [] for k in self.TABLE_COLUMNS}, name="queue_waiting")
         self.bars = ColumnDataSource(
             {"group": [], "tasks": [], "leases": [], "total": [], "reason": []}, name="queue_bars"

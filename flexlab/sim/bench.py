@@ -40,7 +40,9 @@ class RunResult:
     seed: int
     decisions: int
     placed: int
+    #: Wall-clock and CPU seconds spent placing (the machine may be shared: CPU is steadier).
     seconds: float
+    cpu_seconds: float
     #: Allocation and fragmentation (% of GPU capacity) per arrived load 0..130 (NaN: none).
     alloc: tuple[float, ...]
     frag: tuple[float, ...]
@@ -79,9 +81,10 @@ class BenchmarkResult:
         vals = vals[~np.isnan(vals)]
         return float(vals.mean()) if vals.size else math.nan
 
-    def decisions_per_s(self, workload: str, policy: str) -> float:
+    def decisions_per_s(self, workload: str, policy: str, *, cpu: bool = False) -> float:
+        """Placements per second of wall-clock time (``cpu``: of CPU time)."""
         runs = self._runs(workload, policy)
-        secs = sum(r.seconds for r in runs)
+        secs = sum(r.cpu_seconds if cpu else r.seconds for r in runs)
         return sum(r.decisions for r in runs) / secs if secs > 0 else math.nan
 
     def published_unallocated(self, workload: str, policy: str, load: int) -> tuple[float, float]:
@@ -115,6 +118,7 @@ class BenchmarkResult:
                             else None,
                             "published_fgd_unallocated": _num(self.published_unallocated(wl, "FGD", load)[0]),
                             "decisions_per_s": _num(self.decisions_per_s(wl, pol)),
+                            "decisions_per_cpu_s": _num(self.decisions_per_s(wl, pol, cpu=True)),
                         }
                     )
         return rows
@@ -219,6 +223,7 @@ def run_benchmark(
                         decisions=rec.decisions,
                         placed=int(rec.placed.sum()),
                         seconds=rec.seconds,
+                        cpu_seconds=rec.cpu_seconds,
                         alloc=tuple(float(x) for x in alloc),
                         frag=tuple(float(x) for x in frag),
                     )

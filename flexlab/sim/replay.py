@@ -33,7 +33,9 @@ class ReplayRecord:
     allocated_milli: I64
     frag_milli: F64
     placed: npt.NDArray[np.bool_]
+    #: Wall-clock and CPU seconds spent in ``place`` and ``apply`` (not in recording).
     seconds: float
+    cpu_seconds: float = 0.0
 
     @property
     def decisions(self) -> int:
@@ -72,14 +74,16 @@ def replay(
     total_arrived = 0
     total_alloc = 0
     spent = 0.0
+    cpu = 0.0
     for i in range(n):
         j = int(order[i])
         req = requests[j]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         decision = place(req, pool, profile)
         if decision.ok:
             apply(pool, decision)
         spent += time.perf_counter() - t0
+        cpu += time.process_time() - c0
         total_arrived += int(ask[j])
         if decision.ok:
             placed[i] = True
@@ -93,7 +97,7 @@ def replay(
             progress(i + 1, n)
     if progress is not None:
         progress(n, n)
-    return ReplayRecord(arrived, allocated, frag, placed, spent)
+    return ReplayRecord(arrived, allocated, frag, placed, spent, cpu)
 
 
 def capacity_milli(pool: PoolArrays) -> int:

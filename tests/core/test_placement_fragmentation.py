@@ -192,3 +192,17 @@ def test_changing_the_distribution_resets_the_caches() -> None:
     assert score.delta(request=req, pool=pool, candidates=cands).tolist() == [-100.0, 0.0]
     score.distribution = ShapeDistribution((Shape(0, 600, 1),), (1.0,))
     assert score.delta(request=req, pool=pool, candidates=cands).tolist() == [-100.0, -500.0]
+
+
+def test_merging_memory_variants_and_taking_the_top() -> None:
+    exact = ShapeDistribution(
+        (Shape(1000, 500, 1, frozenset(), 1000), Shape(1000, 500, 1, frozenset(), 4000), Shape(2000, 0, 0)),
+        (0.5, 0.25, 0.25),
+    )
+    mean = exact.merged(memory="mean")
+    assert mean.shapes == (Shape(1000, 500, 1, frozenset(), 2000), Shape(2000, 0, 0))
+    assert mean.weights == pytest.approx((0.75, 0.25))
+    assert exact.merged(memory="ignore").shapes[0] == Shape(1000, 500, 1)
+    assert exact.merged(memory="exact") is exact
+    assert mean.top(0.7).shapes == (Shape(1000, 500, 1, frozenset(), 2000),)
+    assert mean.top(0.7).weights == (1.0,)

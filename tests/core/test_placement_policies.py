@@ -213,3 +213,33 @@ def test_every_policy_scores_within_0_and_100(policy: str) -> None:
         d = place(req, pool, profile)
         assert d.ok
         assert 0.0 <= d.score <= 100.0
+
+
+def test_flexlab_reserves_the_only_hosts_that_fit_rare_large_requests() -> None:
+    """Two 128-core hosts are the only ones an 8-device, 120-core request fits; a common
+    one-device request should go to the 96-core hosts instead (first-fit would not)."""
+    pool = build_pool(
+        [
+            ("big-0", 128000, 786432, ["t4"] * 8),
+            ("big-1", 128000, 786432, ["t4"] * 8),
+            ("std-2", 96000, 393216, ["t4"] * 8),
+            ("std-3", 96000, 393216, ["t4"] * 8),
+        ],
+        [T4],
+    )
+    small = Shape(12000, 1000, 1, frozenset(), 32768)
+    large = Shape(120000, 1000, 8, frozenset(), 640000)
+    dist = ShapeDistribution((small, large), (0.95, 0.05))
+    score = FlexlabScore(dist)
+    per_gpu, per_cpu = score._capacity.cost_per_class(pool)
+    # classes sorted by (cpu, memory, devices): the 96-core hosts first
+    assert score._capacity.host_class.tolist() == [1, 1, 0, 0]
+    # GPU: the large shape's share of GPU demand (400 of 1350) x free 32000 / free on big hosts 16000
+    assert per_gpu.tolist() == pytest.approx([0.0, 400 / 1350 * 2])
+    # CPU: its share of CPU demand (6000 of 17400) x 448000 / 256000, at 32000 GPU milli per 448000 CPU milli
+    assert per_cpu.tolist() == pytest.approx([0.0, 6000 / 17400 * 448 / 256 * 32 / 448])
+    req = Req(compute_milli=1000, host_cpu_milli=12000, host_memory_mib=32768)
+    assert place(req, pool, make_profile("firstfit")).host == 0
+    assert place(req, pool, make_profile("flexlab", distribution=dist)).host == 2
+    big = Req(compute_milli=1000, devices=8, host_cpu_milli=120000, host_memory_mib=640000)
+    assert place(big, pool, make_profile("flexlab", distribution=dist)).host == 0

@@ -114,7 +114,7 @@ def test_leases_by_user(state: dict[str, Any]) -> None:
     assert held[owners["dave"]] == 0
     assert "1 waiting" in panel.owners.data["text"][owners["dave"]]
     assert panel.owners.data["color"][owners["bob"]] == theme.owner_color("bob")
-    assert panel.source.data["state"] == ["active", "active", "pending"]
+    assert panel.source.data["state"] == ["pending", "active", "active"]  # what waits comes first
     assert by_owner(state["leases"])["alice"]["memory_gib"] == pytest.approx(16.0)
 
 

@@ -112,6 +112,29 @@ class ShapeDistribution:
         shapes = tuple(replace(s, host_memory_mib=round(total[s] / counts[s])) for s in dist.shapes)
         return cls(shapes, dist.weights)
 
+    def merged(self, *, memory: MemoryMode = "mean") -> ShapeDistribution:
+        """Shapes that differ only in host memory merged into one (weights add); memory is
+        dropped (``ignore``) or their weighted mean (``mean``); ``exact`` changes nothing."""
+        if memory == "exact":
+            return self
+        weight: dict[Shape, float] = {}
+        mem: dict[Shape, float] = {}
+        for s, w in zip(self.shapes, self.weights, strict=True):
+            key = replace(s, host_memory_mib=0)
+            weight[key] = weight.get(key, 0.0) + w
+            mem[key] = mem.get(key, 0.0) + w * s.host_memory_mib
+        shapes = tuple(
+            replace(k, host_memory_mib=round(mem[k] / weight[k])) if memory == "mean" and weight[k] > 0 else k
+            for k in weight
+        )
+        return ShapeDistribution(shapes, tuple(weight.values()))
+
+    def top(self, coverage: float) -> ShapeDistribution:
+        """The most frequent shapes covering ``coverage`` of the weight, renormalised."""
+        return ShapeDistribution.from_counts(
+            dict(zip(self.shapes, self.weights, strict=True)), coverage=coverage
+        )
+
     def accelerator_only(self) -> ShapeDistribution:
         """The shapes that use accelerators, renormalised (CPU-only shapes dropped)."""
         kept = [(s, w) for s, w in zip(self.shapes, self.weights, strict=True) if s.devices > 0]

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from flexlab.core.placement.flexlab_policy import FlexlabScore
-from flexlab.core.placement.fragmentation import FGDScore, MemoryMode, ShapeDistribution
+from flexlab.core.placement.fragmentation import FGDScore, ShapeDistribution
 from flexlab.core.placement.framework import PlacementProfile
 from flexlab.core.placement.request_view import RequestView
 from flexlab.core.placement.scores import BestFitScore, BinpackScore, FirstFitScore, SpreadScore
@@ -34,10 +34,12 @@ def distribution_for(
     name: str, requests: Iterable[RequestView], *, coverage: float = 0.95
 ) -> ShapeDistribution:
     """The shape distribution a policy measures fragmentation against, from ``requests``
-    (a workload, or a window of recent requests): FGD's typical pods ignore host memory;
-    flexlab gives each shape the mean memory of its requests."""
-    memory: MemoryMode = "mean" if name == "flexlab" else "ignore"
-    return ShapeDistribution.from_requests(requests, coverage=coverage, memory=memory)
+    (a workload, or a window of recent requests): FGD's typical pods (the most frequent
+    shapes, host memory ignored); for flexlab every shape with its exact host memory (it
+    takes the typical ones itself and keeps the rare large ones for host reservation)."""
+    if name == "flexlab":
+        return ShapeDistribution.from_requests(requests, coverage=1.0, memory="exact")
+    return ShapeDistribution.from_requests(requests, coverage=coverage, memory="ignore")
 
 
 def make_profile(
