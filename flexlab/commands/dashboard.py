@@ -44,10 +44,9 @@ def choose_port(requested: int | None) -> int:
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", DEFAULT_PORT))
-            except OSError:
-                pass
-            else:
-                return DEFAULT_PORT
+            except OSError:  # taken: any free port instead
+                return free_port()
+        return DEFAULT_PORT
     return free_port()
 
 
@@ -83,6 +82,18 @@ def voila_command(notebook: Path, port: int, *, open_browser: bool, preheat: boo
     return cmd
 
 
+def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Wait until something listens on 127.0.0.1:``port`` (False: ``proc`` ended or time ran out)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
 def _start_pool(scheduler_port: int, load: bool) -> tuple[Any, Any, Any]:
     from distributed import Client
     from flexlab_dask import FlexCluster
@@ -92,7 +103,8 @@ def _start_pool(scheduler_port: int, load: bool) -> tuple[Any, Any, Any]:
     make_client: Any = Client  # distributed is untyped
     cluster = FlexCluster(scheduler_port=scheduler_port)
     client = make_client(cluster)
-    gen = SyntheticLoad(client).start() if load else None
+    # The load starts a few seconds late, when the first page has likely been drawn.
+    gen = SyntheticLoad(client, delay_s=5.0).start() if load else None
     return cluster, client, gen
 
 
@@ -133,6 +145,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             if embedded:
+                # Voila first, alone: it starts faster without the pool competing for the CPUs,
+                # and the notebook's kernel imports while the pool starts (its client waits).
+                wait_listening(port, proc, timeout=30.0)
                 cluster, client, load = _start_pool(scheduler_port, not args.no_load)
                 what = "with a synthetic load" if load else "idle"
                 print(f"flexlab dashboard: embedded mock pool at {address} ({what})")

@@ -1,10 +1,9 @@
 """Request classes: the exact request text the pool counts, and a coarser group to plot.
 
 The plugin counts arrivals per request text (``gpu:0.5``, ``any:0.28,4096MiB``; leases as
-``lease npu:vir05_1c_16g``). A pool
-sees many distinct texts, so charts group them by what they ask for: the selector and a
-share bucket (``any ≤25%``, ``gpu ≤50%``, ``npu vir05_1c_16g``, ``v100s-32gb whole``,
-``gpu 4 devices``, ``cpu``).
+``lease npu:vir05_1c_16g``). A pool sees many distinct texts, so charts group them by what
+they ask for: the selector and a share bucket (``any ≤25%``, ``gpu ≤50%``,
+``npu vir05_1c_16g``, ``v100s-32gb whole``, ``gpu 4 devices``, ``cpu``).
 """
 
 from __future__ import annotations

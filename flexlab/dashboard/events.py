@@ -20,8 +20,8 @@ from bokeh.models.widgets import DataTable, Div, HTMLTemplateFormatter, TableCol
 from flexlab.dashboard.base import Component, Frame, PoolState, replace_data
 from flexlab.dashboard.theme import CATEGORY_COLORS, MUTED, event_category
 
-_CHIP = HTMLTemplateFormatter(
-    template='<span style="background:<%= color %>;color:white;padding:1px 6px;border-radius:3px;'
+_CHIP = (
+    '<span style="background:<%= color %>;color:white;padding:1px 6px;border-radius:3px;'
     'font-size:11px"><%= value %></span>'
 )
 
@@ -54,7 +54,9 @@ class EventLog(Component):
             source=self.source,
             columns=[
                 TableColumn(field="time", title="time", width=70),
-                TableColumn(field="category", title="what", width=85, formatter=_CHIP),
+                TableColumn(
+                    field="category", title="what", width=85, formatter=HTMLTemplateFormatter(template=_CHIP)
+                ),
                 TableColumn(field="message", title="event and reason", width=780),
                 TableColumn(field="owner", title="owner", width=70),
                 TableColumn(field="where", title="where", width=220),

@@ -75,6 +75,7 @@ class SyntheticLoad:
         pause_s: tuple[float, float] = (3.0, 15.0),
         ttl: str = "5m",
         seed: int = 7,
+        delay_s: float = 0.0,
     ) -> None:
         self.client = client
         self.rate = rate
@@ -84,6 +85,8 @@ class SyntheticLoad:
         self.pause_s = pause_s
         self.ttl = ttl
         self.seed = seed
+        #: Seconds to wait before the first task and lease (let a starting dashboard draw first).
+        self.delay_s = delay_s
         self.submitted = 0
         self.leases_taken = 0
         self.errors: list[str] = []
@@ -132,6 +135,8 @@ class SyntheticLoad:
 
     def _tasks(self) -> None:
         rng = random.Random(self.seed)
+        if self._stop.wait(self.delay_s):
+            return
         for task in itertools.cycle(workload(600, seed=self.seed)):
             if self._stop.wait(rng.expovariate(self.rate)):
                 return
@@ -155,7 +160,7 @@ class SyntheticLoad:
     def _leases(self, user: str, k: int) -> None:
         rng = random.Random(self.seed * 100 + k)
         specs = self.users[user]
-        if self._stop.wait(rng.uniform(0.5, 4.0)):
+        if self._stop.wait(self.delay_s + rng.uniform(0.5, 4.0)):
             return
         while not self._stop.is_set():
             spec = rng.choice(specs)

@@ -9,16 +9,23 @@ compute held by leases dashed.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from bokeh.layouts import column
 from bokeh.models import ColumnDataSource, CustomJS, HoverTool, Range1d
-from bokeh.models.annotations import Legend
+from bokeh.models.annotations import Legend, LegendItem
 from bokeh.models.widgets import Div, RadioButtonGroup
 from bokeh.plotting import figure
 
 from flexlab.dashboard.base import Component, Frame, PoolState, TimeTable, devices
 from flexlab.dashboard.theme import MUTED, TOTAL, Theme, vendor_label
 
+#: The views: (tag, title, button label).
+VIEWS = (
+    ("vendor", "Busy share by vendor (%)", "busy by vendor"),
+    ("model", "Busy share by device model (%)", "busy by model"),
+    ("memory", "Device memory in use by vendor (%)", "memory"),
+)
 #: Columns: ``busy:<group>:<key>`` and ``mem:<group>:<key>`` in percent, plus the totals.
 TOTAL_BUSY, TOTAL_MEM, LEASED = "busy:total", "mem:total", "leased"
 
@@ -47,65 +54,62 @@ def columns_of(frames: Sequence[Frame]) -> dict[str, list[float]]:
 
 
 class UtilisationChart(Component):
-    """Three views over one source: busy by vendor, busy by model, memory in use."""
+    """One chart, three views over one source: busy by vendor, busy by model, memory in use."""
 
     def __init__(self, theme: Theme | None = None, *, width: int = 560, window: int = 600) -> None:
         self.theme = theme or Theme()
         self.source = ColumnDataSource({"time": []}, name="utilisation")
         self.table = TimeTable(self.source, rollover=window)
-        self._figs = {
-            key: self._figure(title, width)
-            for key, title in (
-                ("vendor", "Busy share by vendor (%)"),
-                ("model", "Busy share by device model (%)"),
-                ("memory", "Device memory in use by vendor (%)"),
-            )
-        }
         self._lines: set[tuple[str, str]] = set()
-        self.now = Div(text="", name="utilisation_now", width=width)
-        # Tabs measure their panels as zero-sized inside a BokehModel widget; a button group
-        # that shows one figure at a time renders reliably.
-        figs = [self._figs[k] for k in ("vendor", "model", "memory")]
-        for f in figs[1:]:
-            f.visible = False
-        pick = RadioButtonGroup(
-            labels=["busy by vendor", "busy by model", "memory"], active=0, name="utilisation_view"
-        )
-        pick.js_on_change(
-            "active",
-            CustomJS(
-                args={"figs": figs}, code="figs.forEach((f, i) => { f.visible = i == cb_obj.active; });"
-            ),
-        )
-        self.root = column(pick, *figs, self.now, name="utilisation_panel")
-
-    def _figure(self, title: str, width: int) -> figure:
-        fig = figure(
+        # One figure, three views: busy by vendor, busy by model, memory by vendor. Each line is
+        # tagged with its view, and the buttons show one view's lines (and legend entries). Fewer
+        # models than three figures, so the page builds faster; Tabs would not do inside a
+        # BokehModel widget anyway (they measure their panels as zero-sized there).
+        self.figure = figure(
             width=width,
             height=300,
             x_axis_type="datetime",
             y_range=Range1d(start=0, end=100),
-            title=title,
+            title=VIEWS[0][1],
             tools="xpan,xwheel_zoom,reset",
             toolbar_location=None,
+            name="utilisation_figure",
         )
-        fig.yaxis.axis_label = "%"
-        fig.add_layout(
-            Legend(location="top_left", label_text_font_size="10px", spacing=0, click_policy="hide"), "right"
-        )
-        fig.add_tools(HoverTool(tooltips=[("", "$name: @$name{0.0} %")], mode="mouse"))
-        return fig
+        self.figure.yaxis.axis_label = "%"
+        self.legend = Legend(location="top_left", label_text_font_size="10px", spacing=0)
+        self.figure.add_layout(self.legend, "right")
+        self.figure.add_tools(HoverTool(tooltips=[("", "$name: @$name{0.0} %")], mode="mouse"))
+        self.pick = RadioButtonGroup(labels=[v[2] for v in VIEWS], active=0, name="utilisation_view")
+        self.pick.js_on_change(
+            "active",
+            CustomJS(
+                args={"fig": self.figure, "legend": self.legend, "views": [v[0] for v in VIEWS],
+                      "titles": [v[1] for v in VIEWS]},
+                code="""
+                const view = views[cb_obj.active];
+                for (const r of fig.renderers) { r.visible = r.tags.includes(view); }
+                for (const item of legend.items) { item.visible = item.renderers[0].tags.includes(view); }
+                fig.title.text = titles[cb_obj.active];
+                """,
+            ),
+        )  # fmt: skip
+        self.now = Div(text="", name="utilisation_now", width=width)
+        self.root = column(self.pick, self.figure, self.now, name="utilisation_panel")
 
     def _add_line(
-        self, tab: str, col: str, label: str, color: str, width: float = 2, dash: str = "solid"
+        self, view: str, col: str, label: str, color: str, width: float = 2, dash: str = "solid"
     ) -> None:
-        if (tab, col) in self._lines:
+        if (view, col) in self._lines:
             return
-        self._lines.add((tab, col))
-        self._figs[tab].line(
-            "time", col, source=self.source, color=color, line_width=width, line_dash=dash,
-            legend_label=label, name=col,
+        self._lines.add((view, col))
+        shown = VIEWS[self.pick.active or 0][0] == view  # the browser's choice, synced back to here
+        r: Any = self.figure.line(
+            "time", col, source=self.source, color=color, line_width=width, line_dash=dash, name=col,
+            visible=shown,
         )  # fmt: skip
+        r.tags = [view]
+        items: Any = self.legend.items
+        items.append(LegendItem(label=label, renderers=[r], visible=shown))
 
     def update(self, state: PoolState, frames: Sequence[Frame]) -> None:
         self.theme.learn_models([(str(d["vendor"]), str(d["model"])) for _, d in devices(state)])

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import ConsoleMessage, Error, Page
+from playwright.sync_api import ConsoleMessage, Page
 
 from .conftest import ServerProcess, StartServer, free_port
 
@@ -71,6 +71,42 @@ def _watch_console(page: Page) -> list[str]:
     return errors
 
 
+def test_live_picture_within_15_s_of_the_command(page: Page, artifacts: Path, tmp_path: Path) -> None:
+    """Start ``flexlab dashboard`` and poll the page until the pool map is drawn.
+
+    A wall-clock budget means nothing on a machine whose CPUs are already overcommitted by
+    other work: the time is then recorded but not judged (xfail, with the load in the reason).
+    """
+    cpus = os.cpu_count() or 1
+    load_before = os.getloadavg()[0]
+    port = free_port()
+    argv = [*dashboard_argv(), "--no-browser", f"--port={port}"]
+    t0 = time.monotonic()
+    srv = ServerProcess(argv, port=port, log=tmp_path / "dashboard.log", env=_env())
+    marks: dict[str, float] = {}
+    try:
+        # Poll a static file (a GET of the page itself would start a kernel), then open the page.
+        srv.wait_until(READY, timeout=120)
+        marks["voila"] = time.monotonic() - t0
+        page.goto(srv.url + "/", timeout=120_000)
+        marks["page"] = time.monotonic() - t0
+        page.wait_for_function(LIVE_JS, timeout=120_000, polling=100)
+        marks["live"] = time.monotonic() - t0
+    finally:
+        srv.stop()
+    timing = {k: round(v, 2) for k, v in marks.items()}
+    record = {
+        **timing,
+        "load_before": round(load_before, 2),
+        "load_after": round(os.getloadavg()[0], 2),
+        "cpus": cpus,
+    }
+    (artifacts / "dashboard-time-to-live.json").write_text(json.dumps(record))
+    if marks["live"] >= LIVE_WITHIN_S and load_before > cpus:
+        pytest.xfail(f"live after {marks['live']:.1f} s, but the load was {load_before:.1f} on {cpus} CPUs")
+    assert marks["live"] < LIVE_WITHIN_S, f"live picture after {marks['live']:.1f} s ({record})"
+
+
 @pytest.fixture(scope="module")
 def dashboard(server_process: StartServer) -> ServerProcess:
     return server_process([*dashboard_argv(), "--no-browser", "--port={port}"], path=READY, env=_env())
@@ -108,48 +144,20 @@ def test_dashboard_is_live_and_complete(page: Page, dashboard: ServerProcess, ar
                  .glyph.fill_color"""
     )
     assert fill["field"] == "util", fill
+    # the utilisation chart's other views: busy by model (lines tagged per view)
+    page.get_by_role("button", name="busy by model").click()
+    title, views = page.evaluate(
+        """() => {
+            const f = Bokeh.documents.map(d => d.get_model_by_name('utilisation_figure')).find(f => f);
+            const shown = f.renderers.filter(r => r.visible).map(r => r.tags[0]);
+            return [f.title.text, Array.from(new Set(shown))];
+        }"""
+    )
+    assert title.startswith("Busy share by device model"), title
+    assert views == ["model"], views
     page.wait_for_timeout(500)
     top = {"x": 0, "y": 0, "width": 1460, "height": 900}
     page.screenshot(path=str(artifacts / "voila-dashboard-by-utilisation.png"), clip=top)
-
-
-def test_live_picture_within_15_s_of_the_command(page: Page, artifacts: Path, tmp_path: Path) -> None:
-    """Start ``flexlab dashboard`` and poll the page until the pool map is drawn.
-
-    A wall-clock budget means nothing on a machine whose CPUs are already overcommitted by
-    other work: the time is then recorded but not judged (xfail, with the load in the reason).
-    """
-    cpus = os.cpu_count() or 1
-    load_before = os.getloadavg()[0]
-    port = free_port()
-    argv = [*dashboard_argv(), "--no-browser", f"--port={port}"]
-    t0 = time.monotonic()
-    srv = ServerProcess(argv, port=port, log=tmp_path / "dashboard.log", env=_env())
-    marks: dict[str, float] = {}
-    try:
-        while "page" not in marks:
-            try:
-                page.goto(srv.url + "/", timeout=60_000)
-                marks["page"] = time.monotonic() - t0
-            except Error:
-                assert srv.proc.poll() is None, srv.log()
-                assert time.monotonic() - t0 < 120, srv.log()
-                time.sleep(0.1)
-        page.wait_for_function(LIVE_JS, timeout=120_000, polling=100)
-        marks["live"] = time.monotonic() - t0
-    finally:
-        srv.stop()
-    timing = {k: round(v, 2) for k, v in marks.items()}
-    record = {
-        **timing,
-        "load_before": round(load_before, 2),
-        "load_after": round(os.getloadavg()[0], 2),
-        "cpus": cpus,
-    }
-    (artifacts / "dashboard-time-to-live.json").write_text(json.dumps(record))
-    if marks["live"] >= LIVE_WITHIN_S and load_before > cpus:
-        pytest.xfail(f"live after {marks['live']:.1f} s, but the load was {load_before:.1f} on {cpus} CPUs")
-    assert marks["live"] < LIVE_WITHIN_S, f"live picture after {marks['live']:.1f} s ({record})"
 
 
 SCALE_NOTEBOOK = {

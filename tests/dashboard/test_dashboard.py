@@ -129,3 +129,13 @@ def test_committed_dashboard_notebook_is_the_built_one() -> None:
         (c.cell_type, c.source) for c in built.cells
     ]
     assert all(not c.get("outputs") for c in committed.cells)
+
+
+def test_two_dashboards_in_one_process_share_no_models() -> None:
+    """A model belongs to one document: nothing may be shared between two dashboards."""
+    from bokeh.document import Document
+
+    a, b = Dashboard(), Dashboard()
+    Document().add_root(a.root)
+    Document().add_root(b.root)
+    assert not {m.id for m in a.root.references()} & {m.id for m in b.root.references()}

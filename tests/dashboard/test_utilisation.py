@@ -28,8 +28,18 @@ def test_series_equal_the_frames(state: dict[str, Any], frames: list[dict[str, A
     t4 = [100 * f["by_model"]["t4"][1] / f["by_model"]["t4"][2] for f in frames]
     assert list(d["mem:model:t4"]) == pytest.approx(t4)
     # One line per vendor and per model, plus the totals; the "now" line reads the last frame.
-    names = {r.name for f in chart._figs.values() for r in f.renderers}
-    assert {"busy:vendor:nvidia", "busy:model:a100-80gb", "mem:vendor:huawei", TOTAL_BUSY, LEASED} <= names
+    lines = {(r.name, r.tags[0]): r.visible for r in chart.figure.renderers}
+    expected = {
+        ("busy:vendor:nvidia", "vendor"), ("busy:model:a100-80gb", "model"), ("mem:vendor:huawei", "memory"),
+        (TOTAL_BUSY, "vendor"), (TOTAL_BUSY, "model"), (LEASED, "vendor"),
+    }  # fmt: skip
+    assert expected <= set(lines)
+    # the first view (busy by vendor) is shown, the others hidden until their button is pressed
+    assert {view for (_, view), shown in lines.items() if shown} == {"vendor"}
+    legend = {(item.label.value, item.renderers[0].tags[0]): item.visible for item in chart.legend.items}
+    assert legend[("NVIDIA", "vendor")]
+    assert not legend[("NVIDIA", "memory")]
+    assert not legend[("a100-80gb", "model")]
     assert f"busy <b>{100 * frames[-1]['total'][0]:.0f}%</b>" in chart.now.text
 
 
