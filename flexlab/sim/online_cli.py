@@ -19,7 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from flexlab.sim.online import MODES, OnlineConfig, batch_experiment, load_openb_workload, simulate
+from flexlab.sim.online import MODES, OnlineConfig, load_openb_workload, simulate
+from flexlab.sim.online_batch import batch_experiment
 from flexlab.sim.openb import DOWNLOAD_HINT, TraceNotFound, load_nodes
 
 

@@ -13,15 +13,8 @@ from flexlab.core.placement.testing import ModelSpec, build_pool
 from flexlab.core.request import Selector, SliceRequest
 from flexlab.core.snapshot import PoolArrays
 from flexlab.sim import online_cli
-from flexlab.sim.online import (
-    BATCH_TRUE_RATES,
-    OnlineConfig,
-    Workload,
-    batch_experiment,
-    load_openb_workload,
-    makespan_lower_bound,
-    simulate,
-)
+from flexlab.sim.online import OnlineConfig, Workload, load_openb_workload, simulate
+from flexlab.sim.online_batch import BATCH_TRUE_RATES, batch_experiment, makespan_lower_bound
 
 GPU = Selector(kinds=frozenset({"gpu"}))
 
