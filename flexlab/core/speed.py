@@ -19,7 +19,7 @@ each measured duration updates an exponentially weighted mean of ``work / durati
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,3 +143,78 @@ class ExpectedFinishScore:
             return finish
         out: F64 = 100.0 * float(finish.min()) / np.maximum(finish, 1e-12)
         return out
+
+
+@dataclass(frozen=True)
+class PendingTask:
+    """A task waiting for a device: its workload class and work (reference device-seconds)."""
+
+    workload_class: str | None
+    work: float
+
+
+@dataclass
+class AdvantageDispatcher:
+    """Pull dispatch by comparative advantage: when a device frees, it takes the waiting
+    task that gains most there relative to its best alternative model.
+
+    A task's advantage on model ``m`` is its class's throughput on ``m`` over its best
+    throughput on any other model in the pool (``ThroughputTable`` rates, so learned online).
+    A device takes a task only when the task would finish no later there than on its best
+    alternative, where the alternative's finish counts the backlog of waiting tasks that
+    rank higher for that model, spread over its devices (a fluid estimate); ties go to the
+    longest work (LPT). With every rate equal (a heterogeneity-blind table) every advantage
+    is 1 and this is longest-work-first list scheduling.
+    """
+
+    table: ThroughputTable
+    #: A task goes to this device when its finish here is at most ``slack`` x its
+    #: alternative's (1.0: no later than there).
+    slack: float = 1.0
+
+    def advantage(self, workload_class: str | None, model: str, models: Sequence[str]) -> float:
+        others = [self.table.rate(workload_class, m) for m in models if m != model]
+        if not others:
+            return 1.0
+        return self.table.rate(workload_class, model) / max(others)
+
+    def pick(
+        self,
+        model: str,
+        now: float,
+        pending: Sequence[PendingTask],
+        busy_until: Mapping[str, Sequence[float]],
+    ) -> int | None:
+        """Index in ``pending`` of the task a freed device of ``model`` should run now, or
+        None (leave it idle: every task finishes sooner elsewhere). ``busy_until`` maps
+        every model of the pool to when each of its other devices is expected to be free
+        (absolute time; ``now`` or earlier for an idle one)."""
+        if not pending:
+            return None
+        models = list(busy_until)
+        if model not in models:
+            models.append(model)
+        # Fluid finish on each other model: its devices' remaining busy time plus the
+        # backlog of waiting tasks that rank at least as high there, spread over them.
+        alt = np.full(len(pending), np.inf)
+        for m in models:
+            if m == model or not busy_until.get(m):
+                continue
+            devs = np.maximum(np.asarray(busy_until[m], dtype=np.float64) - now, 0.0)
+            n = len(devs)
+            run = np.array([self.table.expected_s(t.workload_class, m, t.work) for t in pending])
+            adv = np.array([self.advantage(t.workload_class, m, models) for t in pending])
+            order = np.lexsort((-run, -adv))  # highest advantage first, longest first
+            ahead = np.empty(len(pending))
+            ahead[order] = np.concatenate(([0.0], np.cumsum(run[order])[:-1]))
+            start = np.maximum(float(devs.min()), (float(devs.sum()) + ahead) / n)
+            alt = np.minimum(alt, now + start + run)
+        own = np.array([now + self.table.expected_s(t.workload_class, model, t.work) for t in pending])
+        ok = own <= self.slack * alt + 1e-9
+        if not ok.any():
+            return None
+        adv_here = np.array([self.advantage(t.workload_class, model, models) for t in pending])
+        work = np.array([t.work for t in pending])
+        cand = np.flatnonzero(ok)
+        best = cand[np.lexsort((-work[cand], -adv_here[cand]))[0]]
+        return int(best)

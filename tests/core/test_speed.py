@@ -8,7 +8,13 @@ from flexlab.core.placement import PlacementProfile, place
 from flexlab.core.placement.testing import ModelSpec, build_pool
 from flexlab.core.request import parse_request
 from flexlab.core.snapshot import PoolArrays
-from flexlab.core.speed import ExpectedFinishScore, ThroughputTable, prior_rate
+from flexlab.core.speed import (
+    AdvantageDispatcher,
+    ExpectedFinishScore,
+    PendingTask,
+    ThroughputTable,
+    prior_rate,
+)
 
 
 @pytest.mark.parametrize(
@@ -99,3 +105,55 @@ def test_expected_finish_score_values() -> None:
     assert s.score(request=req, pool=pool, candidates=cands).tolist() == pytest.approx(
         [100.0 * (12.0 / 2.4) / 48.0, 100.0]
     )
+
+
+def _rates(table: dict[tuple[str, str], float]) -> ThroughputTable:
+    t = ThroughputTable(alpha=1.0)
+    for (cls, model), r in table.items():
+        t.observe(cls, model, work=r, duration_s=1.0)
+    return t
+
+
+TWO_CLASSES = {
+    ("train", "a100-80gb"): 4.0,
+    ("train", "t4"): 0.5,
+    ("infer", "a100-80gb"): 1.2,
+    ("infer", "t4"): 0.8,
+}
+
+
+def test_advantage_is_rate_over_best_other_model() -> None:
+    d = AdvantageDispatcher(_rates(TWO_CLASSES))
+    models = ["a100-80gb", "t4"]
+    assert d.advantage("train", "a100-80gb", models) == pytest.approx(8.0)
+    assert d.advantage("infer", "t4", models) == pytest.approx(0.8 / 1.2)
+    assert d.advantage("train", "t4", ["t4"]) == 1.0  # no alternative
+
+
+@pytest.mark.parametrize(
+    ("model", "pending", "busy", "want"),
+    [
+        # The fast device takes training (8x there) even though the inference task is longer.
+        ("a100-80gb", [("infer", 900.0), ("train", 100.0)], {"t4": [0.0]}, 1),
+        # The slow device takes inference (it loses least there), the longest first.
+        ("t4", [("train", 100.0), ("infer", 50.0), ("infer", 80.0)], {"a100-80gb": [10.0]}, 2),
+        # Only training left and the A100 frees in 10 s: 100 / 0.5 = 200 s here vs 10 + 25
+        # there, so the T4 stays idle.
+        ("t4", [("train", 100.0)], {"a100-80gb": [10.0]}, None),
+        # ... but with a backlog ahead of it on the A100 (4 x 400 / 4 = 400 s) it runs here.
+        ("t4", [("train", 400.0)] * 4 + [("train", 50.0)], {"a100-80gb": [0.0]}, 4),
+    ],
+    ids=["fast-takes-training", "slow-takes-inference", "idle-rather-than-slower", "backlog"],
+)
+def test_dispatcher_picks_by_comparative_advantage(
+    model: str, pending: list[tuple[str, float]], busy: dict[str, list[float]], want: int | None
+) -> None:
+    d = AdvantageDispatcher(_rates(TWO_CLASSES))
+    tasks = [PendingTask(c, w) for c, w in pending]
+    assert d.pick(model, 0.0, tasks, busy) == want
+
+
+def test_blind_dispatcher_is_longest_first() -> None:
+    d = AdvantageDispatcher(ThroughputTable(prior=lambda _m: 1.0, learn=False))
+    tasks = [PendingTask("a", 5.0), PendingTask("b", 9.0), PendingTask("a", 7.0)]
+    assert d.pick("t4", 0.0, tasks, {"a100-80gb": [0.0], "t4": [0.0]}) == 1

@@ -146,7 +146,18 @@ def test_batch_experiment_orders_its_makespans() -> None:
     res = batch_experiment(n_tasks=120)
     assert res.lower_bound_s <= res.offline_greedy_s
     assert res.lower_bound_s <= res.aware_s
-    assert res.speedup > 1.0
+    assert res.speedup > 1.25
+    assert res.aware_s < res.aware_push_s  # pull by comparative advantage beats batch order
+    assert res.aware_s / res.lower_bound_s < 1.3  # 120 tasks: learning the speeds costs more
+
+
+def test_batch_experiment_default_figures() -> None:
+    # The figures in benchmarks/online/README.md (seed 7, 400 tasks).
+    res = batch_experiment()
+    assert res.aware_s == pytest.approx(12596, rel=1e-3)
+    assert res.blind_s == pytest.approx(17843, rel=1e-3)
+    assert res.lower_bound_s == pytest.approx(11770, rel=1e-3)
+    assert res.speedup >= 1.25
     assert set(BATCH_TRUE_RATES) == {(c, m) for c in ("training", "inference") for m in ("a100-80gb", "t4")}
 
 
