@@ -32,7 +32,14 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from flexlab.core.forecast import ClassForecaster, classify, demand_by_size, size_bucket
+from flexlab.core.forecast import (
+    ClassForecaster,
+    classify,
+    lead_buckets,
+    reserve_by_size,
+    size_bucket,
+    upper_demand_by_size,
+)
 from flexlab.core.placement.fragmentation import FragmentationModel
 from flexlab.core.placement.framework import Decision, PlacementProfile, apply, place, release
 from flexlab.core.placement.policies import distribution_for, make_profile
@@ -115,6 +122,15 @@ class OnlineConfig:
     bucket_s: float = 300.0
     horizon: int = 2
     prewarm_budget: float = 0.02
+    #: Upper quantile of the forecast arrivals (Poisson) the planner keeps warm slices for,
+    #: over the slice start-up lead time plus one bucket (a periodic-review base stock).
+    prewarm_quantile: float = 0.95
+    #: Standing reserve: share of the capacity kept warm in the arrival mix seen so far
+    #: (while free), whatever the short-term forecast says; 0 = forecast only.
+    reserve: float = 0.0
+    #: Keep a departing job's slice (its worker already runs) as a warm slice when the
+    #: forecast wants more of its size.
+    recycle: bool = True
     grace_s: float | None = None
     scan_limit: int = 24
     #: Seconds between scheduling passes: arrivals and departures mark the queue for the
@@ -135,7 +151,11 @@ class _Sim:
     events: list[tuple[float, int, int, int]] = field(default_factory=list)  # (t, kind, seq, job)
     queue: list[tuple[int, float, int]] = field(default_factory=list)  # (-prio, arrival, job)
     running: dict[int, _Running] = field(default_factory=dict)
-    warm: dict[int, tuple[int, int]] = field(default_factory=dict)  # slice id -> (device, size)
+    #: Idle warm slices: slice id -> (device, size, time its worker is ready).
+    warm: dict[int, tuple[int, int, float]] = field(default_factory=dict)
+    #: Warm slices the planner wants per size bucket (the forecast's upper quantile).
+    warm_target: dict[int, float] = field(default_factory=dict)
+    recycled: int = 0
     low_on_dev: dict[int, set[int]] = field(default_factory=dict)
     low_on_host: dict[int, set[int]] = field(default_factory=dict)
     remaining: F64 = field(default_factory=lambda: np.zeros(0))
@@ -219,6 +239,7 @@ def simulate(
     sim.push(0.0, TICK, -1)
     ts: list[float] = []
     util: list[float] = []
+    util_held: list[float] = []
     frag: list[float] = []
     capacity = max(pool.n_devices * WHOLE, 1)
     job_class = [classify(reqs[int(s)]) for s in wl.shape]
@@ -243,15 +264,17 @@ def simulate(
             elif kind == DEPART:
                 _depart(sim, j, t)
             elif kind == TICK:
-                busy = sum(useful[int(wl.shape[k])] for k in sim.running)
+                busy = sum(useful[int(wl.shape[k])] for k, r in sim.running.items() if r.start <= t)
+                held = sum(useful[int(wl.shape[k])] for k in sim.running)
                 ts.append(t)
                 util.append(busy / capacity)
+                util_held.append(held / capacity)
                 meter.sync(sim.pool)
                 frag.append(meter.cluster() / capacity)
                 if forecaster is not None:
                     forecaster.advance(t)
                     if mode == "flexlab+forecast":
-                        _prewarm(sim, forecaster)
+                        _prewarm(sim, forecaster, t)
                 if t < end_arrivals:
                     sim.push(t + cfg.bucket_s, TICK, -1)
             elif kind == START:
@@ -277,6 +300,8 @@ def simulate(
         preemptions=sim.preemptions,
         samples_t=np.array(ts),
         util=np.array(util),
+        util_held=np.array(util_held),
+        recycled=sim.recycled,
         frag=np.array(frag),
         completed_work_gpu_s=sim.work_done,
         makespan_s=sim.last_end,
@@ -297,6 +322,8 @@ def _depart(sim: _Sim, j: int, t: float) -> None:
     del sim.running[j]
     release(sim.pool, run.decision)
     sim.epoch += 1
+    if sim.mode == "flexlab+forecast" and sim.cfg.recycle:
+        _recycle(sim, sim.requests[int(sim.wl.shape[j])], run.decision, t)
     sim.dirty = True
     if sim.wl.priority[j] == 0:
         for d in run.decision.devices:
@@ -320,25 +347,54 @@ def _start(sim: _Sim, j: int, decision: Decision, now: float, delay: float) -> N
     sim.push(end, DEPART, j)
 
 
-def _claim_warm(sim: _Sim, req: SliceRequest) -> int | None:
-    """An idle pre-warmed slice of the request's size bucket where the job fits, released."""
+def _claim_warm(sim: _Sim, req: SliceRequest, now: float) -> tuple[int, float] | None:
+    """An idle warm slice where the job fits, released: (device, seconds until its worker is
+    ready). Ready slices first, then the smallest size bucket at least the request's (a
+    larger slice is shrunk to the request, its remainder goes back to free capacity), then
+    the soonest ready."""
     if sim.mode != "flexlab+forecast" or req.devices != 1 or req.compute_milli == 0:
         return None
     size = size_bucket(req.compute_milli)
     p = sim.pool
     allowed = req.selector.models
-    for sid, (d, s) in sim.warm.items():
-        if s != size:
+    best: tuple[tuple[bool, int, float], int] | None = None
+    for sid, (d, s, ready) in sim.warm.items():
+        if s < size:
+            continue
+        key = (ready > now, s, ready)
+        if best is not None and key >= best[0]:
             continue
         h = int(p.dev_host[d])
         if allowed and p.model_keys[int(p.dev_model[d])] not in allowed:
             continue
         if p.host_cpu_free[h] < req.host_cpu_milli or p.host_mem_free[h] < req.host_memory_mib:
             continue
-        del sim.warm[sid]
-        _hold(p, d, s, -1)
-        return d
-    return None
+        best = (key, sid)
+    if best is None:
+        return None
+    d, s, ready = sim.warm.pop(best[1])
+    _hold(p, d, s, -1)
+    return d, max(0.0, ready - now)
+
+
+def _recycle(sim: _Sim, req: SliceRequest, decision: Decision, now: float) -> None:
+    """Keep a departing single-device job's slice as a ready warm slice of its size bucket
+    when the forecast wants more of that size than are warm, within the budget."""
+    if req.devices != 1 or req.compute_milli == 0 or len(decision.devices) != 1:
+        return
+    size = size_bucket(req.compute_milli)
+    have = sum(1 for _d, s, _r in sim.warm.values() if s == size)
+    if have >= sim.warm_target.get(size, 0.0):
+        return
+    p = sim.pool
+    budget = int(sim.cfg.prewarm_budget * p.n_devices * WHOLE) - sum(s for _d, s, _r in sim.warm.values())
+    d = decision.devices[0]
+    if budget < size or int(p.dev_compute_free[d]) < size or not p.dev_schedulable[d]:
+        return
+    _hold(p, d, size, +1)
+    sim.next_warm += 1
+    sim.warm[sim.next_warm] = (d, size, now)
+    sim.recycled += 1
 
 
 def _schedule(sim: _Sim, now: float) -> None:
@@ -347,7 +403,7 @@ def _schedule(sim: _Sim, now: float) -> None:
     p = sim.pool
     # Cheap necessary conditions, so that a full queue costs no placement per failing job.
     warm_back = np.zeros_like(p.dev_compute_free)
-    for d, sz in sim.warm.values():
+    for d, sz, _r in sim.warm.values():
         warm_back[d] += sz
     free_max = (
         int((p.dev_compute_free + warm_back)[p.dev_schedulable].max(initial=0)),
@@ -367,11 +423,11 @@ def _schedule(sim: _Sim, now: float) -> None:
             i += 1
             continue
         req = sim.requests[s]
-        d_warm = _claim_warm(sim, req)
-        if d_warm is not None:
-            decision = _on_device(sim, req, d_warm)
+        claim = _claim_warm(sim, req, now)
+        if claim is not None:
+            decision = _on_device(sim, req, claim[0])
             sim.claims += 1
-            _start(sim, j, decision, now, 0.0)
+            _start(sim, j, decision, now, claim[1])
             sim.queue.pop(i)
             continue
         if not grace_due and not _may_fit(sim, req, free_max):
@@ -424,13 +480,38 @@ def _on_device(sim: _Sim, req: SliceRequest, d: int) -> Decision:
 
 
 def _free_warm_for(sim: _Sim, req: SliceRequest) -> bool:
-    """Give back idle warm slices when a job fits nowhere (warm slices never block work)."""
-    if not sim.warm:
+    """Give back the idle warm slices that keep a job from fitting (warm slices never block
+    work): those of the first device, or of enough devices of the first host, where the job
+    would fit without them. False when giving all of them back would not make it fit."""
+    if not sim.warm or req.compute_milli == 0:
         return False
-    for _sid, (d, s) in sim.warm.items():
-        _hold(sim.pool, d, s, -1)
-    sim.warm.clear()
-    return True
+    p = sim.pool
+    on_dev: dict[int, list[int]] = {}
+    for sid, (d, _s, _r) in sim.warm.items():
+        on_dev.setdefault(d, []).append(sid)
+    allowed = req.selector.models
+    need = WHOLE if req.devices > 1 else req.compute_milli
+    ok: dict[int, list[int]] = {}  # host -> devices that would fit
+    for d, sids in on_dev.items():
+        h = int(p.dev_host[d])
+        if not p.dev_schedulable[d] or (allowed and p.model_keys[int(p.dev_model[d])] not in allowed):
+            continue
+        if p.host_cpu_free[h] < req.host_cpu_milli or p.host_mem_free[h] < req.host_memory_mib:
+            continue
+        if int(p.dev_compute_free[d]) + sum(sim.warm[x][1] for x in sids) >= need:
+            ok.setdefault(h, []).append(d)
+    for h, devs in ok.items():
+        if req.devices > 1:
+            lo, hi = int(p.host_dev_start[h]), int(p.host_dev_start[h + 1])
+            whole_free = [e for e in range(lo, hi) if p.dev_schedulable[e] and p.dev_compute_free[e] >= WHOLE]
+            if len(whole_free) + len(devs) < req.devices:
+                continue
+        take = devs[: max(req.devices - len(whole_free), 0)] if req.devices > 1 else devs[:1]
+        for d in take:
+            for sid in on_dev[d]:
+                _hold(p, d, sim.warm.pop(sid)[1], -1)
+        return True
+    return False
 
 
 def _preempt_for(sim: _Sim, req: SliceRequest, now: float) -> bool:
@@ -496,19 +577,29 @@ def _hold(p: PoolArrays, d: int, size: int, sign: int) -> None:
     p.dev_mem_free[d] -= sign * (-(-size * int(p.dev_mem_total[d]) // WHOLE))
 
 
-def _prewarm(sim: _Sim, forecaster: ClassForecaster) -> None:
-    demand = demand_by_size(forecaster.forecast(sim.cfg.horizon), kind="gpu")
+def _prewarm(sim: _Sim, forecaster: ClassForecaster, now: float) -> None:
+    """Top the warm slices of each size (ready or starting) up to an upper quantile of the
+    arrivals forecast over the start-up lead time plus one planner period."""
+    cfg = sim.cfg
+    horizon = max(cfg.horizon, lead_buckets(cfg.slice_start_s, cfg.bucket_s))
+    demand = upper_demand_by_size(forecaster.forecast(horizon), kind="gpu", quantile=cfg.prewarm_quantile)
+    floor = reserve_by_size(forecaster.size_mix("gpu"), int(cfg.reserve * sim.pool.n_devices * WHOLE))
+    for size, n in floor.items():
+        demand[size] = max(demand.get(size, 0.0), n)
+    sim.warm_target = demand
     p = sim.pool
-    budget = int(sim.cfg.prewarm_budget * p.n_devices * WHOLE) - sum(s for _d, s in sim.warm.values())
+    budget = int(cfg.prewarm_budget * p.n_devices * WHOLE) - sum(s for _d, s, _r in sim.warm.values())
     if budget <= 0 or not demand:
         return
     by_dev: dict[int, list[SliceLayout]] = {}
-    for sid, (d, s) in sim.warm.items():
+    for sid, (d, s, _r) in sim.warm.items():
         by_dev.setdefault(d, []).append(SliceLayout(str(sid), s, False))
     # Only devices whose host can still take a typical job's CPU and RAM: a warm slice on a
     # host without them could never be claimed.
     host_ok = (p.host_cpu_free >= sim.warm_cpu) & (p.host_mem_free >= sim.warm_mem)
-    free = np.flatnonzero(p.dev_schedulable & (p.dev_compute_free > 0) & host_ok[p.dev_host])
+    has_warm = np.zeros(p.n_devices, dtype=bool)
+    has_warm[list(by_dev)] = True
+    free = np.flatnonzero((p.dev_schedulable & (p.dev_compute_free > 0) & host_ok[p.dev_host]) | has_warm)
     layouts = [
         DeviceLayout(
             str(int(d)),
@@ -519,10 +610,10 @@ def _prewarm(sim: _Sim, forecaster: ClassForecaster) -> None:
         for d in free
     ]
     for move in plan(demand, layouts, max_new_milli=budget):
-        _enact_sim(sim, move)
+        _enact_sim(sim, move, now)
 
 
-def _enact_sim(sim: _Sim, move: Move) -> None:
+def _enact_sim(sim: _Sim, move: Move, now: float) -> None:
     """The sim's manager: release idle warm slices, carve the new ones, or reject."""
     d = int(move.device)
     if any(int(sid) not in sim.warm for sid in move.release):
@@ -537,5 +628,5 @@ def _enact_sim(sim: _Sim, move: Move) -> None:
     for size in move.create:
         _hold(sim.pool, d, size, +1)
         sim.next_warm += 1
-        sim.warm[sim.next_warm] = (d, size)
+        sim.warm[sim.next_warm] = (d, size, now + sim.cfg.slice_start_s)
     sim.moves += 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +37,10 @@ class OnlineResult:
     forecast_mape: float = math.nan
     forecast_smape: float = math.nan
     seconds: float = 0.0
+    #: As ``util`` but counting jobs from when they hold their slice (slice start-up included).
+    util_held: F64 = field(default_factory=lambda: np.zeros(0))
+    #: Departing jobs' slices kept warm for the next job of their size.
+    recycled: int = 0
 
     def wait_stats(self, prio: int | None = None) -> dict[str, float]:
         w = self.wait if prio is None else self.wait[self.priority == prio]
@@ -65,12 +69,16 @@ class OnlineResult:
             "wait_high": self.wait_stats(1),
             "wait_low": self.wait_stats(0),
             "utilisation_mean": self.mean_util(),
+            "utilisation_held_mean": float(self.util_held[sel].mean())
+            if sel.any() and self.util_held.size
+            else math.nan,
             "fragmentation_mean": float(self.frag[sel].mean()) if sel.any() else math.nan,
             "completed_work_gpu_s": self.completed_work_gpu_s,
             "makespan_s": self.makespan_s,
             "preemptions": self.preemptions,
             "prewarm_moves": self.prewarm_moves,
             "prewarm_claims": self.prewarm_claims,
+            "recycled": self.recycled,
             "rejected_moves": self.rejected_moves,
             "forecast_mape": self.forecast_mape,
             "forecast_smape": self.forecast_smape,
