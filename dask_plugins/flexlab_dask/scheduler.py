@@ -23,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, ClassVar, cast
@@ -41,6 +43,7 @@ from flexlab.core.pool import (
     StartSlice,
     StopSlice,
 )
+from flexlab.core.prewarm import WarmPlanner, preemption_due
 from flexlab.core.request import SliceRequest, parse_request
 from flexlab.core.units import parse_duration
 from flexlab_dask import config
@@ -72,6 +75,7 @@ class FlexScheduler(SchedulerPlugin):
         default_layouts: dict[str, list[str]] | None = None,
         carve_on_register: bool | None = None,
         slice_threads: int | None = None,
+        hi: bool | None = None,
     ) -> None:
         self.policy = policy or str(config.get("policy"))
         self.state_file = state_file if state_file is not None else config.state_file()
@@ -99,7 +103,21 @@ class FlexScheduler(SchedulerPlugin):
         self._agents: dict[str, float] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._lease_workers: set[str] = set()
-        self._stats = {"bound": 0, "waited": 0, "failed": 0, "rebound": 0}
+        self._stats = {"bound": 0, "waited": 0, "failed": 0, "rebound": 0, "preempted": 0}
+        #: The Hi Scheduler loop: forecast, warm slices, preemption (``flexlab.hi.*``).
+        self.hi_enabled = bool(config.get("hi.enabled")) if hi is None else hi
+        self.hi_interval = config.seconds("hi.interval")
+        self.preempt_grace = config.seconds("hi.preempt-grace")
+        self.warm = WarmPlanner(
+            bucket_s=config.seconds("hi.bucket"),
+            horizon=int(config.get("hi.horizon")),
+            season=int(config.get("hi.season")),
+            max_per_class=int(config.get("hi.max-warm-per-class")),
+            max_total=int(config.get("hi.max-warm")),
+        )
+        self.hi_moves: deque[dict[str, Any]] = deque(maxlen=200)
+        self._hi_last = 0.0
+        self._waiting_since: dict[str, float] = {}
         #: Aggregated telemetry over time (one sampler, many readers).
         self.history = History(maxlen=3600)
 
@@ -151,9 +169,100 @@ class FlexScheduler(SchedulerPlugin):
         self.pool.retry_leases()
         self.pool.retry_pending()
         self._apply_bindings(self.pool.take_rebound())
+        now = time.time()
+        if self.hi_enabled and now - self._hi_last >= self.hi_interval:
+            self._hi_last = now
+            self.hi_step(now)
         self._flush_commands()
         self._persist()
         self.record_history()
+
+    # ------------------------------------------------------------------ Hi Scheduler
+    def hi_step(self, now: float) -> None:
+        """One pass of the Hi loop: work that waits gets warm capacity back; the forecast's
+        moves are enacted; higher-priority leases past their grace preempt lower ones."""
+        if self.pool.pending and self.pool.warm_slices():
+            for s in self.pool.warm_slices():
+                if self.pool.dissolve_warm(s.slice_id, f"{len(self.pool.pending)} tasks wait for capacity"):
+                    self._hi_move(
+                        now, "dissolve", s.warm_for or "", 1, "tasks wait for capacity", [s.slice_id]
+                    )
+            self.pool.retry_pending()
+            self._apply_bindings(self.pool.take_rebound())
+        idle: dict[str, list[Any]] = {}
+        for s in self.pool.warm_slices():
+            idle.setdefault(s.warm_for or "", []).append(s)
+        for move in self.warm.propose(now, {k: len(v) for k, v in idle.items()}):
+            done: list[str] = []
+            if move.action == "prewarm":
+                req = self._parse(move.request)
+                for _ in range(move.count):
+                    warm = self.pool.prewarm(req, move.reason)
+                    if warm is None:
+                        break
+                    done.append(warm.slice_id)
+            else:
+                for s in sorted(idle.get(move.request, []), key=lambda x: -x.created)[: move.count]:
+                    if self.pool.dissolve_warm(s.slice_id, move.reason):
+                        done.append(s.slice_id)
+            self._hi_move(now, move.action, move.request, move.count, move.reason, done)
+        self._preempt(now)
+
+    def _hi_move(
+        self, now: float, action: str, request: str, count: int, reason: str, slices: list[str]
+    ) -> None:
+        self.hi_moves.append(
+            {
+                "time": now,
+                "action": action,
+                "request": request,
+                "asked": count,
+                "slices": slices,
+                "reason": reason,
+            }
+        )
+
+    def _preempt(self, now: float) -> None:
+        waiting = [x for x in self.pool.leases.values() if x.state in ("pending", "recovering")]
+        self._waiting_since = {x.lease_id: self._waiting_since.get(x.lease_id, now) for x in waiting}
+        for lease in sorted(waiting, key=lambda x: (-x.priority, x.created)):
+            since = self._waiting_since[lease.lease_id]
+            if lease.slice_id in self.pool.slices or not preemption_due(since, now, self.preempt_grace):
+                continue
+            victims = self.pool.preemption_victims(lease)
+            if not victims:
+                continue
+            why = f"lease {lease.lease_id} of priority {lease.priority} waited {now - since:.0f} s"
+            for v in victims:
+                s = self.pool.slices.get(v.slice_id or "")
+                if s is not None and s.worker:
+                    self._lease_workers.discard(s.worker)
+                self.pool.preempt_lease(v.lease_id, why)
+                self._stats["preempted"] += 1
+                self._notify(
+                    v.owner, f"lease {v.lease_id} was preempted ({why}); it waits to be placed again"
+                )
+            self.pool.retry_leases()
+
+    def hi_state(self) -> dict[str, Any]:
+        """The Hi loop for the pool state: forecast vs actual per class, targets, moves."""
+        now = time.time()
+        mape, smape = self.warm.errors()
+        return {
+            "enabled": self.hi_enabled,
+            "bucket_s": self.warm.bucket_s,
+            "horizon": self.warm.horizon,
+            "classes": [vars(c) for c in self.warm.view(now)],
+            "targets": dict(self.warm.targets),
+            "warm": [
+                {"slice_id": s.slice_id, "request": s.warm_for, "devices": list(s.devices), "state": s.state}
+                for s in self.pool.warm_slices()
+            ],
+            "moves": list(self.hi_moves)[-50:],
+            "forecast_error": {"mape": _finite(mape), "smape": _finite(smape)},
+            "preemptions": self._stats["preempted"],
+            "preempt_grace_s": self.preempt_grace,
+        }
 
     def record_history(self) -> None:
         led = self.pool.ledger
@@ -320,6 +429,8 @@ class FlexScheduler(SchedulerPlugin):
             logger.info("flexlab: worker %s serves unknown slice %s; its agent will stop it", worker, sid)
             return
         self.pool.slice_ready(sid, worker)
+        if s.warm_for is not None:
+            self._lease_workers.add(worker)  # kept for a lease: no plain tasks either
         if s.lease_id is not None:
             self._lease_workers.add(worker)
             self._notify(s.owner, f"lease {s.lease_id} is ready on {', '.join(s.devices)}")
@@ -457,6 +568,7 @@ class FlexScheduler(SchedulerPlugin):
             "policy": self.policy,
             "agents": {h: round(time.time() - t, 1) for h, t in self._agents.items()},
         }
+        state["hi"] = self.hi_state()
         if self.scheduler is not None:
             waiting = []
             for key, (req, reason) in list(self.pool.pending.items())[:200]:
@@ -543,6 +655,10 @@ class FlexScheduler(SchedulerPlugin):
             req = parse_request(request)
             lease = self.pool.create_lease(req, owner=owner, ttl_s=ttl_s, priority=int(priority))
             self.history.arrived(f"lease {req.describe()}")
+            if self.hi_enabled:
+                self.warm.observe(time.time(), req)
+            if lease.state == "active":  # it took a pre-warmed slice whose worker is up
+                self._notify(owner, f"lease {lease.lease_id} is ready (pre-warmed)")
         except FlexlabError as exc:
             return _error(exc)
         self._flush_commands()
@@ -601,6 +717,10 @@ class FlexScheduler(SchedulerPlugin):
         """An event on the owner's topic (``client.subscribe_topic("flexlab-<owner>", ...)``)."""
         if self.scheduler is not None and owner:
             self.scheduler.log_event(f"flexlab-{owner}", {"message": message, "time": time.time()})
+
+
+def _finite(x: float) -> float | None:
+    return None if math.isnan(x) or math.isinf(x) else round(x, 2)
 
 
 def _command_dict(cmd: StartSlice | StopSlice) -> dict[str, Any]:

@@ -70,6 +70,7 @@ def lease_dict(pool: SlicePool, lease: LeaseInfo) -> dict[str, Any]:
         "utilisation": s.utilisation if s else 0.0,
         "memory_used_mib": s.memory_used_mib if s else 0,
         "resource": lease.resource,
+        "preemptions": lease.preemptions,
     }
 
 
@@ -86,6 +87,7 @@ def pool_state(pool: SlicePool) -> dict[str, Any]:
             "profile": s.profile,
             "lease_id": s.lease_id,
             "owner": s.owner,
+            "warm_for": s.warm_for,
             "state": s.state,
             "worker": s.worker,
             "tasks": s.tasks,

@@ -14,6 +14,13 @@ translates Dask events into calls here and carries out the commands it returns
   ``explain()``'s counted reasons.
 * A **lease** reserves a slice for one owner until released or expired; idle shared
   slices are reclaimed to make room for it.
+* A **warm** slice is carved ahead of a forecast lease (``prewarm``): its worker starts
+  with the lease resource of a lease id reserved for it, runs nobody's tasks, and is handed
+  to the next lease asking for exactly its request (``create_lease``), which is then active
+  at once instead of waiting for a worker to start. ``dissolve_warm`` gives it back.
+* A lease is **preempted** (``preempt_lease``) for higher-priority work: its slice is
+  stopped, Dask re-runs the tasks that were on it once the lease is placed again, and the
+  lease waits (``pending``) with the reason; it is not lost.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ SliceState = Literal["starting", "ready", "lost", "stopped"]
 LeaseState = Literal["pending", "active", "recovering", "released", "expired"]
 BindStatus = Literal["bound", "wait", "fail"]
 RESOURCE_PREFIX = "flexlab-slice-"
+#: Owner of the warm slices carved ahead of forecast leases.
+PREWARM_OWNER = "flexlab-prewarm"
 LEASE_PREFIX = "flexlab-lease-"
 #: Threads of a slice worker: tasks inside a slice run concurrently up to its resources.
 DEFAULT_SLICE_THREADS = 8
@@ -68,6 +77,8 @@ class SliceInfo:
     #: Last telemetry: utilisation 0..1 and device memory in use.
     utilisation: float = 0.0
     memory_used_mib: int = 0
+    #: A warm slice: the request text of the lease it is kept for (None otherwise).
+    warm_for: str | None = None
 
     @property
     def resource(self) -> str:
@@ -81,7 +92,14 @@ class SliceInfo:
         res = {self.resource: float(self.compute_milli), self.memory_resource: float(self.memory_mib)}
         if self.lease_id is not None:
             res[f"{LEASE_PREFIX}{self.lease_id}"] = float(nthreads)
+        elif self.warm_for is not None:  # the id its future lease will have
+            res[f"{LEASE_PREFIX}{self.slice_id}"] = float(nthreads)
         return res
+
+    @property
+    def reserved(self) -> bool:
+        """Held for one owner (a lease's slice or a warm one): no shared tasks run on it."""
+        return self.lease_id is not None or self.warm_for is not None
 
 
 @dataclass
@@ -98,6 +116,8 @@ class LeaseInfo:
     reason: str = ""
     #: Where the lease's slice was last (host, devices, profile start), to restore it there.
     placed_on: tuple[str, tuple[str, ...], int] | None = None
+    #: How often it was preempted for higher-priority work.
+    preemptions: int = 0
 
     @property
     def resource(self) -> str:
@@ -263,7 +283,12 @@ class SlicePool:
 
     # -- slices --------------------------------------------------------------------------
     def _new_slice(
-        self, alloc: Allocation, *, lease: LeaseInfo | None, slice_id: str | None = None
+        self,
+        alloc: Allocation,
+        *,
+        lease: LeaseInfo | None,
+        slice_id: str | None = None,
+        warm_for: str | None = None,
     ) -> SliceInfo:
         g = alloc.slices[0]
         st = self.ledger.device_spec(g.device)
@@ -283,6 +308,7 @@ class SlicePool:
             lease_id=lease.lease_id if lease else None,
             owner=lease.owner if lease else None,
             created=self.clock(),
+            warm_for=warm_for,
         )
         self.slices[sid] = s
         self._fit_cache.clear()
@@ -302,6 +328,8 @@ class SlicePool:
             )
         )
         what = f"lease {lease.lease_id} of {lease.owner}" if lease else "shared use"
+        if warm_for is not None:
+            what = f"the next lease of {warm_for} (pre-warmed)"
         self.emit(
             "carve",
             f"carved {sid} on {', '.join(s.devices)}: {_shape(s)} for {what}",
@@ -505,7 +533,7 @@ class SlicePool:
 
         out = []
         for s in self.slices.values():
-            if s.lease_id is not None or s.state not in ("starting", "ready"):
+            if s.reserved or s.state not in ("starting", "ready"):
                 continue
             if len(s.devices) != request.devices or not request.selector.matches(CATALOG[s.model]):
                 continue
@@ -651,7 +679,8 @@ class SlicePool:
                 reasons=_reason_counts(ex),
             )
         now = self.clock()
-        lid = lease_id or f"L{next(self._lease_ids)}"
+        warm = None if lease_id else self._warm_slice_for(req)
+        lid = lease_id or (warm.slice_id if warm else f"L{next(self._lease_ids)}")
         while lid in self.leases:
             lid = f"L{next(self._lease_ids)}"
         lease = LeaseInfo(
@@ -665,7 +694,144 @@ class SlicePool:
         )
         self.leases[lid] = lease
         self.emit("lease", f"lease {lid} asked by {owner}: {req.describe()}", lease_id=lid, owner=owner)
-        self._try_place_lease(lease)
+        if warm is not None and warm.slice_id == lid:
+            self._adopt_warm(lease, warm)
+        else:
+            self._try_place_lease(lease)
+        return lease
+
+    # -- warm slices (carved ahead of forecast leases) --------------------------------------
+    def warm_slices(self) -> list[SliceInfo]:
+        return [s for s in self.slices.values() if s.warm_for is not None]
+
+    def _warm_slice_for(self, req: SliceRequest) -> SliceInfo | None:
+        text = req.describe()
+        ready = [s for s in self.warm_slices() if s.warm_for == text and s.state in ("starting", "ready")]
+        # A ready worker first, then the oldest.
+        ready.sort(key=lambda s: (s.state != "ready", s.created))
+        return ready[0] if ready else None
+
+    def _adopt_warm(self, lease: LeaseInfo, s: SliceInfo) -> None:
+        s.warm_for = None
+        s.lease_id = lease.lease_id
+        s.owner = lease.owner
+        start = self.ledger.get(s.alloc_id).slices[0].start if s.alloc_id in self.ledger else -1
+        lease.placed_on = (s.host, s.devices, start)
+        lease.slice_id = s.slice_id
+        self._fit_cache.clear()
+        if s.state == "ready":
+            lease.state = "active"
+            lease.reason = ""
+        else:
+            lease.reason = "starting its worker (pre-warmed)"
+        self.emit(
+            "lease",
+            f"lease {lease.lease_id} of {lease.owner} took the pre-warmed slice {s.slice_id} on "
+            f"{', '.join(s.devices)} ({'ready' if s.state == 'ready' else 'its worker is starting'})",
+            lease_id=lease.lease_id,
+            owner=lease.owner,
+            slice_id=s.slice_id,
+            host=s.host,
+        )
+
+    def prewarm(self, request: SliceRequest, reason: str) -> SliceInfo | None:
+        """Carve a warm slice for the next lease asking exactly ``request`` (from free
+        capacity or idle shared slices); None when it does not fit now. ``reason`` is logged."""
+        req = replace(request, owner=PREWARM_OWNER)
+        lid = f"L{next(self._lease_ids)}"
+        while lid in self.leases or lid in self.slices:
+            lid = f"L{next(self._lease_ids)}"
+        probe = LeaseInfo(
+            lease_id=lid, owner=PREWARM_OWNER, request=req, ttl_s=1.0, priority=-1, created=self.clock(),
+            expires_at=self.clock(),
+        )  # fmt: skip
+        alloc = self._make_room(probe)
+        if alloc is None:
+            return None
+        s = self._new_slice(alloc, lease=None, slice_id=lid, warm_for=request.describe())
+        self.emit(
+            "prewarm",
+            f"pre-warmed {lid} on {', '.join(s.devices)} for {request.describe()}: {reason}",
+            slice_id=lid,
+            host=s.host,
+        )
+        return s
+
+    def dissolve_warm(self, slice_id: str, reason: str) -> bool:
+        """Give an unclaimed warm slice back to shared use (False: it is not warm any more)."""
+        s = self.slices.get(slice_id)
+        if s is None or s.warm_for is None:
+            return False
+        self.slices.pop(slice_id)
+        self.ledger.release(s.alloc_id)
+        if s.worker:
+            self._by_worker.pop(s.worker, None)
+        self._fit_cache.clear()
+        self._send(StopSlice(s.slice_id, s.host, reason))
+        self.emit(
+            "prewarm",
+            f"warm slice {slice_id} for {s.warm_for} given back: {reason}",
+            slice_id=slice_id,
+            host=s.host,
+        )
+        if self.carve_on_register and s.host in self.ledger.hosts:
+            self._recarve_shared(s.host, s.devices)
+        return True
+
+    # -- preemption --------------------------------------------------------------------------
+    def preemption_victims(self, lease: LeaseInfo) -> list[LeaseInfo]:
+        """Lower-priority active leases whose slices, once given up, let ``lease`` fit: the
+        lowest priority and youngest first, as few as that order allows. Empty when
+        preempting them all would not help. Changes nothing."""
+        lower = [
+            x
+            for x in self.leases.values()
+            if x.priority < lease.priority and x.state == "active" and x.slice_id in self.slices
+        ]
+        lower.sort(key=lambda x: (x.priority, -x.created))
+        idle = [s for s in self.slices.values() if not s.lease_id and s.tasks == 0]
+        released: list[Allocation] = []
+        chosen: list[LeaseInfo] = []
+        try:
+            for s in idle:  # idle shared and warm slices are given up first anyway
+                old = self.ledger.release(s.alloc_id)
+                if old is not None:
+                    released.append(old)
+            for victim in lower:
+                old = self.ledger.release(self.slices[victim.slice_id or ""].alloc_id)
+                if old is not None:
+                    released.append(old)
+                chosen.append(victim)
+                if place(lease.request, self.ledger.pool, self.profile).ok:
+                    return chosen
+            return []
+        finally:
+            for old in released:
+                _restore(self.ledger, old)
+
+    def preempt_lease(self, lease_id: str, reason: str) -> LeaseInfo:
+        """Take a lease's slice away for higher-priority work. The lease is not lost: it
+        waits (``pending``) and is placed again when capacity frees up; Dask re-runs its
+        tasks there."""
+        lease = self.get_lease(lease_id)
+        s = self.slices.pop(lease.slice_id or "", None)
+        if s is not None:
+            self.ledger.release(s.alloc_id)
+            if s.worker:
+                self._by_worker.pop(s.worker, None)
+            self._send(StopSlice(s.slice_id, s.host, f"preempted: {reason}"))
+            self._fit_cache.clear()
+        lease.state = "pending"
+        lease.reason = f"preempted: {reason}"
+        lease.placed_on = None
+        lease.preemptions += 1
+        self.emit(
+            "preempt",
+            f"lease {lease_id} of {lease.owner} preempted: {reason}; it waits to be placed again",
+            lease_id=lease_id,
+            owner=lease.owner,
+            slice_id=lease.slice_id,
+        )
         return lease
 
     def restore_lease(self, lease: LeaseInfo) -> None:
@@ -693,10 +859,41 @@ class SlicePool:
 
     def _try_place_lease(self, lease: LeaseInfo) -> bool:
         req = lease.request
+        alloc = self._make_room(lease)
+        if alloc is None:
+            ex = explain(req, self.ledger.pool, self.profile)
+            lease.reason = (
+                "preempted; " if lease.placed_on is None and lease.preemptions else ""
+            ) + _reason_text(ex)
+            if lease.state != "recovering":
+                lease.state = "pending"
+            self.emit(
+                "wait",
+                f"lease {lease.lease_id} waits: {lease.reason}",
+                lease_id=lease.lease_id,
+                owner=lease.owner,
+            )
+            return False
+        g = alloc.slices[0]
+        lease.placed_on = (alloc.host, tuple(x.device for x in alloc.slices), g.start)
+        s = self._new_slice(alloc, lease=lease, slice_id=f"{lease.lease_id}")
+        lease.slice_id = s.slice_id
+        if lease.state != "recovering":
+            lease.state = "pending"
+        lease.reason = "starting its worker"
+        return True
+
+    def _make_room(self, lease: LeaseInfo) -> Allocation | None:
+        """Reserve ``lease``'s slice, releasing idle shared and warm slices where needed."""
         alloc = self._reserve_for_lease(lease)
         if alloc is None:
             # Make room: release idle shared slices, place, put back what was not needed.
-            idle = [s for s in self.slices.values() if s.lease_id is None and s.tasks == 0]
+            # Idle shared slices, and warm ones unless this is itself a warm slice.
+            idle = [
+                s
+                for s in self.slices.values()
+                if s.lease_id is None and s.tasks == 0 and (s.warm_for is None or lease.owner != PREWARM_OWNER)
+            ]
             saved = {s.slice_id: self.ledger.release(s.alloc_id) for s in idle}
             alloc = self._reserve_for_lease(lease)
             used = {g.device for g in alloc.slices} if alloc else set()
@@ -716,39 +913,10 @@ class SlicePool:
                         host=s.host,
                     )
                 else:
-                    g = old.slices[0]
-                    self.ledger.reserve(
-                        host=old.host,
-                        devices=[x.device for x in old.slices],
-                        compute_milli=g.compute_milli,
-                        memory_mib=g.memory_mib,
-                        profile=g.profile,
-                        start=g.start if g.profile else None,
-                        alloc_id=old.alloc_id,
-                        request=old.request,
-                    )
+                    _restore(self.ledger, old)
             if alloc is not None:
                 self._recarve_shared(alloc.host, [x.device for x in alloc.slices])
-        if alloc is None:
-            ex = explain(req, self.ledger.pool, self.profile)
-            lease.reason = _reason_text(ex)
-            if lease.state != "recovering":
-                lease.state = "pending"
-            self.emit(
-                "wait",
-                f"lease {lease.lease_id} waits: {lease.reason}",
-                lease_id=lease.lease_id,
-                owner=lease.owner,
-            )
-            return False
-        g = alloc.slices[0]
-        lease.placed_on = (alloc.host, tuple(x.device for x in alloc.slices), g.start)
-        s = self._new_slice(alloc, lease=lease, slice_id=f"{lease.lease_id}")
-        lease.slice_id = s.slice_id
-        if lease.state != "recovering":
-            lease.state = "pending"
-        lease.reason = "starting its worker"
-        return True
+        return alloc
 
     def _reserve_for_lease(self, lease: LeaseInfo) -> Allocation | None:
         req = lease.request
@@ -865,6 +1033,25 @@ class SlicePool:
     # -- reading -------------------------------------------------------------------------
     def explain(self, request: SliceRequest) -> Explanation:
         return explain(request, self.ledger.pool, self.profile)
+
+
+def _restore(ledger: Ledger, old: Allocation) -> None:
+    """Reserve a released allocation again exactly as it was (same id, place and sizes)."""
+    g = old.slices[0]
+    ledger.reserve(
+        host=old.host,
+        devices=[x.device for x in old.slices],
+        compute_milli=g.compute_milli,
+        memory_mib=g.memory_mib,
+        profile=g.profile,
+        start=g.start if g.profile else None,
+        host_cpu_milli=old.host_cpu_milli,
+        host_memory_mib=old.host_memory_mib,
+        owner=old.owner,
+        decision_id=old.decision_id,
+        request=old.request,
+        alloc_id=old.alloc_id,
+    )
 
 
 def _shape(s: SliceInfo) -> str:
