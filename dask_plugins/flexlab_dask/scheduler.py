@@ -27,10 +27,11 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, ClassVar, cast
 
 from dask._task_spec import Task
+from dask.utils import key_split
 from distributed import Scheduler, SchedulerPlugin
 
 from flexlab.core.errors import FlexlabError, InvalidRequest, Unschedulable
@@ -45,6 +46,7 @@ from flexlab.core.pool import (
 )
 from flexlab.core.prewarm import WarmPlanner, preemption_due
 from flexlab.core.request import SliceRequest, parse_request
+from flexlab.core.speed import ThroughputTable
 from flexlab.core.units import parse_duration
 from flexlab_dask import config
 from flexlab_dask.state import host_from_dict, pool_state
@@ -76,6 +78,7 @@ class FlexScheduler(SchedulerPlugin):
         carve_on_register: bool | None = None,
         slice_threads: int | None = None,
         hi: bool | None = None,
+        speed_aware: bool | None = None,
     ) -> None:
         self.policy = policy or str(config.get("policy"))
         self.state_file = state_file if state_file is not None else config.state_file()
@@ -86,11 +89,13 @@ class FlexScheduler(SchedulerPlugin):
             carve_on_register if carve_on_register is not None else bool(config.get("carve-on-register"))
         )
         self.slice_threads = int(slice_threads or config.get("slice-threads"))
+        self.speed_aware = bool(config.get("speed-aware")) if speed_aware is None else speed_aware
         self.pool = SlicePool(
             policy=self.policy,
             default_layouts=self.default_layouts,
             carve_on_register=self.carve_on_register,
             slice_threads=self.slice_threads,
+            speed=ThroughputTable() if self.speed_aware else None,
         )
         self.scheduler: Scheduler | None = None
         self.store: LeaseStore | None = None
@@ -98,7 +103,7 @@ class FlexScheduler(SchedulerPlugin):
         self.errors: list[str] = []
         self.fallbacks: dict[str, int] = {}
         self._requests: dict[Any, SliceRequest] = {}
-        self._spec_cache: dict[str, SliceRequest] = {}
+        self._spec_cache: dict[tuple[str, str | None], SliceRequest] = {}
         self._agent_events: dict[str, asyncio.Event] = {}
         self._agents: dict[str, float] = {}
         self._loop_task: asyncio.Task[None] | None = None
@@ -262,7 +267,23 @@ class FlexScheduler(SchedulerPlugin):
             "forecast_error": {"mape": _finite(mape), "smape": _finite(smape)},
             "preemptions": self._stats["preempted"],
             "preempt_grace_s": self.preempt_grace,
+            "speed": self._speed_table(),
         }
+
+    def _speed_table(self) -> list[dict[str, Any]]:
+        """Learned throughput per (task prefix, model), relative to the reference device."""
+        table = self.pool.speed
+        if table is None:
+            return []
+        return [
+            {
+                "class": cls,
+                "model": model,
+                "rate": round(rate, 4),
+                "samples": table.samples.get((cls, model), 0),
+            }
+            for (cls, model), rate in sorted(table.rates.items())
+        ]
 
     def record_history(self) -> None:
         led = self.pool.ledger
@@ -300,24 +321,25 @@ class FlexScheduler(SchedulerPlugin):
         self, scheduler: Scheduler, annotations: dict[str, dict[Any, Any]], tasks: list[Any]
     ) -> None:
         ann = annotations.get("flexlab") or {}
-        groups: dict[str, list[Any]] = {}
+        groups: dict[tuple[str, str], list[Any]] = {}
         for key, value in ann.items():
             ts = scheduler.tasks.get(key)
             if ts is None or ts.state not in ("released", "waiting", "no-worker"):
                 continue
             if isinstance(value, str):
-                groups.setdefault(value, []).append(key)  # a client.map: many keys, one request
+                # a client.map: many keys, one request; the task prefix is the workload class
+                groups.setdefault((value, ts.prefix.name), []).append(key)
             else:
                 self._place_one(scheduler, key, value)
-        for spec, keys in groups.items():
-            self._place_group(scheduler, spec, keys)
+        for (spec, cls), keys in groups.items():
+            self._place_group(scheduler, spec, keys, cls)
         if self._lease_workers:
             self._keep_plain_tasks_off_leases(scheduler, tasks, ann)
         self._flush_commands()
 
-    def _place_group(self, scheduler: Scheduler, spec: str, keys: list[Any]) -> None:
+    def _place_group(self, scheduler: Scheduler, spec: str, keys: list[Any], cls: str) -> None:
         try:
-            req = self._parse(spec)
+            req = self._parse(spec, cls)
         except FlexlabError as exc:
             for key in keys:
                 self._restrict(scheduler.tasks[key], key, Binding("fail", reason=str(exc)))
@@ -358,21 +380,27 @@ class FlexScheduler(SchedulerPlugin):
         if lease_id is not None:
             return self.pool.bind_lease_task(key, str(lease_id), owner)
         try:
-            req = self._parse(spec)
+            req = self._parse(spec, key_split(key))
         except FlexlabError as exc:
             return Binding("fail", reason=str(exc))
         self._requests[key] = req
         self.history.arrived(req.describe())
         return self.pool.bind(key, req)
 
-    def _parse(self, spec: Any) -> SliceRequest:
+    def _parse(self, spec: Any, workload_class: str | None = None) -> SliceRequest:
+        """The request of an annotation; tasks also get their workload class (the task
+        prefix, unless the request names one) for speed-aware binding."""
         if isinstance(spec, SliceRequest):
             return spec
         if not isinstance(spec, str):
             raise InvalidRequest("flexlab annotation", spec, "a request string such as 'gpu:0.25'")
-        req = self._spec_cache.get(spec)
+        ck = (spec, workload_class)
+        req = self._spec_cache.get(ck)
         if req is None:
-            req = self._spec_cache[spec] = parse_request(spec)
+            req = parse_request(spec)
+            if workload_class is not None and req.workload_class is None:
+                req = replace(req, workload_class=workload_class)
+            self._spec_cache[ck] = req
         return req
 
     def _restrict(self, ts: Any, key: Any, b: Binding) -> None:
@@ -410,10 +438,23 @@ class FlexScheduler(SchedulerPlugin):
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         # Hot path (every transition of every task): membership tests only.
         if finish in _DONE and key in self._requests:
+            if finish == "memory" and start == "processing" and self.pool.speed is not None:
+                self._learn(key, kwargs.get("startstops"))
             self.pool.task_finished(key)
             if finish == "forgotten":
                 # Kept until then: a result lost with its worker is recomputed and bound again.
                 del self._requests[key]
+
+    def _learn(self, key: Any, startstops: Any) -> None:
+        """Learn the throughput of the task's class on its slice's model from the compute
+        time Dask measured."""
+        bound = self.pool.task_slice.get(key)
+        req = self._requests[key]
+        if bound is None or not startstops or req.workload_class is None:
+            return
+        compute = sum(x["stop"] - x["start"] for x in startstops if x.get("action") == "compute")
+        if compute > 0:
+            self._guard("learn", self.pool.learn, req.workload_class, bound[0], bound[1] / 1000, compute)
 
     def add_worker(self, scheduler: Scheduler, worker: str) -> None:
         self._guard("add_worker", self._add_worker, scheduler, worker)

@@ -39,6 +39,7 @@ from flexlab.core.placement.policies import make_profile
 from flexlab.core.placement.status import Code
 from flexlab.core.request import SliceRequest
 from flexlab.core.snapshot import WHOLE, PoolArrays
+from flexlab.core.speed import ThroughputTable
 from flexlab.core.topology import PROFILE, HostSpec
 
 SliceState = Literal["starting", "ready", "lost", "stopped"]
@@ -192,6 +193,7 @@ class SlicePool:
         carve_on_register: bool = True,
         slice_threads: int = DEFAULT_SLICE_THREADS,
         max_events: int = 2000,
+        speed: ThroughputTable | None = None,
     ) -> None:
         self.ledger = Ledger()
         self.profile: PlacementProfile = make_profile(policy)
@@ -211,6 +213,12 @@ class SlicePool:
         self._by_worker: dict[str, str] = {}
         self._fit_cache: dict[tuple[object, ...], list[SliceInfo]] = {}
         self._rebound: list[tuple[object, Binding]] = []
+        #: Speed-aware binding: throughput per (workload class, model), learned from the
+        #: durations of finished tasks (``learn``); None: every device counts the same.
+        self.speed = speed
+        #: Work of one task of each class in reference device-seconds, fixed by its first
+        #: measurement (the catalog prior's scale), so rates of all models compare.
+        self.class_work: dict[str, float] = {}
 
     # -- events and commands -------------------------------------------------------------
     def emit(self, kind: str, message: str, **fields: object) -> Event:
@@ -467,8 +475,10 @@ class SlicePool:
             return [self.bind(k, request) for k in keys]
         shared: dict[str, Binding] = {}
         heap: list[tuple[float, int, int]] = []
+        # Spread by committed share times slowness: expected finish, when speed-aware.
+        slow = [self._slowness(request, sl) for sl, _ in cands]
         for i, (sl, need) in enumerate(cands):
-            heap.append(((sl.load_milli + need[0]) / max(sl.compute_milli, 1), sl.compute_milli, i))
+            heap.append(((sl.load_milli + need[0]) / max(sl.compute_milli, 1) * slow[i], sl.compute_milli, i))
             shared[sl.slice_id] = Binding(
                 "bound",
                 slice_id=sl.slice_id,
@@ -482,7 +492,7 @@ class SlicePool:
         pending = self.pending
         for key in keys:
             ratio, cap, i = heap[0]
-            if ratio > 1.0 and not carved:
+            if ratio > slow[i] and not carved:
                 carved = True  # every fitting slice is fully committed: carve more once
                 b = self._bind_by_carving(request, quiet=True)
                 if b.status == "bound" and b.slice_id is not None:
@@ -490,13 +500,14 @@ class SlicePool:
                     need = self._need(request, sl)
                     if need is not None:
                         cands.append((sl, need))
+                        slow.append(self._slowness(request, sl))
                         shared[sl.slice_id] = b
                         heapq.heappush(heap, (0.0, sl.compute_milli, len(cands) - 1))
                         ratio, cap, i = heap[0]
             sl, need = cands[i]
             sl.load_milli += need[0]
             sl.tasks += 1
-            heapq.heapreplace(heap, ((sl.load_milli + need[0]) / max(cap, 1), cap, i))
+            heapq.heapreplace(heap, ((sl.load_milli + need[0]) / max(cap, 1) * slow[i], cap, i))
             task_slice[key] = (sl.slice_id, need[0])
             pending.pop(key, None)
             out.append(shared[sl.slice_id])
@@ -567,16 +578,18 @@ class SlicePool:
         best: SliceInfo | None = None
         best_key: tuple[float, int] = (0.0, 0)
         best_need = (0, 0)
+        best_ratio = 0.0
         for s in self._fits(request):
             need = self._need(request, s)
             if need is None:
                 continue
-            key = ((s.load_milli + need[0]) / max(s.compute_milli, 1), s.compute_milli)
+            ratio = (s.load_milli + need[0]) / max(s.compute_milli, 1)
+            key = (ratio * self._slowness(request, s), s.compute_milli)
             if best is None or key < best_key:
-                best, best_key, best_need = s, key, need
+                best, best_key, best_need, best_ratio = s, key, need, ratio
         if best is None:
             return None
-        if best_key[0] > 1.0:
+        if best_ratio > 1.0:
             # Every fitting slice is already fully committed: carve more if we can.
             carved = self._bind_by_carving(request, quiet=True)
             if carved.status == "bound":
@@ -651,6 +664,26 @@ class SlicePool:
         """Bindings of waiting tasks made since the last call (the runtime applies them)."""
         out, self._rebound = self._rebound, []
         return out
+
+    # -- speed ---------------------------------------------------------------------------
+    def learn(self, workload_class: str, slice_id: str, share: float, duration_s: float) -> None:
+        """A task of ``workload_class`` ran ``duration_s`` seconds on ``share`` (0..1] of the
+        device of ``slice_id``: update the throughput of that class on that model."""
+        s = self.slices.get(slice_id)
+        if self.speed is None or s is None or not (duration_s > 0 and 0 < share <= 1):
+            return
+        work = self.class_work.get(workload_class)
+        if work is None:  # the first measurement sets the class's work on the prior's scale
+            work = self.class_work[workload_class] = duration_s * share * self.speed.prior_of(s.model)
+        self.speed.observe(workload_class, s.model, work=work, duration_s=duration_s, share=share)
+
+    def _slowness(self, request: SliceRequest, s: SliceInfo) -> float:
+        """Seconds per unit of work of ``request``'s class on ``s``'s model (1.0 when the
+        class was never measured or binding is not speed-aware)."""
+        cls = request.workload_class
+        if self.speed is None or cls is None or cls not in self.class_work:
+            return 1.0
+        return 1.0 / max(self.speed.rate(cls, s.model), 1e-9)
 
     # -- leases --------------------------------------------------------------------------
     def create_lease(
@@ -892,7 +925,9 @@ class SlicePool:
             idle = [
                 s
                 for s in self.slices.values()
-                if s.lease_id is None and s.tasks == 0 and (s.warm_for is None or lease.owner != PREWARM_OWNER)
+                if s.lease_id is None
+                and s.tasks == 0
+                and (s.warm_for is None or lease.owner != PREWARM_OWNER)
             ]
             saved = {s.slice_id: self.ledger.release(s.alloc_id) for s in idle}
             alloc = self._reserve_for_lease(lease)

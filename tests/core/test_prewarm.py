@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from flexlab.core.errors import InvalidRequest
@@ -29,9 +31,12 @@ def test_steady_arrivals_give_rate_times_horizon_warm_slices() -> None:
     assert "4.0 leases of gpu:0.25 forecast in 2 s" in moves[0].reason
     # forecast against actual, per class, for the pool state
     (view,) = wp.view(10.0)
-    assert view.request == "gpu:0.25" and view.request_class == "gpu:250m:p0"
-    assert view.last_bucket == 2.0 and view.predicted_last == pytest.approx(2.0, abs=0.01)
-    assert view.target == 4 and view.forecast == pytest.approx(4.0, abs=0.01)
+    assert view.request == "gpu:0.25"
+    assert view.request_class == "gpu:250m:p0"
+    assert view.last_bucket == 2.0
+    assert view.predicted_last == pytest.approx(2.0, abs=0.01)
+    assert view.target == 4
+    assert view.forecast == pytest.approx(4.0, abs=0.01)
 
 
 def test_quiet_classes_are_dissolved_and_caps_hold() -> None:
@@ -54,7 +59,8 @@ def test_bad_settings_are_refused() -> None:
         WarmPlanner(horizon=0)
     with pytest.raises(InvalidRequest, match="bucket"):
         WarmPlanner(bucket_s=0)
-    assert preemption_due(10.0, 40.0, 30.0) and not preemption_due(10.0, 39.0, 30.0)
+    assert preemption_due(10.0, 40.0, 30.0)
+    assert not preemption_due(10.0, 39.0, 30.0)
 
 
 def pool() -> SlicePool:
@@ -70,7 +76,9 @@ def pool() -> SlicePool:
 def test_a_lease_takes_a_warm_slice_and_is_active_at_once() -> None:
     p = pool()
     warm = p.prewarm(QUARTER, "test")
-    assert warm is not None and warm.warm_for == "gpu:0.25" and warm.reserved
+    assert warm is not None
+    assert warm.warm_for == "gpu:0.25"
+    assert warm.reserved
     start = [c for c in p.take_commands(HOST.name) if isinstance(c, StartSlice)]
     assert [c.slice_id for c in start if c.slice_id == warm.slice_id]
     (cmd,) = [c for c in start if c.slice_id == warm.slice_id]
@@ -78,11 +86,15 @@ def test_a_lease_takes_a_warm_slice_and_is_active_at_once() -> None:
     assert cmd.compute_milli == 250
     # shared tasks never land on a warm slice
     b = p.bind("k1", QUARTER)
-    assert b.status == "bound" and b.slice_id != warm.slice_id
+    assert b.status == "bound"
+    assert b.slice_id != warm.slice_id
     p.slice_ready(warm.slice_id, "w-warm")
     lease = p.create_lease(QUARTER, owner="ann", ttl_s=60)
-    assert lease.lease_id == warm.slice_id and lease.slice_id == warm.slice_id
-    assert lease.state == "active" and warm.owner == "ann" and warm.warm_for is None
+    assert lease.lease_id == warm.slice_id
+    assert lease.slice_id == warm.slice_id
+    assert lease.state == "active"
+    assert warm.owner == "ann"
+    assert warm.warm_for is None
     assert lease.resource == f"{LEASE_PREFIX}{warm.slice_id}"
     assert p.warm_slices() == []
     assert not [c for c in p.take_commands(HOST.name) if isinstance(c, StartSlice)]  # no new worker
@@ -116,15 +128,19 @@ def test_preemption_moves_a_low_priority_lease_back_to_waiting() -> None:
         p.slice_ready(x.slice_id or "", f"w-{x.lease_id}")
     assert [x.state for x in low] == ["active", "active"]
     high = p.create_lease(parse_request("t4:0.5"), owner="hi", ttl_s=60, priority=5)
-    assert high.state == "pending" and high.slice_id is None
+    assert high.state == "pending"
+    assert high.slice_id is None
     allocs_before = len(p.ledger.allocations())
     victims = p.preemption_victims(high)
     assert [v.lease_id for v in victims] == [low[1].lease_id]  # one is enough: the youngest
     assert len(p.ledger.allocations()) == allocs_before  # asking changed nothing
     p.preempt_lease(victims[0].lease_id, "test")
     p.retry_leases()
-    assert high.slice_id is not None and high.state == "pending"  # placed, its worker starting
-    assert low[1].state == "pending" and low[1].preemptions == 1 and "preempted" in low[1].reason
+    assert high.slice_id is not None
+    assert high.state == "pending"
+    assert low[1].state == "pending"
+    assert low[1].preemptions == 1
+    assert "preempted" in low[1].reason
     assert low[1].lease_id in p.leases  # not lost
     # equal or higher priority is never a victim
     peer = p.create_lease(parse_request("t4:1.0"), owner="peer", ttl_s=60, priority=0)
@@ -136,5 +152,39 @@ def test_preemption_moves_a_low_priority_lease_back_to_waiting() -> None:
 def test_prewarm_owner_never_appears_on_a_lease() -> None:
     p = pool()
     warm = p.prewarm(QUARTER, "test")
-    assert warm is not None and warm.owner is None
+    assert warm is not None
+    assert warm.owner is None
     assert all(le.owner != PREWARM_OWNER for le in p.leases.values())
+
+
+def test_speed_aware_binding_sends_a_measured_class_to_its_faster_model() -> None:
+    from flexlab.core.speed import ThroughputTable
+
+    host = HostSpec("mixed", 64_000, 256 * 1024, (DeviceSpec("t4", 0), DeviceSpec("v100s-32gb", 1)))
+    p = SlicePool(policy="binpack", speed=ThroughputTable(alpha=1.0))
+    p.register_host(host)
+    t4, v100s = sorted(p.slices.values(), key=lambda s: s.model)
+    assert (t4.model, v100s.model) == ("t4", "v100s-32gb")
+    req = replace(parse_request("gpu:0.25"), workload_class="train")
+    # never measured: spread by committed share alone, as without speed
+    first = p.bind_many([f"a{i}" for i in range(8)], req)
+    assert sorted(b.slice_id for b in first).count(t4.slice_id) == 4
+    for i in range(8):
+        p.task_finished(f"a{i}")
+    # measured: 10 s on a quarter of the T4, 2 s on a quarter of the V100S (5x)
+    p.learn("train", t4.slice_id, 0.25, 10.0)
+    p.learn("train", v100s.slice_id, 0.25, 2.0)
+    assert p.speed is not None
+    assert p.speed.rate("train", "v100s-32gb") == pytest.approx(5 * p.speed.rate("train", "t4"))
+    second = p.bind_many([f"b{i}" for i in range(12)], req)
+    on_v100s = sum(b.slice_id == v100s.slice_id for b in second)
+    assert on_v100s >= 9, on_v100s  # finish-time balance: about five to one
+    for i in range(12):
+        p.task_finished(f"b{i}")
+    # another class, never measured, is still spread evenly
+    other = p.bind_many([f"c{i}" for i in range(4)], replace(req, workload_class="infer"))
+    assert {b.slice_id for b in other} == {t4.slice_id, v100s.slice_id}
+    # learning ignores what it cannot use
+    p.learn("train", "no-such-slice", 0.25, 1.0)
+    p.learn("train", t4.slice_id, 0.0, 1.0)
+    assert p.speed.samples[("train", "t4")] == 1

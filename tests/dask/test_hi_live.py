@@ -68,13 +68,15 @@ def test_warm_slices_before_a_forecast_burst_cut_its_lease_latency() -> None:
         assert warm, hi  # pre-warmed slices of the burst's size, visible in the pool state
         assert any(m["action"] == "prewarm" and m["slices"] for m in hi["moves"]), hi["moves"]
         (cls,) = [c for c in hi["classes"] if c["request"] == BURST]
-        assert cls["forecast"] > 0.5 and cls["target"] >= 1, cls
+        assert cls["forecast"] > 0.5, cls
+        assert cls["target"] >= 1, cls
         taken = [e for e in PoolClient(client).events() if "took the pre-warmed slice" in e["message"]]
         assert taken, "no lease took a warm slice"
         cluster.flex_plugin.pool.ledger.check_invariants()
     with pool(hi=False) as (cluster, client):
         without, before = periodic_then_burst(client)
-        assert not before["hi"]["warm"] and not before["hi"]["moves"]
+        assert not before["hi"]["warm"]
+        assert not before["hi"]["moves"]
     # The burst's leases are active sooner when slices were warm (median of three).
     assert statistics.median(with_forecast) < statistics.median(without), (with_forecast, without)
 
@@ -92,12 +94,14 @@ def test_a_waiting_high_priority_lease_preempts_a_low_one_and_no_task_is_lost() 
         high = flexlab.lease("t4:0.5", ttl="5m", owner="high", priority=5, client=client, wait=False)
         high.wait(timeout=30)  # placed only once the low lease was preempted
         info = low.refresh()
-        assert info["state"] == "pending" and info["preemptions"] == 1, info
+        assert info["state"] == "pending", info
+        assert info["preemptions"] == 1, info
         assert "preempted" in info["reason"]
         msgs = [e["message"] for e in PoolClient(client).events()]
         assert any("lease " + low.lease_id + " of low preempted" in m for m in msgs), msgs
         state = PoolClient(client).state()
-        assert state["hi"]["preemptions"] == 1 and state["plugin"]["stats"]["preempted"] == 1
+        assert state["hi"]["preemptions"] == 1
+        assert state["plugin"]["stats"]["preempted"] == 1
         # The high-priority owner finishes; the low lease gets a slice again and its task,
         # rescheduled by Dask when its worker stopped, runs to the end.
         assert high.submit(slow_square, 3).result(timeout=30) == 9
@@ -106,3 +110,24 @@ def test_a_waiting_high_priority_lease_preempts_a_low_one_and_no_task_is_lost() 
         assert fut.result(timeout=60) == 49
         low.release()
         cluster.flex_plugin.pool.ledger.check_invariants()
+
+
+def mock_kernel(i: int) -> int:
+    from flexlab.mock import kernel
+
+    kernel(work=0.05, demand=1.0)
+    return i
+
+
+def test_throughput_is_learned_from_the_durations_dask_measures() -> None:
+    with pool(hi=False) as (cluster, client):
+        with dask.annotate(flexlab="gpu:0.25"):
+            futs = client.map(mock_kernel, range(16))
+        assert client.gather(futs) == list(range(16))
+        time.sleep(0.3)
+        speed = PoolClient(client).state()["hi"]["speed"]
+        learned = {row["model"]: row for row in speed if row["class"] == "mock_kernel"}
+        assert learned, speed
+        assert sum(row["samples"] for row in learned.values()) == 16
+        assert all(row["rate"] > 0 for row in learned.values())
+        assert cluster.flex_plugin.pool.class_work["mock_kernel"] > 0
