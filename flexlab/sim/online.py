@@ -47,6 +47,7 @@ from flexlab.core.planner import DeviceLayout, Move, SliceLayout, plan
 from flexlab.core.request import SliceRequest
 from flexlab.core.snapshot import WHOLE, PoolArrays
 from flexlab.sim.online_metrics import OnlineResult
+from flexlab.sim.online_preempt import LowIndex, preempt_for
 from flexlab.sim.openb import csv_dir, load_pods
 
 F64 = npt.NDArray[np.float64]
@@ -72,13 +73,20 @@ class Workload:
 
 
 def load_openb_workload(
-    trace_dir: str | Path, workload: str = "default", *, compress: float = 1.0, repeat: int = 1
+    trace_dir: str | Path,
+    workload: str = "default",
+    *,
+    compress: float = 1.0,
+    repeat: int = 1,
+    repeat_low: bool = False,
 ) -> Workload:
     """An openb pod list as a workload: arrival ``creation_time / compress``, running time
     ``deletion_time - scheduled_time`` (``- creation_time`` for pods never scheduled), at
     least 1 s; priority 1 for qos LS / Guaranteed / Burstable, 0 for BE. ``repeat`` > 1
     submits every pod that many times at its arrival (a saturating load: the pod list
-    alone asks for 98% of the GPUs)."""
+    alone asks for 98% of the GPUs). ``repeat_low``: the extra copies are low priority
+    (best-effort filler behind the trace's own pods), so that high-priority demand stays
+    what the trace asks while the pool is saturated."""
     pods = load_pods(trace_dir, workload)
     path = csv_dir(trace_dir) / f"openb_pod_list_{workload}.csv"
     with path.open(newline="") as f:
@@ -89,7 +97,10 @@ def load_openb_workload(
     dur = np.maximum(np.where(np.isnan(sch), dele - arr, dele - sch), 1.0)
     prio = np.array([1 if r.get("qos", "") in HIGH_QOS else 0 for r in rows], dtype=np.int64)
     if repeat > 1:
+        n = prio.shape[0]
         arr, dele, dur, prio = (np.tile(x, repeat) for x in (arr, dele, dur, prio))
+        if repeat_low:
+            prio[n:] = 0
     shape = np.tile(pods.shape, max(repeat, 1))
     order = np.argsort(arr, kind="stable")
     return Workload(workload, pods.requests, shape[order], arr[order] / compress, dur[order], prio[order])
@@ -121,18 +132,20 @@ class OnlineConfig:
     slice_start_s: float = 30.0
     bucket_s: float = 300.0
     horizon: int = 2
-    prewarm_budget: float = 0.02
+    prewarm_budget: float = 0.3
     #: Upper quantile of the forecast arrivals (Poisson) the planner keeps warm slices for,
     #: over the slice start-up lead time plus one bucket (a periodic-review base stock).
     prewarm_quantile: float = 0.95
     #: Standing reserve: share of the capacity kept warm in the arrival mix seen so far
     #: (while free), whatever the short-term forecast says; 0 = forecast only.
-    reserve: float = 0.0
+    reserve: float = 0.1
     #: Keep a departing job's slice (its worker already runs) as a warm slice when the
     #: forecast wants more of its size.
     recycle: bool = True
     grace_s: float | None = None
     scan_limit: int = 24
+    #: Eviction searches a scheduling pass may run (high-priority jobs past their grace).
+    evictions_per_pass: int = 64
     #: Seconds between scheduling passes: arrivals and departures mark the queue for the
     #: next pass, as a scheduler's cycle would.
     pass_s: float = 1.0
@@ -156,8 +169,7 @@ class _Sim:
     #: Warm slices the planner wants per size bucket (the forecast's upper quantile).
     warm_target: dict[int, float] = field(default_factory=dict)
     recycled: int = 0
-    low_on_dev: dict[int, set[int]] = field(default_factory=dict)
-    low_on_host: dict[int, set[int]] = field(default_factory=dict)
+    low: LowIndex | None = None
     remaining: F64 = field(default_factory=lambda: np.zeros(0))
     wait: F64 = field(default_factory=lambda: np.zeros(0))
     enqueued_at: F64 = field(default_factory=lambda: np.zeros(0))
@@ -189,8 +201,6 @@ class _Sim:
 
 
 ARRIVE, START, DEPART, TICK = 0, 1, 2, 3
-#: Eviction searches a scheduling pass may run.
-MAX_EVICTION_SEARCHES = 8
 
 
 def simulate(
@@ -229,6 +239,7 @@ def simulate(
     meter = FragmentationModel(dist or distribution_for("fgd", [reqs[int(s)] for s in wl.shape]))
     n = len(wl)
     sim = _Sim(pool, wl, mode, profile, cfg, reqs)
+    sim.low = LowIndex.of(pool)
     sim.remaining = wl.duration.astype(np.float64).copy()
     sim.wait = np.full(n, np.nan)
     sim.enqueued_at = wl.arrival.astype(np.float64).copy()
@@ -325,10 +336,8 @@ def _depart(sim: _Sim, j: int, t: float) -> None:
     if sim.mode == "flexlab+forecast" and sim.cfg.recycle:
         _recycle(sim, sim.requests[int(sim.wl.shape[j])], run.decision, t)
     sim.dirty = True
-    if sim.wl.priority[j] == 0:
-        for d in run.decision.devices:
-            sim.low_on_dev.get(d, set()).discard(j)
-        sim.low_on_host.get(run.decision.host, set()).discard(j)
+    if sim.wl.priority[j] == 0 and sim.low is not None:
+        sim.low.remove(j, run.decision)
     sim.completed += 1
     sim.work_done += run.work_left * sim.useful[int(sim.wl.shape[j])] / WHOLE
     sim.last_end = max(sim.last_end, t)
@@ -340,10 +349,8 @@ def _start(sim: _Sim, j: int, decision: Decision, now: float, delay: float) -> N
         sim.wait[j] = now + delay - float(sim.wl.arrival[j])
     end = now + delay + float(sim.remaining[j])
     sim.running[j] = _Running(decision, now + delay, end, float(sim.remaining[j]))
-    if sim.wl.priority[j] == 0:
-        for d in decision.devices:
-            sim.low_on_dev.setdefault(d, set()).add(j)
-        sim.low_on_host.setdefault(decision.host, set()).add(j)
+    if sim.wl.priority[j] == 0 and sim.low is not None:
+        sim.low.add(j, decision)
     sim.push(end, DEPART, j)
 
 
@@ -442,12 +449,11 @@ def _schedule(sim: _Sim, now: float) -> None:
             _start(sim, j, decision, now, delay)
             sim.queue.pop(i)
             continue
-        evictable = req.devices == 1 and req.compute_milli > 0
-        if grace_due and evictable and searches < MAX_EVICTION_SEARCHES:
-            searches += 1  # a few eviction searches a pass: each scans every device
+        if grace_due and req.compute_milli > 0 and searches < sim.cfg.evictions_per_pass:
+            searches += 1  # each search is one vectorised scan of the pool
         else:
             grace_due = False
-        if grace_due and _preempt_for(sim, req, now):
+        if grace_due and preempt_for(sim, req, now):
             decision = place(req, sim.pool, sim.profile)
             if decision.ok:
                 _start(sim, j, decision, now, delay)
@@ -510,63 +516,6 @@ def _free_warm_for(sim: _Sim, req: SliceRequest) -> bool:
         for d in take:
             for sid in on_dev[d]:
                 _hold(p, d, sim.warm.pop(sid)[1], -1)
-        return True
-    return False
-
-
-def _preempt_for(sim: _Sim, req: SliceRequest, now: float) -> bool:
-    """Evict low-priority jobs from one device (and, for CPU or RAM, from its host) where
-    that makes ``req`` fit."""
-    if req.devices != 1 or req.compute_milli == 0:
-        return False
-    p = sim.pool
-    allowed = req.selector.models
-    for d, victims in sim.low_on_dev.items():
-        if not victims:
-            continue
-        if allowed and p.model_keys[int(p.dev_model[d])] not in allowed:
-            continue
-        h = int(p.dev_host[d])
-        runs = [(v, sim.running[v]) for v in victims if v in sim.running]
-        if any(len(r.decision.devices) > 1 for _v, r in runs):
-            continue
-        comp = int(p.dev_compute_free[d]) + sum(r.decision.compute_milli[0] for _v, r in runs)
-        if comp < req.compute_milli:
-            continue
-        cpu = int(p.host_cpu_free[h]) + sum(r.decision.host_cpu_milli for _v, r in runs)
-        mem = int(p.host_mem_free[h]) + sum(r.decision.host_memory_mib for _v, r in runs)
-        # Short of host CPU or RAM: also evict low-priority jobs elsewhere on the host
-        # (CPU-only ones included), largest CPU first.
-        taken = {v for v, _r in runs}
-        others = sorted(
-            (
-                (v, sim.running[v])
-                for v in sim.low_on_host.get(h, set())
-                if v not in taken and v in sim.running and len(sim.running[v].decision.devices) <= 1
-            ),
-            key=lambda vr: -vr[1].decision.host_cpu_milli,
-        )
-        for v, r in others:
-            if cpu >= req.host_cpu_milli and mem >= req.host_memory_mib:
-                break
-            runs.append((v, r))
-            cpu += r.decision.host_cpu_milli
-            mem += r.decision.host_memory_mib
-        if cpu < req.host_cpu_milli or mem < req.host_memory_mib:
-            continue
-        for v, r in runs:
-            release(p, r.decision)
-            sim.epoch += 1
-            del sim.running[v]
-            for dv in r.decision.devices:
-                sim.low_on_dev.get(dv, set()).discard(v)
-            sim.low_on_host.get(r.decision.host, set()).discard(v)
-            done = max(0.0, now - r.start)
-            sim.remaining[v] = max(r.work_left - done, 1e-6)
-            sim.work_done += (r.work_left - sim.remaining[v]) * sim.useful[int(sim.wl.shape[v])] / WHOLE
-            sim.enqueued_at[v] = now
-            bisect.insort(sim.queue, (0, float(sim.wl.arrival[v]), v))
-            sim.preemptions += 1
         return True
     return False
 

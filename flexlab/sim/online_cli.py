@@ -40,11 +40,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--repeat", type=int, default=1, help="submit every pod this many times (2 saturates the cluster)"
     )
+    parser.add_argument(
+        "--repeat-low",
+        action="store_true",
+        help="the extra copies of --repeat are low priority (best-effort filler behind the trace's pods)",
+    )
     parser.add_argument("--slice-start", type=float, default=30.0, help="seconds to start a new slice worker")
     parser.add_argument("--bucket", type=float, default=20.0, help="forecast bucket and planner period (s)")
     parser.add_argument("--horizon", type=int, default=2, help="forecast horizon in buckets")
     parser.add_argument(
-        "--prewarm-budget", type=float, default=0.02, help="share of capacity pre-warmed slices may hold"
+        "--prewarm-budget", type=float, default=0.3, help="share of capacity idle warm slices may hold"
+    )
+    parser.add_argument(
+        "--prewarm-quantile",
+        type=float,
+        default=0.95,
+        help="upper quantile of the forecast arrivals over the slice start-up lead kept warm",
+    )
+    parser.add_argument(
+        "--reserve",
+        type=float,
+        default=0.1,
+        help="share of capacity kept warm in the arrival mix whatever the forecast (0: forecast only)",
+    )
+    parser.add_argument("--no-recycle", action="store_true", help="do not keep departing jobs' slices warm")
+    parser.add_argument(
+        "--evictions-per-pass", type=int, default=64, help="eviction searches a scheduling pass may run"
     )
     parser.add_argument(
         "--grace",
@@ -77,7 +98,13 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         pool = load_nodes(args.trace_dir)
-        wl = load_openb_workload(args.trace_dir, args.workload, compress=args.compress, repeat=args.repeat)
+        wl = load_openb_workload(
+            args.trace_dir,
+            args.workload,
+            compress=args.compress,
+            repeat=args.repeat,
+            repeat_low=args.repeat_low,
+        )
     except TraceNotFound as exc:
         console.print(f"{exc}\n{DOWNLOAD_HINT}")
         return 2
@@ -86,7 +113,11 @@ def main(args: argparse.Namespace) -> int:
         bucket_s=args.bucket,
         horizon=args.horizon,
         prewarm_budget=args.prewarm_budget,
+        prewarm_quantile=args.prewarm_quantile,
+        reserve=args.reserve,
+        recycle=not args.no_recycle,
         grace_s=args.grace,
+        evictions_per_pass=args.evictions_per_pass,
     )
     end = float(wl.arrival.max(initial=0.0))
     results = []
@@ -100,12 +131,15 @@ def main(args: argparse.Namespace) -> int:
     cols = [
         "mode",
         "util",
+        "util held",
         "frag",
+        "wait mean",
         "wait p95",
         "hi p95",
         "lo p95",
         "lo p99",
         "preempt",
+        "warm claims",
         "done",
         "MAPE",
         "sMAPE",
@@ -123,12 +157,15 @@ def main(args: argparse.Namespace) -> int:
                 for v in (
                     r["mode"],
                     r["utilisation_mean"],
+                    r["utilisation_held_mean"],
                     r["fragmentation_mean"],
+                    al["mean"],
                     al["p95"],
                     hi["p95"],
                     lo["p95"],
                     lo["p99"],
                     r["preemptions"],
+                    r["prewarm_claims"],
                     f"{r['completed']}/{r['jobs']}",
                     r["forecast_mape"],
                     r["forecast_smape"],
@@ -140,6 +177,7 @@ def main(args: argparse.Namespace) -> int:
         "workload": args.workload,
         "compress": args.compress,
         "repeat": args.repeat,
+        "repeat_low": args.repeat_low,
         "config": vars(cfg),
     }
     out["online"] = results

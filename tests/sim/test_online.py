@@ -189,3 +189,56 @@ def test_cli_refuses_unknown_mode(tiny_trace: Path) -> None:
     online_cli.add_arguments(parser)
     args = parser.parse_args(["--trace-dir", str(tiny_trace), "--workload", "tiny", "--modes", "nope"])
     assert online_cli.main(args) == 2
+
+
+def test_departing_slice_is_kept_warm_for_the_next_job() -> None:
+    # One device. A arrives at 0: the planner pre-warms a whole slice (ready at 30) and A
+    # claims it while it starts (waits 30). A leaves at 40; its slice is kept warm (the
+    # reserve wants one), so B, arriving at 50, starts at once.
+    jobs = [(0, 0.0, 10.0, 0), (0, 50.0, 10.0, 0)]
+    cfg = OnlineConfig(bucket_s=1.0, horizon=1, slice_start_s=30.0, reserve=1.0, prewarm_budget=1.0)
+    res = simulate(_pool(1), _wl([WHOLE_REQ], jobs), "flexlab+forecast", config=cfg)
+    assert res.wait.tolist() == pytest.approx([30.0, 0.0])
+    assert res.recycled == 2  # A's slice, then B's (the reserve still wants one)
+    assert res.prewarm_claims == 2
+    plain = simulate(_pool(1), _wl([WHOLE_REQ], jobs), "flexlab", config=cfg)
+    assert plain.wait.tolist() == pytest.approx([30.0, 30.0])
+
+
+def test_warm_slices_never_block_work() -> None:
+    # Two devices, a reserve that pre-warms half slices on both: a whole job must still
+    # start (the warm slices in its way are given back), after its slice start-up.
+    jobs = [(0, 0.0, 50.0, 0), (1, 5.0, 10.0, 0)]
+    cfg = OnlineConfig(bucket_s=1.0, slice_start_s=2.0, reserve=1.0, prewarm_budget=1.0)
+    res = simulate(_pool(2), _wl([HALF_REQ, WHOLE_REQ], jobs), "flexlab+forecast", config=cfg)
+    assert res.completed == 2
+    assert res.wait[1] == pytest.approx(2.0)
+
+
+def test_high_job_evicts_low_work_on_several_devices_of_one_host() -> None:
+    # Two low whole-device jobs fill the host; a high two-device job evicts both after its
+    # 3 s grace. They resume with their remaining 96 s: no work is lost.
+    two = SliceRequest(selector=GPU, compute_milli=1000, devices=2)
+    jobs = [(0, 0, 100, 0), (0, 0, 100, 0), (1, 1, 5, 1)]
+    res = simulate(_pool(2), _wl([WHOLE_REQ, two], jobs), "whole", config=OnlineConfig(grace_s=3.0))
+    assert res.wait.tolist() == pytest.approx([0, 0, 3])
+    assert res.preemptions == 2
+    assert res.completed == 3
+    assert res.makespan_s == pytest.approx(9.0 + 96.0)
+    assert res.completed_work_gpu_s == pytest.approx(100 + 100 + 2 * 5)
+
+
+def test_eviction_takes_the_device_with_least_low_work() -> None:
+    # Device 0 holds two low halves, device 1 one low half and free room: a high whole job
+    # evicts only the one half on device 1.
+    jobs = [(0, 0, 100, 0), (0, 0, 100, 0), (0, 0, 100, 0), (1, 1, 5, 1)]
+    cfg = OnlineConfig(grace_s=3.0, slice_start_s=0.0)
+    res = simulate(_pool(2), _wl([HALF_REQ, WHOLE_REQ], jobs), "flexlab", config=cfg)
+    assert res.preemptions == 1
+    assert res.completed == 4
+
+
+def test_repeat_low_copies_are_low_priority(tiny_trace: Path) -> None:
+    wl = load_openb_workload(tiny_trace, "tiny", compress=10.0, repeat=2, repeat_low=True)
+    assert len(wl) == 84
+    assert int(wl.priority.sum()) == 42  # the trace's own pods keep their (high) qos
