@@ -12,9 +12,13 @@ from flexlab.core.forecast import (
     RequestClass,
     classify,
     demand_by_size,
+    lead_buckets,
     mape,
+    poisson_quantile,
+    reserve_by_size,
     size_bucket,
     smape,
+    upper_demand_by_size,
 )
 from flexlab.core.request import parse_request
 
@@ -139,3 +143,47 @@ def test_class_forecaster_counts_buckets_and_scores_itself() -> None:
 def test_class_forecaster_rejects_bad_bucket() -> None:
     with pytest.raises(InvalidRequest, match="bucket"):
         ClassForecaster(bucket_s=0.0)
+
+
+@pytest.mark.parametrize(
+    ("mean", "q", "want"),
+    [(0.0, 0.95, 0), (1.0, 0.5, 1), (10.0, 0.95, 15), (10.0, 0.99, 18), (2000.0, 0.95, 2074)],
+    ids=["zero", "median", "p95", "p99", "normal-approx"],
+)
+def test_poisson_quantile(mean: float, q: float, want: int) -> None:
+    assert poisson_quantile(mean, q) == want
+
+
+def test_poisson_quantile_refuses_a_bad_probability() -> None:
+    with pytest.raises(InvalidRequest):
+        poisson_quantile(3.0, 1.0)
+
+
+def test_upper_demand_covers_the_lead_time_with_a_margin() -> None:
+    fc = {
+        RequestClass("gpu", 500, 0): np.array([4.0, 6.0]),
+        RequestClass("gpu", 500, 1): np.array([0.0, 0.0]),
+        RequestClass("gpu", 1000, 1): np.array([1.0, 1.0]),
+        RequestClass("cpu", 0, 0): np.array([9.0, 9.0]),
+    }
+    assert upper_demand_by_size(fc, quantile=0.95) == {500: 15.0, 1000: 5.0}
+    # Burstier arrivals (variance 4x the mean): twice the margin over the mean.
+    assert upper_demand_by_size(fc, quantile=0.95, dispersion=4.0)[500] == 20.0
+
+
+@pytest.mark.parametrize(("lead", "bucket", "want"), [(30.0, 2.0, 16), (0.0, 5.0, 1), (10.0, 20.0, 2)])
+def test_lead_buckets(lead: float, bucket: float, want: int) -> None:
+    assert lead_buckets(lead, bucket) == want
+
+
+def test_size_mix_and_standing_reserve() -> None:
+    f = ClassForecaster(bucket_s=10.0)
+    for t, size in [(0.0, 1000), (1.0, 1000), (2.0, 1000), (3.0, 500)]:
+        f.observe(t, RequestClass("gpu", size, 0))
+    f.observe(4.0, RequestClass("cpu", 0, 0))
+    assert f.size_mix("gpu") == {1000: 0.75, 500: 0.25}
+    # 8,750 milli split by the mix: 0.75 * 1000 + 0.25 * 500 = 875 milli an arrival, 10 of
+    # them: 7.5 -> 7 whole slices and 2.5 -> 2 halves.
+    assert reserve_by_size(f.size_mix("gpu"), 8750) == {1000: 7.0, 500: 2.0}
+    assert reserve_by_size({}, 8750) == {}
+    assert reserve_by_size({1000: 1.0}, 0) == {}
