@@ -1,22 +1,23 @@
-"""Online, trace-driven simulation: arrivals, a priority queue, departures, pre-warming, preemption.
+"""Online, trace-driven simulation: arrivals, a priority queue, departures, warm slices, preemption.
 
 Jobs arrive at their time, wait in a queue ordered by (priority desc, arrival), start when
 placement finds room and leave after their running time. Modes:
 
 * ``whole``: every GPU request is rounded up to whole devices (one standing worker per
   device, so no slice start-up delay); placed by best fit.
-* ``fgd`` / ``flexlab``: fractional slices placed by that policy; a job that finds no idle
-  pre-warmed slice of its size waits ``slice_start_s`` for its slice worker to start.
-* ``flexlab+forecast``: as ``flexlab``, plus every ``bucket_s`` the Holt forecaster
-  predicts arrivals per class and the planner pre-warms idle slices of the sizes about to
-  be asked for (within ``prewarm_budget`` of the capacity); a job of that size bucket
-  claims one and starts at once.
+* ``fgd`` / ``flexlab``: fractional slices placed by that policy; every new slice waits
+  ``slice_start_s`` for its worker to start.
+* ``flexlab+forecast``: as ``flexlab``, plus warm slices kept ahead of demand by the
+  forecaster and planner (``flexlab.sim.online_warm``): a job that claims a ready one
+  starts at once, one still starting waits the rest of its start-up.
 
-Preemption (``grace_s`` not None): a high-priority single-device job that has waited
-``grace_s`` evicts low-priority jobs from one device; they are requeued with their
-remaining running time (checkpointed: no work is lost) and counted.
+Preemption (``grace_s`` not None): a high-priority job that has waited ``grace_s`` evicts
+low-priority work from the device (or the devices of one host) where that makes it fit
+(``flexlab.sim.online_preempt``); victims are requeued with their remaining running time
+(checkpointed: no work is lost) and counted.
 
-The sim's pool is a ``PoolArrays`` mutated only through ``apply`` / ``release``.
+The sim's pool is a ``PoolArrays`` mutated only through ``apply`` / ``release`` (and the
+warm slices' holds). Results: ``flexlab.sim.online_metrics``.
 """
 
 from __future__ import annotations
@@ -35,19 +36,15 @@ import numpy.typing as npt
 from flexlab.core.forecast import (
     ClassForecaster,
     classify,
-    lead_buckets,
-    reserve_by_size,
-    size_bucket,
-    upper_demand_by_size,
 )
 from flexlab.core.placement.fragmentation import FragmentationModel
 from flexlab.core.placement.framework import Decision, PlacementProfile, apply, place, release
 from flexlab.core.placement.policies import distribution_for, make_profile
-from flexlab.core.planner import DeviceLayout, Move, SliceLayout, plan
 from flexlab.core.request import SliceRequest
 from flexlab.core.snapshot import WHOLE, PoolArrays
 from flexlab.sim.online_metrics import OnlineResult
 from flexlab.sim.online_preempt import LowIndex, preempt_for
+from flexlab.sim.online_warm import claim_warm, free_warm_for, on_device, prewarm, recycle
 from flexlab.sim.openb import csv_dir, load_pods
 
 F64 = npt.NDArray[np.float64]
@@ -285,7 +282,7 @@ def simulate(
                 if forecaster is not None:
                     forecaster.advance(t)
                     if mode == "flexlab+forecast":
-                        _prewarm(sim, forecaster, t)
+                        prewarm(sim, forecaster, t)
                 if t < end_arrivals:
                     sim.push(t + cfg.bucket_s, TICK, -1)
             elif kind == START:
@@ -334,7 +331,7 @@ def _depart(sim: _Sim, j: int, t: float) -> None:
     release(sim.pool, run.decision)
     sim.epoch += 1
     if sim.mode == "flexlab+forecast" and sim.cfg.recycle:
-        _recycle(sim, sim.requests[int(sim.wl.shape[j])], run.decision, t)
+        recycle(sim, sim.requests[int(sim.wl.shape[j])], run.decision, t)
     sim.dirty = True
     if sim.wl.priority[j] == 0 and sim.low is not None:
         sim.low.remove(j, run.decision)
@@ -352,56 +349,6 @@ def _start(sim: _Sim, j: int, decision: Decision, now: float, delay: float) -> N
     if sim.wl.priority[j] == 0 and sim.low is not None:
         sim.low.add(j, decision)
     sim.push(end, DEPART, j)
-
-
-def _claim_warm(sim: _Sim, req: SliceRequest, now: float) -> tuple[int, float] | None:
-    """An idle warm slice where the job fits, released: (device, seconds until its worker is
-    ready). Ready slices first, then the smallest size bucket at least the request's (a
-    larger slice is shrunk to the request, its remainder goes back to free capacity), then
-    the soonest ready."""
-    if sim.mode != "flexlab+forecast" or req.devices != 1 or req.compute_milli == 0:
-        return None
-    size = size_bucket(req.compute_milli)
-    p = sim.pool
-    allowed = req.selector.models
-    best: tuple[tuple[bool, int, float], int] | None = None
-    for sid, (d, s, ready) in sim.warm.items():
-        if s < size:
-            continue
-        key = (ready > now, s, ready)
-        if best is not None and key >= best[0]:
-            continue
-        h = int(p.dev_host[d])
-        if allowed and p.model_keys[int(p.dev_model[d])] not in allowed:
-            continue
-        if p.host_cpu_free[h] < req.host_cpu_milli or p.host_mem_free[h] < req.host_memory_mib:
-            continue
-        best = (key, sid)
-    if best is None:
-        return None
-    d, s, ready = sim.warm.pop(best[1])
-    _hold(p, d, s, -1)
-    return d, max(0.0, ready - now)
-
-
-def _recycle(sim: _Sim, req: SliceRequest, decision: Decision, now: float) -> None:
-    """Keep a departing single-device job's slice as a ready warm slice of its size bucket
-    when the forecast wants more of that size than are warm, within the budget."""
-    if req.devices != 1 or req.compute_milli == 0 or len(decision.devices) != 1:
-        return
-    size = size_bucket(req.compute_milli)
-    have = sum(1 for _d, s, _r in sim.warm.values() if s == size)
-    if have >= sim.warm_target.get(size, 0.0):
-        return
-    p = sim.pool
-    budget = int(sim.cfg.prewarm_budget * p.n_devices * WHOLE) - sum(s for _d, s, _r in sim.warm.values())
-    d = decision.devices[0]
-    if budget < size or int(p.dev_compute_free[d]) < size or not p.dev_schedulable[d]:
-        return
-    _hold(p, d, size, +1)
-    sim.next_warm += 1
-    sim.warm[sim.next_warm] = (d, size, now)
-    sim.recycled += 1
 
 
 def _schedule(sim: _Sim, now: float) -> None:
@@ -430,9 +377,9 @@ def _schedule(sim: _Sim, now: float) -> None:
             i += 1
             continue
         req = sim.requests[s]
-        claim = _claim_warm(sim, req, now)
+        claim = claim_warm(sim, req, now)
         if claim is not None:
-            decision = _on_device(sim, req, claim[0])
+            decision = on_device(sim, req, claim[0])
             sim.claims += 1
             _start(sim, j, decision, now, claim[1])
             sim.queue.pop(i)
@@ -442,7 +389,7 @@ def _schedule(sim: _Sim, now: float) -> None:
             i += 1
             continue
         decision = place(req, sim.pool, sim.profile)
-        if not decision.ok and _free_warm_for(sim, req):
+        if not decision.ok and free_warm_for(sim, req):
             decision = place(req, sim.pool, sim.profile)
         delay = 0.0 if sim.mode == "whole" or req.compute_milli == 0 else sim.cfg.slice_start_s
         if decision.ok:
@@ -469,113 +416,3 @@ def _may_fit(sim: _Sim, req: SliceRequest, free_max: tuple[int, int]) -> bool:
     comp, cpu = free_max
     need = WHOLE if req.devices > 1 else req.compute_milli
     return need <= comp and req.host_cpu_milli <= cpu
-
-
-def _on_device(sim: _Sim, req: SliceRequest, d: int) -> Decision:
-    from flexlab.core.placement.status import Status
-
-    return Decision(
-        Status.success("prewarm"),
-        host=int(sim.pool.dev_host[d]),
-        devices=(d,),
-        compute_milli=(req.compute_milli,),
-        memory_mib=(-(-req.compute_milli * int(sim.pool.dev_mem_total[d]) // WHOLE),),
-        host_cpu_milli=req.host_cpu_milli,
-        host_memory_mib=req.host_memory_mib,
-    )
-
-
-def _free_warm_for(sim: _Sim, req: SliceRequest) -> bool:
-    """Give back the idle warm slices that keep a job from fitting (warm slices never block
-    work): those of the first device, or of enough devices of the first host, where the job
-    would fit without them. False when giving all of them back would not make it fit."""
-    if not sim.warm or req.compute_milli == 0:
-        return False
-    p = sim.pool
-    on_dev: dict[int, list[int]] = {}
-    for sid, (d, _s, _r) in sim.warm.items():
-        on_dev.setdefault(d, []).append(sid)
-    allowed = req.selector.models
-    need = WHOLE if req.devices > 1 else req.compute_milli
-    ok: dict[int, list[int]] = {}  # host -> devices that would fit
-    for d, sids in on_dev.items():
-        h = int(p.dev_host[d])
-        if not p.dev_schedulable[d] or (allowed and p.model_keys[int(p.dev_model[d])] not in allowed):
-            continue
-        if p.host_cpu_free[h] < req.host_cpu_milli or p.host_mem_free[h] < req.host_memory_mib:
-            continue
-        if int(p.dev_compute_free[d]) + sum(sim.warm[x][1] for x in sids) >= need:
-            ok.setdefault(h, []).append(d)
-    for h, devs in ok.items():
-        if req.devices > 1:
-            lo, hi = int(p.host_dev_start[h]), int(p.host_dev_start[h + 1])
-            whole_free = [e for e in range(lo, hi) if p.dev_schedulable[e] and p.dev_compute_free[e] >= WHOLE]
-            if len(whole_free) + len(devs) < req.devices:
-                continue
-        take = devs[: max(req.devices - len(whole_free), 0)] if req.devices > 1 else devs[:1]
-        for d in take:
-            for sid in on_dev[d]:
-                _hold(p, d, sim.warm.pop(sid)[1], -1)
-        return True
-    return False
-
-
-def _hold(p: PoolArrays, d: int, size: int, sign: int) -> None:
-    """Hold (+1) or give back (-1) an idle warm slice's compute and proportional memory."""
-    p.dev_compute_free[d] -= sign * size
-    p.dev_mem_free[d] -= sign * (-(-size * int(p.dev_mem_total[d]) // WHOLE))
-
-
-def _prewarm(sim: _Sim, forecaster: ClassForecaster, now: float) -> None:
-    """Top the warm slices of each size (ready or starting) up to an upper quantile of the
-    arrivals forecast over the start-up lead time plus one planner period."""
-    cfg = sim.cfg
-    horizon = max(cfg.horizon, lead_buckets(cfg.slice_start_s, cfg.bucket_s))
-    demand = upper_demand_by_size(forecaster.forecast(horizon), kind="gpu", quantile=cfg.prewarm_quantile)
-    floor = reserve_by_size(forecaster.size_mix("gpu"), int(cfg.reserve * sim.pool.n_devices * WHOLE))
-    for size, n in floor.items():
-        demand[size] = max(demand.get(size, 0.0), n)
-    sim.warm_target = demand
-    p = sim.pool
-    budget = int(cfg.prewarm_budget * p.n_devices * WHOLE) - sum(s for _d, s, _r in sim.warm.values())
-    if budget <= 0 or not demand:
-        return
-    by_dev: dict[int, list[SliceLayout]] = {}
-    for sid, (d, s, _r) in sim.warm.items():
-        by_dev.setdefault(d, []).append(SliceLayout(str(sid), s, False))
-    # Only devices whose host can still take a typical job's CPU and RAM: a warm slice on a
-    # host without them could never be claimed.
-    host_ok = (p.host_cpu_free >= sim.warm_cpu) & (p.host_mem_free >= sim.warm_mem)
-    has_warm = np.zeros(p.n_devices, dtype=bool)
-    has_warm[list(by_dev)] = True
-    free = np.flatnonzero((p.dev_schedulable & (p.dev_compute_free > 0) & host_ok[p.dev_host]) | has_warm)
-    layouts = [
-        DeviceLayout(
-            str(int(d)),
-            p.model_keys[int(p.dev_model[d])],
-            int(p.dev_compute_free[d]),
-            tuple(by_dev.get(int(d), ())),
-        )
-        for d in free
-    ]
-    for move in plan(demand, layouts, max_new_milli=budget):
-        _enact_sim(sim, move, now)
-
-
-def _enact_sim(sim: _Sim, move: Move, now: float) -> None:
-    """The sim's manager: release idle warm slices, carve the new ones, or reject."""
-    d = int(move.device)
-    if any(int(sid) not in sim.warm for sid in move.release):
-        sim.rejected += 1
-        return
-    freed = sum(sim.warm[int(sid)][1] for sid in move.release)
-    if int(sim.pool.dev_compute_free[d]) + freed < sum(move.create):
-        sim.rejected += 1
-        return
-    for sid in move.release:
-        _hold(sim.pool, d, sim.warm.pop(int(sid))[1], -1)
-    for size in move.create:
-        _hold(sim.pool, d, size, +1)
-        sim.next_warm += 1
-        sim.warm[sim.next_warm] = (d, size, now + sim.cfg.slice_start_s)
-    sim.moves += 1
