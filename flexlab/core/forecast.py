@@ -234,6 +234,19 @@ class ClassForecaster:
         """Expected arrivals per class in each of the next ``horizon`` buckets (>= 0)."""
         return {cls: np.maximum(m.forecast(horizon), 0.0) for cls, m in self.models.items()}
 
+    def forecast_peak(self, horizon: int, window: int) -> dict[RequestClass, F64]:
+        """As ``forecast``, but each bucket at least the largest count of the class in the
+        last ``window`` closed buckets (an empirical upper bound that does not lag a ramp
+        the way the smoothed level does); ``window`` 0 is ``forecast``."""
+        out = self.forecast(horizon)
+        if window <= 0:
+            return out
+        for cls, values in out.items():
+            recent = self._actual.get(cls, [])[-window:]
+            if recent:
+                out[cls] = np.maximum(values, max(recent))
+        return out
+
     def size_mix(self, kind: str = "gpu") -> dict[int, float]:
         """Share of the single-device arrivals of ``kind`` seen so far per size bucket."""
         counts: dict[int, int] = {}

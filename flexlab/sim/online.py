@@ -133,6 +133,8 @@ class OnlineConfig:
     #: Upper quantile of the forecast arrivals (Poisson) the planner keeps warm slices for,
     #: over the slice start-up lead time plus one bucket (a periodic-review base stock).
     prewarm_quantile: float = 0.95
+    #: Buckets of recent arrivals whose peak bounds the forecast from below (0: Holt only).
+    peak_window: int = 8
     #: Standing reserve: share of the capacity kept warm in the arrival mix seen so far
     #: (while free), whatever the short-term forecast says; 0 = forecast only.
     reserve: float = 0.1

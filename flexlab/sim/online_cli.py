@@ -58,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="upper quantile of the forecast arrivals over the slice start-up lead kept warm",
     )
     parser.add_argument(
+        "--peak-window",
+        type=int,
+        default=8,
+        help="buckets of recent arrivals whose peak bounds the forecast from below (0: Holt only)",
+    )
+    parser.add_argument(
         "--reserve",
         type=float,
         default=0.1,
@@ -115,6 +121,7 @@ def main(args: argparse.Namespace) -> int:
         prewarm_budget=args.prewarm_budget,
         prewarm_quantile=args.prewarm_quantile,
         reserve=args.reserve,
+        peak_window=args.peak_window,
         recycle=not args.no_recycle,
         grace_s=args.grace,
         evictions_per_pass=args.evictions_per_pass,

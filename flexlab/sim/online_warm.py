@@ -144,7 +144,9 @@ def prewarm(sim: _Sim, forecaster: ClassForecaster, now: float) -> None:
     arrivals forecast over the start-up lead time plus one planner period."""
     cfg = sim.cfg
     horizon = max(cfg.horizon, lead_buckets(cfg.slice_start_s, cfg.bucket_s))
-    demand = upper_demand_by_size(forecaster.forecast(horizon), kind="gpu", quantile=cfg.prewarm_quantile)
+    demand = upper_demand_by_size(
+        forecaster.forecast_peak(horizon, cfg.peak_window), kind="gpu", quantile=cfg.prewarm_quantile
+    )
     floor = reserve_by_size(forecaster.size_mix("gpu"), int(cfg.reserve * sim.pool.n_devices * WHOLE))
     for size, n in floor.items():
         demand[size] = max(demand.get(size, 0.0), n)

@@ -187,3 +187,15 @@ def test_size_mix_and_standing_reserve() -> None:
     assert reserve_by_size(f.size_mix("gpu"), 8750) == {1000: 7.0, 500: 2.0}
     assert reserve_by_size({}, 8750) == {}
     assert reserve_by_size({1000: 1.0}, 0) == {}
+
+
+def test_forecast_peak_does_not_lag_a_ramp() -> None:
+    f = ClassForecaster(bucket_s=1.0, alpha=0.5, beta=0.1)
+    cls = RequestClass("gpu", 1000, 0)
+    for b, n in enumerate([1, 1, 1, 9]):  # a ramp in the last bucket
+        f.observe(float(b), cls, n)
+    f.advance(4.0)
+    holt = float(f.forecast(1)[cls][0])
+    assert holt < 9.0  # the smoothed level lags the ramp
+    assert f.forecast_peak(2, window=2)[cls].tolist() == [9.0, 9.0]
+    assert f.forecast_peak(1, window=0)[cls].tolist() == pytest.approx([holt])
