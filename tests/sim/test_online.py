@@ -242,3 +242,15 @@ def test_repeat_low_copies_are_low_priority(tiny_trace: Path) -> None:
     wl = load_openb_workload(tiny_trace, "tiny", compress=10.0, repeat=2, repeat_low=True)
     assert len(wl) == 84
     assert int(wl.priority.sum()) == 42  # the trace's own pods keep their (high) qos
+
+
+def test_job_claims_a_larger_warm_slice_shrunk_to_its_size() -> None:
+    # The reserve keeps whole slices (only whole jobs seen so far). W leaves at 40 and its
+    # slice stays warm; H (a half) arrives at 50, finds no half slice and claims the whole
+    # one, shrunk to 500 m: it starts at once.
+    jobs = [(0, 0.0, 10.0, 0), (1, 50.0, 10.0, 0)]
+    cfg = OnlineConfig(bucket_s=1.0, horizon=1, slice_start_s=30.0, reserve=1.0, prewarm_budget=1.0)
+    res = simulate(_pool(1), _wl([WHOLE_REQ, HALF_REQ], jobs), "flexlab+forecast", config=cfg)
+    assert res.wait.tolist() == pytest.approx([30.0, 0.0])
+    assert res.prewarm_claims == 2
+    assert res.completed_work_gpu_s == pytest.approx(10.0 + 5.0)
