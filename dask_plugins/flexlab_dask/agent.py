@@ -93,6 +93,7 @@ class HostAgent:
         self._rpc: Any = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._applying: asyncio.Future[None] | None = None
 
     async def start(self) -> HostAgent:
         self._rpc = rpc(self.scheduler)
@@ -133,7 +134,12 @@ class HostAgent:
                     need_register = True
                     continue
                 for cmd in resp.get("commands", []):
-                    await self._apply(cmd)
+                    if self._closing:
+                        return
+                    # Shielded: a worker half started when the agent closes would keep the
+                    # event loop from stopping; close() waits for the command instead.
+                    self._applying = asyncio.ensure_future(self._apply(cmd))
+                    await asyncio.shield(self._applying)
             except (OSError, CommClosedError, asyncio.TimeoutError) as exc:
                 if self._closing:
                     return
@@ -213,12 +219,15 @@ class HostAgent:
     async def close(self, *, leave: bool = True) -> None:
         """Stop every slice worker; with ``leave`` tell the scheduler the host is gone."""
         self._closing = True
+        if self._applying is not None and not self._applying.done():
+            with contextlib.suppress(Exception, asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._applying), 30)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for sid in list(self.running):
-            await self.stop_slice(sid, "agent closing")
+        # All at once: a host may run dozens of slice workers, each taking a moment to close.
+        await asyncio.gather(*(self.stop_slice(sid, "agent closing") for sid in list(self.running)))
         if leave and self._rpc is not None:
             with contextlib.suppress(OSError, CommClosedError, asyncio.TimeoutError):
                 await asyncio.wait_for(self._rpc.flexlab_agent_leave(host=self.host.name), 5)

@@ -202,7 +202,7 @@ class FlexScheduler(SchedulerPlugin):
             if move.action == "prewarm":
                 req = self._parse(move.request)
                 for _ in range(move.count):
-                    warm = self.pool.prewarm(req, move.reason)
+                    warm = self.pool.prewarm(req, move.reason, spare=self._holds_no_results)
                     if warm is None:
                         break
                     done.append(warm.slice_id)
@@ -212,6 +212,11 @@ class FlexScheduler(SchedulerPlugin):
                         done.append(s.slice_id)
             self._hi_move(now, move.action, move.request, move.count, move.reason, done)
         self._preempt(now)
+
+    def _holds_no_results(self, s: Any) -> bool:
+        """Pre-warming never stops a worker that holds results (Dask would recompute them)."""
+        ws = self.scheduler.workers.get(s.worker) if self.scheduler is not None and s.worker else None
+        return ws is None or not ws.has_what
 
     def _hi_move(
         self, now: float, action: str, request: str, count: int, reason: str, slices: list[str]
@@ -610,6 +615,8 @@ class FlexScheduler(SchedulerPlugin):
             "agents": {h: round(time.time() - t, 1) for h, t in self._agents.items()},
         }
         state["hi"] = self.hi_state()
+        # The Hi loop's forecast in the dashboard's terms (leases count as "lease <request>").
+        state["forecast"] = {f"lease {k}": v for k, v in self.warm.series(time.time()).items()}
         if self.scheduler is not None:
             waiting = []
             for key, (req, reason) in list(self.pool.pending.items())[:200]:

@@ -767,9 +767,12 @@ class SlicePool:
             host=s.host,
         )
 
-    def prewarm(self, request: SliceRequest, reason: str) -> SliceInfo | None:
+    def prewarm(
+        self, request: SliceRequest, reason: str, *, spare: Callable[[SliceInfo], bool] | None = None
+    ) -> SliceInfo | None:
         """Carve a warm slice for the next lease asking exactly ``request`` (from free
-        capacity or idle shared slices); None when it does not fit now. ``reason`` is logged."""
+        capacity or idle shared slices that ``spare`` allows, e.g. those whose worker holds
+        no results); None when it does not fit now. ``reason`` is logged."""
         req = replace(request, owner=PREWARM_OWNER)
         lid = f"L{next(self._lease_ids)}"
         while lid in self.leases or lid in self.slices:
@@ -778,7 +781,7 @@ class SlicePool:
             lease_id=lid, owner=PREWARM_OWNER, request=req, ttl_s=1.0, priority=-1, created=self.clock(),
             expires_at=self.clock(),
         )  # fmt: skip
-        alloc = self._make_room(probe)
+        alloc = self._make_room(probe, spare)
         if alloc is None:
             return None
         s = self._new_slice(alloc, lease=None, slice_id=lid, warm_for=request.describe())
@@ -916,8 +919,11 @@ class SlicePool:
         lease.reason = "starting its worker"
         return True
 
-    def _make_room(self, lease: LeaseInfo) -> Allocation | None:
-        """Reserve ``lease``'s slice, releasing idle shared and warm slices where needed."""
+    def _make_room(
+        self, lease: LeaseInfo, spare: Callable[[SliceInfo], bool] | None = None
+    ) -> Allocation | None:
+        """Reserve ``lease``'s slice, releasing idle shared and warm slices where needed
+        (only those ``spare`` allows, when given)."""
         alloc = self._reserve_for_lease(lease)
         if alloc is None:
             # Make room: release idle shared slices, place, put back what was not needed.
@@ -928,6 +934,7 @@ class SlicePool:
                 if s.lease_id is None
                 and s.tasks == 0
                 and (s.warm_for is None or lease.owner != PREWARM_OWNER)
+                and (spare is None or spare(s))
             ]
             saved = {s.slice_id: self.ledger.release(s.alloc_id) for s in idle}
             alloc = self._reserve_for_lease(lease)

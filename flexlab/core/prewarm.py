@@ -195,6 +195,25 @@ class WarmPlanner:
             )
         return out
 
+    def series(self, now: float) -> dict[str, list[tuple[float, float]]]:
+        """Per request text: (time, expected arrivals per second) at the middle of each of
+        the next ``horizon`` buckets, for charts of forecast against actual."""
+        fc = self._advance(now)
+        if fc is None:
+            return {}
+        start = fc.start + self._bucket * self.bucket_s  # the open bucket is the first forecast
+        out: dict[str, list[tuple[float, float]]] = {}
+        for cls, values in fc.forecast(self.horizon).items():
+            req = self.examples.get(cls)
+            if req is None:
+                continue
+            floor = self._level.get(cls, 0.0) if self.season <= 1 else 0.0
+            out[req.describe()] = [
+                (start + (k + 0.5) * self.bucket_s, max(float(v), floor) / self.bucket_s)
+                for k, v in enumerate(values)
+            ]
+        return out
+
     def errors(self) -> tuple[float, float]:
         """(MAPE, sMAPE) of the one-bucket-ahead forecasts so far, pooled over classes."""
         return self.forecaster.errors() if self.forecaster is not None else (math.nan, math.nan)

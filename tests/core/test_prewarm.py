@@ -188,3 +188,13 @@ def test_speed_aware_binding_sends_a_measured_class_to_its_faster_model() -> Non
     p.learn("train", "no-such-slice", 0.25, 1.0)
     p.learn("train", t4.slice_id, 0.0, 1.0)
     assert p.speed.samples[("train", "t4")] == 1
+
+
+def test_forecast_series_for_the_dashboard() -> None:
+    wp = WarmPlanner(bucket_s=2.0, horizon=3)
+    steady(wp, per_bucket=4, buckets=10)
+    series = wp.series(20.0)
+    assert list(series) == ["gpu:0.25"]
+    times = [t for t, _ in series["gpu:0.25"]]
+    assert times == [21.0, 23.0, 25.0]  # the middle of each of the next three buckets
+    assert all(rate == pytest.approx(2.0, abs=0.05) for _, rate in series["gpu:0.25"])  # 4 per 2 s
