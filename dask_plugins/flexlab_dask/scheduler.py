@@ -635,7 +635,7 @@ class FlexScheduler(SchedulerPlugin):
             req = parse_request(request)
         except FlexlabError as exc:
             return _error(exc)
-        ex = self._explain_as_lease(req) if lease else self.pool.explain(req)
+        ex = self.pool.explain_as_lease(req) if lease else self.pool.explain(req)
         d = ex.decision
         where = None
         if d.ok:
@@ -657,32 +657,6 @@ class FlexScheduler(SchedulerPlugin):
             "text": ex.describe(),
             "reasons": {c: {r.name: n for r, n in rs.items()} for c, rs in ex.reasons_by_class.items()},
         }
-
-    def _explain_as_lease(self, req: SliceRequest) -> Any:
-        """Dry run of a lease's placement: release the idle shared slices in the ledger,
-        explain, and reserve them again exactly where they were (nothing else runs between)."""
-        led = self.pool.ledger
-        idle = [s for s in self.pool.slices.values() if s.lease_id is None and s.tasks == 0]
-        saved = [a for a in (led.release(s.alloc_id) for s in idle) if a is not None]
-        try:
-            return self.pool.explain(req)
-        finally:
-            for old in saved:
-                g = old.slices[0]
-                led.reserve(
-                    host=old.host,
-                    devices=[x.device for x in old.slices],
-                    compute_milli=g.compute_milli,
-                    memory_mib=g.memory_mib,
-                    profile=g.profile,
-                    host_cpu_milli=old.host_cpu_milli,
-                    host_memory_mib=old.host_memory_mib,
-                    owner=old.owner,
-                    decision_id=old.decision_id,
-                    request=old.request,
-                    alloc_id=old.alloc_id,
-                    start=g.start if g.profile else None,
-                )
 
     def handle_events(self, since: int = 0, owner: str | None = None, limit: int = 200) -> dict[str, Any]:
         evs = [

@@ -370,6 +370,17 @@ class SlicePool:
                     slice_id=slice_id,
                 )
 
+    def _drop_slice(self, slice_id: str | None, reason: str) -> SliceInfo | None:
+        """Stop a slice: its capacity back to the ledger, its worker told to stop."""
+        s = self.slices.pop(slice_id, None) if slice_id else None
+        if s is not None:
+            self.ledger.release(s.alloc_id)
+            if s.worker:
+                self._by_worker.pop(s.worker, None)
+            self._send(StopSlice(s.slice_id, s.host, reason))
+            self._fit_cache.clear()
+        return s
+
     def slice_of_worker(self, worker: str) -> SliceInfo | None:
         sid = self._by_worker.get(worker)
         return self.slices.get(sid) if sid else None
@@ -798,12 +809,7 @@ class SlicePool:
         s = self.slices.get(slice_id)
         if s is None or s.warm_for is None:
             return False
-        self.slices.pop(slice_id)
-        self.ledger.release(s.alloc_id)
-        if s.worker:
-            self._by_worker.pop(s.worker, None)
-        self._fit_cache.clear()
-        self._send(StopSlice(s.slice_id, s.host, reason))
+        self._drop_slice(slice_id, reason)
         self.emit(
             "prewarm",
             f"warm slice {slice_id} for {s.warm_for} given back: {reason}",
@@ -843,20 +849,14 @@ class SlicePool:
             return []
         finally:
             for old in released:
-                _restore(self.ledger, old)
+                restore_allocation(self.ledger, old)
 
     def preempt_lease(self, lease_id: str, reason: str) -> LeaseInfo:
         """Take a lease's slice away for higher-priority work. The lease is not lost: it
         waits (``pending``) and is placed again when capacity frees up; Dask re-runs its
         tasks there."""
         lease = self.get_lease(lease_id)
-        s = self.slices.pop(lease.slice_id or "", None)
-        if s is not None:
-            self.ledger.release(s.alloc_id)
-            if s.worker:
-                self._by_worker.pop(s.worker, None)
-            self._send(StopSlice(s.slice_id, s.host, f"preempted: {reason}"))
-            self._fit_cache.clear()
+        self._drop_slice(lease.slice_id, f"preempted: {reason}")
         lease.state = "pending"
         lease.reason = f"preempted: {reason}"
         lease.placed_on = None
@@ -955,7 +955,7 @@ class SlicePool:
                         host=s.host,
                     )
                 else:
-                    _restore(self.ledger, old)
+                    restore_allocation(self.ledger, old)
             if alloc is not None:
                 self._recarve_shared(alloc.host, [x.device for x in alloc.slices])
         return alloc
@@ -1023,15 +1023,9 @@ class SlicePool:
             return lease
         lease.state = state
         lease.reason = reason
-        s = self.slices.pop(lease.slice_id, None) if lease.slice_id else None
-        if s is not None:
-            self.ledger.release(s.alloc_id)
-            if s.worker:
-                self._by_worker.pop(s.worker, None)
-            self._send(StopSlice(s.slice_id, s.host, reason))
-            self._fit_cache.clear()
-            if self.carve_on_register:
-                self._recarve_shared(s.host, s.devices)
+        s = self._drop_slice(lease.slice_id, reason)
+        if s is not None and self.carve_on_register:
+            self._recarve_shared(s.host, s.devices)
         self.emit(
             "lease",
             f"lease {lease_id} of {lease.owner} {state}: {reason}",
@@ -1076,8 +1070,19 @@ class SlicePool:
     def explain(self, request: SliceRequest) -> Explanation:
         return explain(request, self.ledger.pool, self.profile)
 
+    def explain_as_lease(self, request: SliceRequest) -> Explanation:
+        """Dry run of a lease's placement: release the idle shared slices in the ledger,
+        explain, and reserve them again exactly where they were (nothing else runs between)."""
+        idle = [s for s in self.slices.values() if s.lease_id is None and s.tasks == 0]
+        saved = [a for a in (self.ledger.release(s.alloc_id) for s in idle) if a is not None]
+        try:
+            return self.explain(request)
+        finally:
+            for old in saved:
+                restore_allocation(self.ledger, old)
 
-def _restore(ledger: Ledger, old: Allocation) -> None:
+
+def restore_allocation(ledger: Ledger, old: Allocation) -> None:
     """Reserve a released allocation again exactly as it was (same id, place and sizes)."""
     g = old.slices[0]
     ledger.reserve(
