@@ -87,7 +87,7 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "openb",
         help="replay the Alibaba openb GPU-sharing trace under the published protocol",
         description="Replay the public openb trace (Weng et al., ATC'23 protocol) with each policy "
-        "and print unallocated GPU %% per arrived load beside the published figures.",
+        "and print unallocated GPU % per arrived load beside the published figures.",
     )
     from flexlab.sim.openb_cli import add_arguments, main
 
