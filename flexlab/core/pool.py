@@ -279,7 +279,7 @@ class SlicePool:
             else:
                 i = self.ledger.device_index(did)
                 free = int(self.ledger.pool.dev_compute_free[i])
-                if free > 0:
+                if free > 0 and int(self.ledger.pool.dev_mem_free[i]) > 0:
                     alloc = self.ledger.reserve(
                         host=spec.name,
                         devices=[did],
@@ -437,13 +437,12 @@ class SlicePool:
             if self.ledger.device_spec(did).mode == PROFILE:
                 continue
             free = int(self.ledger.pool.dev_compute_free[i])
-            if free > 0:
+            mem = int(self.ledger.pool.dev_mem_free[i])
+            # Compute left without memory (others took more than their share) serves nobody;
+            # and 0 MiB would mean "a proportional share" to the ledger.
+            if free > 0 and mem > 0:
                 alloc = self.ledger.reserve(
-                    host=host,
-                    devices=[did],
-                    compute_milli=free,
-                    memory_mib=int(self.ledger.pool.dev_mem_free[i]),
-                    request="shared",
+                    host=host, devices=[did], compute_milli=free, memory_mib=mem, request="shared"
                 )
                 self._new_slice(alloc, lease=None)
 

@@ -198,3 +198,20 @@ def test_forecast_series_for_the_dashboard() -> None:
     times = [t for t, _ in series["gpu:0.25"]]
     assert times == [21.0, 23.0, 25.0]  # the middle of each of the next three buckets
     assert all(rate == pytest.approx(2.0, abs=0.05) for _, rate in series["gpu:0.25"])  # 4 per 2 s
+
+
+def test_compute_left_without_memory_is_not_carved_into_a_shared_slice() -> None:
+    """A lease that takes a device's memory but not all its compute leaves compute no task
+    can use: neither releasing nor pre-warming may try to carve it (the ledger would refuse
+    a proportional share of memory that is not there)."""
+    p = pool()
+    t4_mib = int(p.ledger.pool.dev_mem_total[0])
+    greedy = p.create_lease(parse_request(f"t4:0.5,{t4_mib}MiB"), owner="ann", ttl_s=60)
+    p.slice_ready(greedy.slice_id or "", "w-greedy")
+    assert greedy.state == "active"
+    dev = greedy.placed_on[1][0] if greedy.placed_on else ""
+    assert not [s for s in p.slices.values() if s.devices == (dev,) and s.lease_id is None]
+    warm = p.prewarm(QUARTER, "test")  # goes to the other T4; nothing raises
+    assert warm is not None
+    assert warm.devices != (dev,)
+    p.ledger.check_invariants()
