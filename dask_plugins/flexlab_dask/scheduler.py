@@ -108,6 +108,7 @@ class FlexScheduler(SchedulerPlugin):
         self._agents: dict[str, float] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._lease_workers: set[str] = set()
+        self._finished = 0
         self._stats = {"bound": 0, "waited": 0, "failed": 0, "rebound": 0, "preempted": 0}
         #: The Hi Scheduler loop: forecast, warm slices, preemption (``flexlab.hi.*``).
         self.hi_enabled = bool(config.get("hi.enabled")) if hi is None else hi
@@ -444,7 +445,11 @@ class FlexScheduler(SchedulerPlugin):
         # Hot path (every transition of every task): membership tests only.
         if finish in _DONE and key in self._requests:
             if finish == "memory" and start == "processing" and self.pool.speed is not None:
-                self._learn(key, kwargs.get("startstops"))
+                # Every task at first, then one in 16: an EWMA needs no more, and this hook
+                # runs for every task.
+                self._finished += 1
+                if self._finished <= 256 or not self._finished & 15:
+                    self._learn(key, kwargs.get("startstops"))
             self.pool.task_finished(key)
             if finish == "forgotten":
                 # Kept until then: a result lost with its worker is recomputed and bound again.
