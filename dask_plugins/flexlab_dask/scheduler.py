@@ -57,6 +57,8 @@ logger = logging.getLogger("flexlab.scheduler")
 WAIT_RESOURCE = "flexlab-waiting"
 _DONE = frozenset({"memory", "erred", "forgotten"})
 SLICE_WORKER_PREFIX = "flexlab-slice-"
+#: Seconds without pre-warming after tasks had to wait for capacity.
+HOLD_AFTER_WAIT_S = 30.0
 
 
 def _raise_unschedulable(message: str) -> None:
@@ -123,6 +125,7 @@ class FlexScheduler(SchedulerPlugin):
         )
         self.hi_moves: deque[dict[str, Any]] = deque(maxlen=200)
         self._hi_last = 0.0
+        self._hi_hold_until = 0.0
         self._waiting_since: dict[str, float] = {}
         #: Aggregated telemetry over time (one sampler, many readers).
         self.history = History(maxlen=3600)
@@ -187,14 +190,21 @@ class FlexScheduler(SchedulerPlugin):
     def hi_step(self, now: float) -> None:
         """One pass of the Hi loop: work that waits gets warm capacity back; the forecast's
         moves are enacted; higher-priority leases past their grace preempt lower ones."""
-        if self.pool.pending and self.pool.warm_slices():
+        if self.pool.pending:
+            # Work waits: warm capacity goes back to it, and nothing is pre-warmed until the
+            # queue has been empty for a while (else slices would be carved and given back
+            # every pass, each time stopping and starting workers).
+            self._hi_hold_until = now + HOLD_AFTER_WAIT_S
+            why = f"{len(self.pool.pending)} tasks wait for capacity"
             for s in self.pool.warm_slices():
-                if self.pool.dissolve_warm(s.slice_id, f"{len(self.pool.pending)} tasks wait for capacity"):
-                    self._hi_move(
-                        now, "dissolve", s.warm_for or "", 1, "tasks wait for capacity", [s.slice_id]
-                    )
+                text = s.warm_for or ""
+                if self.pool.dissolve_warm(s.slice_id, why):
+                    self._hi_move(now, "dissolve", text, 1, why, [s.slice_id])
             self.pool.retry_pending()
             self._apply_bindings(self.pool.take_rebound())
+        if now < self._hi_hold_until:
+            self._preempt(now)
+            return
         idle: dict[str, list[Any]] = {}
         for s in self.pool.warm_slices():
             idle.setdefault(s.warm_for or "", []).append(s)

@@ -162,7 +162,9 @@ class WarmPlanner:
                 moves.append(WarmMove("prewarm", text, k - have, k, f"{n:.1f} leases of {text} {within}"))
         for text, have in warm.items():
             k = self.targets.get(text, 0)
-            if have > k:
+            # One slice of slack: a target that wobbles by one (3, 4, 3) must not stop and
+            # start a worker every pass.
+            if have > k + 1 or (have > k and k == 0):
                 n = wanted.get(text, (0, 0.0))[1]
                 moves.append(
                     WarmMove(

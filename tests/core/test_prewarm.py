@@ -215,3 +215,11 @@ def test_compute_left_without_memory_is_not_carved_into_a_shared_slice() -> None
     assert warm is not None
     assert warm.devices != (dev,)
     p.ledger.check_invariants()
+
+
+def test_a_target_that_wobbles_by_one_stops_no_worker() -> None:
+    wp = WarmPlanner(bucket_s=1.0, horizon=2, max_per_class=8, max_total=8)
+    steady(wp, per_bucket=2, buckets=10)  # target 4
+    assert wp.propose(10.0, {"gpu:0.25": 5}) == []  # one over: kept
+    (move,) = wp.propose(10.0, {"gpu:0.25": 6})
+    assert (move.action, move.count, move.target) == ("dissolve", 2, 4)
