@@ -8,6 +8,11 @@ returns with the lease active (its slice's worker up). Trials alternate between 
 modes so that the machine's other load falls on both alike.
 
     python benchmarks/hi_live_bench.py [--trials 3] [--processes] [--json out.json]
+    python benchmarks/hi_live_bench.py --churn 60   # slices carved under the dashboard's load
+
+``--churn S`` instead runs the dashboard's synthetic load (tasks and leases) for S seconds on
+the embedded pool with the loop on and off, and counts the slices carved meanwhile: what
+pre-warming costs in worker starts.
 """
 
 from __future__ import annotations
@@ -66,6 +71,19 @@ def trial(
     return {"latency_s": lat, "warm_ready_before_burst": warm_before, "plugin_errors": errors}
 
 
+def churn(seconds: float, hi: bool) -> int:
+    from flexlab.dashboard.load import SyntheticLoad
+
+    reset_mock_devices()
+    plugin = FlexScheduler(state_file=":memory:", hi=hi)
+    with FlexCluster(plugin=plugin) as cluster, Client(cluster) as client:
+        t0 = time.time()
+        with SyntheticLoad(client, rate=3.0, seed=7):
+            time.sleep(seconds)
+        assert not cluster.flex_plugin.errors, cluster.flex_plugin.errors
+        return sum(1 for e in plugin.pool.events if e.kind == "carve" and e.time >= t0)
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
@@ -80,7 +98,14 @@ def main() -> None:
     ap.add_argument("--burst", type=int, default=3)
     ap.add_argument("--processes", action="store_true", help="slice workers as processes")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--churn", type=float, metavar="S", help="count slices carved under load for S s")
     args = ap.parse_args()
+    if args.churn:
+        for hi in (True, False):
+            print(
+                f"Hi loop {'on ' if hi else 'off'}: {churn(args.churn, hi)} slices carved in {args.churn:g} s"
+            )
+        return
     out: dict[str, list[dict[str, Any]]] = {"forecast": [], "no-forecast": []}
     for t in range(args.trials):
         order = ("forecast", "no-forecast") if t % 2 == 0 else ("no-forecast", "forecast")
