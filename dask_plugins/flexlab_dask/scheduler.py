@@ -110,6 +110,10 @@ class FlexScheduler(SchedulerPlugin):
         self._agents: dict[str, float] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._lease_workers: set[str] = set()
+        #: Worker address -> the resource of the slice it serves, kept until the worker is
+        #: gone: a slice the pool stopped (reclaimed, preempted, given back) may leave
+        #: results behind that Dask recomputes, and those tasks must be bound again.
+        self._worker_resource: dict[str, str] = {}
         self._finished = 0
         self._stats = {"bound": 0, "waited": 0, "failed": 0, "rebound": 0, "preempted": 0}
         #: The Hi Scheduler loop: forecast, warm slices, preemption (``flexlab.hi.*``).
@@ -133,6 +137,9 @@ class FlexScheduler(SchedulerPlugin):
     # ------------------------------------------------------------------ lifecycle
     async def start(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
+        # Leases reclaim idle shared slices whose workers hold results only when no others
+        # make room (Dask would recompute those results).
+        self.pool.keep = self._holds_results
         handlers: dict[str, Callable[..., Any]] = {
             "flexlab_pool_state": self.handle_pool_state,
             "flexlab_explain": self.handle_explain,
@@ -226,8 +233,11 @@ class FlexScheduler(SchedulerPlugin):
 
     def _holds_no_results(self, s: Any) -> bool:
         """Pre-warming never stops a worker that holds results (Dask would recompute them)."""
+        return not self._holds_results(s)
+
+    def _holds_results(self, s: Any) -> bool:
         ws = self.scheduler.workers.get(s.worker) if self.scheduler is not None and s.worker else None
-        return ws is None or not ws.has_what
+        return ws is not None and bool(ws.has_what)
 
     def _hi_move(
         self, now: float, action: str, request: str, count: int, reason: str, slices: list[str]
@@ -490,6 +500,7 @@ class FlexScheduler(SchedulerPlugin):
             logger.info("flexlab: worker %s serves unknown slice %s; its agent will stop it", worker, sid)
             return
         self.pool.slice_ready(sid, worker)
+        self._worker_resource[worker] = s.resource
         if s.warm_for is not None:
             self._lease_workers.add(worker)  # kept for a lease: no plain tasks either
         if s.lease_id is not None:
@@ -501,8 +512,14 @@ class FlexScheduler(SchedulerPlugin):
 
     def _remove_worker(self, scheduler: Scheduler, worker: str) -> None:
         self._lease_workers.discard(worker)
+        resource = self._worker_resource.pop(worker, None)
         s = self.pool.slice_of_worker(worker)
         if s is None:
+            if resource is not None:
+                # The pool had stopped this slice already; Dask recomputes the results its
+                # worker held, and those tasks still name the stopped slice.
+                self._rebind_tasks_of(scheduler, resource)
+                self._flush_commands()
             return
         lost_resource = s.resource
         owner, lease_id = s.owner, s.lease_id

@@ -219,6 +219,9 @@ class SlicePool:
         #: Work of one task of each class in reference device-seconds, fixed by its first
         #: measurement (the catalog prior's scale), so rates of all models compare.
         self.class_work: dict[str, float] = {}
+        #: Idle shared slices to reclaim only as a last resort (the runtime's say, e.g.
+        #: those whose worker holds results Dask would have to recompute); None: any.
+        self.keep: Callable[[SliceInfo], bool] | None = None
 
     # -- events and commands -------------------------------------------------------------
     def emit(self, kind: str, message: str, **fields: object) -> Event:
@@ -830,7 +833,7 @@ class SlicePool:
             if x.priority < lease.priority and x.state == "active" and x.slice_id in self.slices
         ]
         lower.sort(key=lambda x: (x.priority, -x.created))
-        idle = [s for s in self.slices.values() if not s.lease_id and s.tasks == 0]
+        idle = self._idle_slices(warm=True)
         released: list[Allocation] = []
         chosen: list[LeaseInfo] = []
         try:
@@ -921,42 +924,61 @@ class SlicePool:
     def _make_room(
         self, lease: LeaseInfo, spare: Callable[[SliceInfo], bool] | None = None
     ) -> Allocation | None:
-        """Reserve ``lease``'s slice, releasing idle shared and warm slices where needed
-        (only those ``spare`` allows, when given)."""
+        """Reserve ``lease``'s slice, releasing idle shared and warm slices where needed:
+        only those ``spare`` allows when given; otherwise those :attr:`keep` would keep
+        only if the others do not make room."""
         alloc = self._reserve_for_lease(lease)
-        if alloc is None:
-            # Make room: release idle shared slices, place, put back what was not needed.
-            # Idle shared slices, and warm ones unless this is itself a warm slice.
-            idle = [
-                s
-                for s in self.slices.values()
-                if s.lease_id is None
-                and s.tasks == 0
-                and (s.warm_for is None or lease.owner != PREWARM_OWNER)
-                and (spare is None or spare(s))
-            ]
-            saved = {s.slice_id: self.ledger.release(s.alloc_id) for s in idle}
-            alloc = self._reserve_for_lease(lease)
-            used = {g.device for g in alloc.slices} if alloc else set()
-            for s in idle:
-                old = saved[s.slice_id]
-                if old is None:
-                    continue
-                if alloc is not None and set(s.devices) & used:
-                    self.slices.pop(s.slice_id, None)
-                    self._fit_cache.clear()
-                    self._send(StopSlice(s.slice_id, s.host, f"re-carved for lease {lease.lease_id}"))
-                    self.emit(
-                        "reclaim",
-                        f"idle shared slice {s.slice_id} reclaimed for lease {lease.lease_id}",
-                        slice_id=s.slice_id,
-                        lease_id=lease.lease_id,
-                        host=s.host,
-                    )
-                else:
-                    restore_allocation(self.ledger, old)
-            if alloc is not None:
-                self._recarve_shared(alloc.host, [x.device for x in alloc.slices])
+        if alloc is not None:
+            return alloc
+        idle = self._idle_slices(warm=lease.owner != PREWARM_OWNER)
+        if spare is not None:
+            return self._reclaim_for(lease, [s for s in idle if spare(s)])
+        keep = self.keep
+        if keep is not None:
+            first = [s for s in idle if not keep(s)]
+            if len(first) < len(idle):
+                alloc = self._reclaim_for(lease, first)
+                if alloc is not None:
+                    return alloc
+        return self._reclaim_for(lease, idle)
+
+    def _idle_slices(self, *, warm: bool) -> list[SliceInfo]:
+        """Shared slices with no task bound, and warm slices too when ``warm``."""
+        return [
+            s
+            for s in self.slices.values()
+            if s.lease_id is None and s.tasks == 0 and (warm or s.warm_for is None)
+        ]
+
+    def _reclaim_for(self, lease: LeaseInfo, idle: list[SliceInfo]) -> Allocation | None:
+        """Release ``idle`` slices, reserve ``lease``'s slice, and put back those it did
+        not need; the reclaimed ones are stopped and their devices' rest carved again."""
+        if not idle:
+            return None
+        saved = {s.slice_id: self.ledger.release(s.alloc_id) for s in idle}
+        alloc = self._reserve_for_lease(lease)
+        used = {g.device for g in alloc.slices} if alloc else set()
+        for s in idle:
+            old = saved[s.slice_id]
+            if old is None:
+                continue
+            if alloc is not None and set(s.devices) & used:
+                self.slices.pop(s.slice_id, None)
+                if s.worker:
+                    self._by_worker.pop(s.worker, None)
+                self._fit_cache.clear()
+                self._send(StopSlice(s.slice_id, s.host, f"re-carved for lease {lease.lease_id}"))
+                self.emit(
+                    "reclaim",
+                    f"idle shared slice {s.slice_id} reclaimed for lease {lease.lease_id}",
+                    slice_id=s.slice_id,
+                    lease_id=lease.lease_id,
+                    host=s.host,
+                )
+            else:
+                restore_allocation(self.ledger, old)
+        if alloc is not None:
+            self._recarve_shared(alloc.host, [x.device for x in alloc.slices])
         return alloc
 
     def _reserve_for_lease(self, lease: LeaseInfo) -> Allocation | None:
@@ -1072,7 +1094,7 @@ class SlicePool:
     def explain_as_lease(self, request: SliceRequest) -> Explanation:
         """Dry run of a lease's placement: release the idle shared slices in the ledger,
         explain, and reserve them again exactly where they were (nothing else runs between)."""
-        idle = [s for s in self.slices.values() if s.lease_id is None and s.tasks == 0]
+        idle = self._idle_slices(warm=True)
         saved = [a for a in (self.ledger.release(s.alloc_id) for s in idle) if a is not None]
         try:
             return self.explain(request)

@@ -223,3 +223,23 @@ def test_a_target_that_wobbles_by_one_stops_no_worker() -> None:
     assert wp.propose(10.0, {"gpu:0.25": 5}) == []  # one over: kept
     (move,) = wp.propose(10.0, {"gpu:0.25": 6})
     assert (move.action, move.count, move.target) == ("dissolve", 2, 4)
+
+
+def test_a_lease_reclaims_slices_the_runtime_would_keep_only_as_a_last_resort() -> None:
+    p = pool()
+    shared = sorted(p.slices.values(), key=lambda s: s.devices)  # one per T4, both idle
+    kept = shared[0]
+    p.keep = lambda s: s.slice_id == kept.slice_id  # e.g. its worker holds results
+    lease = p.create_lease(QUARTER, owner="ann", ttl_s=60)
+    stopped = {c.slice_id for c in p.take_commands(HOST.name) if isinstance(c, StopSlice)}
+    assert stopped == {shared[1].slice_id}
+    assert kept.slice_id in p.slices
+    assert lease.placed_on is not None
+    assert lease.placed_on[1] == shared[1].devices
+    # Only the kept slice can make room now: it goes rather than the lease waiting.
+    big = p.create_lease(parse_request("t4:0.9"), owner="bob", ttl_s=60)
+    assert big.slice_id is not None, big.reason
+    assert kept.slice_id not in p.slices
+    assert big.placed_on is not None
+    assert big.placed_on[1] == kept.devices
+    assert p.ledger.pool.dev_compute_free.min() >= 0

@@ -113,6 +113,31 @@ def test_waiting_task_shows_its_reason_and_runs_after_release(flex: Flex) -> Non
     assert fut.result(timeout=10).startswith("flexlab-slice-")
 
 
+def test_results_on_a_reclaimed_slice_are_recomputed_on_another(flex: Flex) -> None:
+    """A lease reclaims the idle shared slice whose worker holds a result: Dask recomputes
+    that task, and it must be bound to a slice that exists (regression: it waited forever,
+    restricted to the stopped slice)."""
+    cluster, client = flex
+    with flexlab.request("mlu:0.5"):
+        fut = client.submit(where, pure=False)
+    first = fut.result(timeout=10)
+    old = first.removeprefix("flexlab-slice-")
+    assert old in cluster.flex_plugin.pool.slices
+    with flexlab.lease("mlu:0.3", owner="ana", client=client) as lease:
+        assert lease.state == "active"
+        assert old not in cluster.flex_plugin.pool.slices, "the lease should have reclaimed the slice"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(
+            ws.name == first for ws in cluster.scheduler.workers.values()
+        ):
+            time.sleep(0.05)
+        again = client.submit(lambda x: x, fut, pure=False).result(timeout=15)
+        assert again.startswith("flexlab-slice-")
+        assert again not in (first, f"flexlab-slice-{lease.lease_id}")
+        assert slice_of(PoolClient(client).state(), again)["model"] == "mlu370-x8"
+    assert cluster.flex_plugin._stats["rebound"] >= 1
+
+
 def test_lease_runs_only_its_owners_tasks(flex: Flex) -> None:
     _cluster, client = flex
     with flexlab.lease("gpu:30%,8GiB", ttl="2h", owner="ana", client=client) as lease:
