@@ -28,7 +28,7 @@ from flexlab.sim.replay import capacity_milli, replay
 #: Called with (decisions done, decisions in all, what is running).
 BenchProgress = Callable[[int, int, str], None]
 #: Policies that break ties like the reference simulator (a seeded random host order).
-RANKED_TIES = frozenset({"bestfit", "fgd"})
+RANKED_TIES = frozenset({"bestfit", "fgd", "flexlab"})
 
 
 @dataclass(frozen=True)

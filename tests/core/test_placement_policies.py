@@ -215,9 +215,9 @@ def test_every_policy_scores_within_0_and_100(policy: str) -> None:
         assert 0.0 <= d.score <= 100.0
 
 
-def test_flexlab_reserves_the_only_hosts_that_fit_rare_large_requests() -> None:
-    """Two 128-core hosts are the only ones an 8-device, 120-core request fits; a common
-    one-device request should go to the 96-core hosts instead (first-fit would not)."""
+def large_and_standard_hosts() -> tuple[PoolArrays, ShapeDistribution]:
+    """Two 128-core hosts are the only ones an 8-device, 120-core request fits; two 96-core
+    hosts take only the common one-device request."""
     pool = build_pool(
         [
             ("big-0", 128000, 786432, ["t4"] * 8),
@@ -229,8 +229,18 @@ def test_flexlab_reserves_the_only_hosts_that_fit_rare_large_requests() -> None:
     )
     small = Shape(12000, 1000, 1, frozenset(), 32768)
     large = Shape(120000, 1000, 8, frozenset(), 640000)
-    dist = ShapeDistribution((small, large), (0.95, 0.05))
-    score = FlexlabScore(dist)
+    return pool, ShapeDistribution((small, large), (0.95, 0.05))
+
+
+SMALL = Req(compute_milli=1000, host_cpu_milli=12000, host_memory_mib=32768)
+LARGE = Req(compute_milli=1000, devices=8, host_cpu_milli=120000, host_memory_mib=640000)
+
+
+def test_flexlab_reserves_the_only_hosts_that_fit_rare_large_requests() -> None:
+    """With no headroom a common one-device request goes to the 96-core hosts at once
+    (first-fit would not)."""
+    pool, dist = large_and_standard_hosts()
+    score = FlexlabScore(dist, headroom=0)
     per_gpu, per_cpu = score._capacity.cost_per_class(pool)
     # classes sorted by (cpu, memory, devices): the 96-core hosts first
     assert score._capacity.host_class.tolist() == [1, 1, 0, 0]
@@ -238,8 +248,36 @@ def test_flexlab_reserves_the_only_hosts_that_fit_rare_large_requests() -> None:
     assert per_gpu.tolist() == pytest.approx([0.0, 400 / 1350 * 2])
     # CPU: its share of CPU demand (6000 of 17400) x 448000 / 256000, at 32000 GPU milli per 448000 CPU milli
     assert per_cpu.tolist() == pytest.approx([0.0, 6000 / 17400 * 448 / 256 * 32 / 448])
-    req = Req(compute_milli=1000, host_cpu_milli=12000, host_memory_mib=32768)
-    assert place(req, pool, make_profile("firstfit")).host == 0
-    assert place(req, pool, make_profile("flexlab", distribution=dist)).host == 2
-    big = Req(compute_milli=1000, devices=8, host_cpu_milli=120000, host_memory_mib=640000)
-    assert place(big, pool, make_profile("flexlab", distribution=dist)).host == 0
+    flexlab = PlacementProfile("flexlab", ((score, 1.0),), device_choice="tightest")
+    assert place(SMALL, pool, make_profile("firstfit")).host == 0
+    assert place(SMALL, pool, flexlab).host == 2
+    assert place(LARGE, pool, flexlab).host == 0
+
+
+def test_host_reservation_waits_until_the_large_hosts_are_scarce() -> None:
+    """The default headroom (10) holds nothing back while the large hosts keep more than a
+    tenth of the free capacity; past that the cost grows as they fill."""
+    pool, dist = large_and_standard_hosts()
+    score = FlexlabScore(dist)
+    assert score.headroom == 10.0
+    per_gpu, per_cpu = score._capacity.cost_per_class(pool)
+    assert per_gpu.tolist() == [0.0, 0.0]  # free 32000 / 16000 on big hosts = 2 < 10
+    assert per_cpu.tolist() == [0.0, 0.0]
+    pool.dev_compute_free[:15] = 0  # one device left free on the big hosts
+    per_gpu, _ = score._capacity.cost_per_class(pool)
+    # free 17000, of it 1000 where the large shape fits: 400 / 1350 x (17 - 10)
+    assert per_gpu.tolist() == pytest.approx([0.0, 400 / 1350 * 7])
+    with pytest.raises(ValueError, match="headroom must be >= 0"):
+        FlexlabScore(dist, headroom=-1)
+
+
+def test_flexlab_scores_are_integers_unless_asked_otherwise() -> None:
+    pool, dist = large_and_standard_hosts()
+    cands = Candidates(
+        "device", np.arange(32), pool.dev_host.astype(np.int64), np.full(32, 1000), np.zeros(32, np.int64), 1
+    )
+    exact = FlexlabScore(dist, headroom=0, quantize=False).score(request=SMALL, pool=pool, candidates=cands)
+    cut = FlexlabScore(dist, headroom=0).score(request=SMALL, pool=pool, candidates=cands)
+    assert cut.tolist() == np.floor(exact).tolist()
+    assert (exact[:16] != np.floor(exact[:16])).all()  # the big hosts' reservation cost
+    assert cut[:16].max() < cut[16:].min()

@@ -54,7 +54,8 @@ def make_profile(
     state: from the workload or recent requests). ``host_rank`` orders hosts for ties
     between equal scores (lowest first; node-list order when None): the reference
     simulator breaks BestFit's and FGD's ties by node names that carry a seeded random
-    prefix, i.e. by a random permutation fixed for the whole run.
+    prefix, i.e. by a random permutation fixed for the whole run; the benchmark gives
+    ``flexlab`` the same order.
     """
     rank = host_rank
     if name in NEEDS_DISTRIBUTION and distribution is None:
@@ -72,7 +73,9 @@ def make_profile(
         )
     if name == "flexlab":
         assert distribution is not None
-        return PlacementProfile("flexlab", ((FlexlabScore(distribution), 1.0),), device_choice="tightest")
+        return PlacementProfile(
+            "flexlab", ((FlexlabScore(distribution), 1.0),), device_choice="tightest", host_rank=rank
+        )
     if name == "binpack":
         return PlacementProfile("binpack", ((BinpackScore(), 1.0),), device_choice="tightest")
     if name == "spread":
