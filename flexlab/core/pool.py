@@ -199,6 +199,9 @@ class SlicePool:
         self.profile: PlacementProfile = make_profile(policy)
         self.clock = clock
         self.default_layouts = dict(default_layouts or {})
+        #: Layout a host registered for a profile device (device id -> profiles), kept to
+        #: carve the device again after a lease or a lost slice gives capacity back.
+        self.layouts: dict[str, tuple[str, ...]] = {}
         self.carve_on_register = carve_on_register
         self.slice_threads = slice_threads
         self.slices: dict[str, SliceInfo] = {}
@@ -272,25 +275,9 @@ class SlicePool:
     def _carve_defaults(self, spec: HostSpec, layouts: dict[str, tuple[str, ...]]) -> None:
         for dev in spec.devices:
             did = spec.device_id(dev)
-            if dev.mode == PROFILE:
-                for prof in layouts.get(did) or self.default_layouts.get(dev.model, ()):
-                    try:
-                        alloc = self.ledger.reserve(host=spec.name, devices=[did], profile=prof, request=prof)
-                    except LedgerConflict:
-                        continue
-                    self._new_slice(alloc, lease=None)
-            else:
-                i = self.ledger.device_index(did)
-                free = int(self.ledger.pool.dev_compute_free[i])
-                if free > 0 and int(self.ledger.pool.dev_mem_free[i]) > 0:
-                    alloc = self.ledger.reserve(
-                        host=spec.name,
-                        devices=[did],
-                        compute_milli=free,
-                        memory_mib=int(self.ledger.pool.dev_mem_free[i]),
-                        request="shared",
-                    )
-                    self._new_slice(alloc, lease=None)
+            if did in layouts:
+                self.layouts[did] = tuple(layouts[did])
+        self._recarve_shared(spec.name, [spec.device_id(dev) for dev in spec.devices])
 
     # -- slices --------------------------------------------------------------------------
     def _new_slice(
@@ -435,10 +422,23 @@ class SlicePool:
         return keys
 
     def _recarve_shared(self, host: str, devices: Iterable[str]) -> None:
+        """Put what is free on ``devices`` into shared use: on a fraction device one slice
+        of all its free compute and memory; on a profile device (MIG, vNPU) the instances
+        of its layout (registered, else the model's default) that still fit beside what
+        is held, in layout order."""
         for did in devices:
-            i = self.ledger.device_index(did)
-            if self.ledger.device_spec(did).mode == PROFILE:
+            spec = self.ledger.device_spec(did)
+            if spec.mode == PROFILE:
+                for prof in self._layout_left(
+                    did, self.layouts.get(did) or self.default_layouts.get(spec.model, ())
+                ):
+                    try:
+                        alloc = self.ledger.reserve(host=host, devices=[did], profile=prof, request=prof)
+                    except LedgerConflict:
+                        continue
+                    self._new_slice(alloc, lease=None)
                 continue
+            i = self.ledger.device_index(did)
             free = int(self.ledger.pool.dev_compute_free[i])
             mem = int(self.ledger.pool.dev_mem_free[i])
             # Compute left without memory (others took more than their share) serves nobody;
@@ -448,6 +448,15 @@ class SlicePool:
                     host=host, devices=[did], compute_milli=free, memory_mib=mem, request="shared"
                 )
                 self._new_slice(alloc, lease=None)
+
+    def _layout_left(self, device: str, layout: tuple[str, ...]) -> list[str]:
+        """The instances of ``layout`` a device lacks: its shared slices already count."""
+        have = [s.profile for s in self.slices.values() if device in s.devices and s.lease_id is None]
+        left = list(layout)
+        for prof in have:
+            if prof in left:
+                left.remove(prof)
+        return left
 
     def telemetry(self, slice_id: str, *, utilisation: float, memory_used_mib: int) -> None:
         s = self.slices.get(slice_id)
