@@ -32,6 +32,8 @@ from flexlab_dask.worker import worker_kwargs
 logger = logging.getLogger("flexlab.agent")
 
 EnvFor = Callable[[dict[str, Any]], dict[str, str]]
+#: The telemetry provider of a slice's workers, by its StartSlice command.
+ProviderFor = Callable[[dict[str, Any]], str]
 
 
 def mock_env(cmd: dict[str, Any]) -> dict[str, str]:
@@ -59,6 +61,8 @@ class HostAgent:
 
     ``processes=True`` starts each slice worker as its own process whose environment pins
     it to the slice; ``False`` runs them in this process (mock pools, Binder, tests).
+    ``provider`` names the telemetry provider of every slice, or picks it per slice (a host
+    with devices of several vendors).
     """
 
     def __init__(
@@ -66,7 +70,7 @@ class HostAgent:
         scheduler: str,
         host: HostSpec,
         *,
-        provider: str = "mock",
+        provider: str | ProviderFor = "mock",
         processes: bool = True,
         env_for: EnvFor | None = None,
         listen_host: str = "127.0.0.1",
@@ -80,7 +84,7 @@ class HostAgent:
         self.layouts = dict(layouts or {})
         self.on_stop = on_stop
         self.host = host
-        self.provider = provider
+        self.provider_for: ProviderFor = (lambda _cmd: provider) if isinstance(provider, str) else provider
         self.processes = processes
         self.env_for = env_for or (mock_env if provider == "mock" else _no_env)
         self.listen_host = listen_host
@@ -160,6 +164,7 @@ class HostAgent:
         if sid in self.running:
             await self.stop_slice(sid, "replaced")
         env = self.env_for(cmd)
+        provider = self.provider_for(cmd)
         logger.info("flexlab agent: starting slice %s on %s", sid, ", ".join(cmd["devices"]))
         if self.processes:
             argv = [
@@ -170,7 +175,7 @@ class HostAgent:
                 "--slice",
                 json.dumps(cmd),
                 "--provider",
-                self.provider,
+                provider,
                 "--host",
                 self.listen_host,
                 "--interval",
@@ -179,7 +184,7 @@ class HostAgent:
             proc = subprocess.Popen(argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL)
             self.running[sid] = _Running(cmd, process=proc)
         else:
-            kwargs = worker_kwargs(cmd, provider=self.provider, interval=self.telemetry_interval, env=env)
+            kwargs = worker_kwargs(cmd, provider=provider, interval=self.telemetry_interval, env=env)
             w = Worker(self.scheduler, host=self.listen_host, **kwargs)
             self.running[sid] = _Running(cmd, worker=w)
             await w

@@ -9,10 +9,14 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flexlab.core.errors import FlexlabError, InvalidRequest
+
+if TYPE_CHECKING:
+    from flexlab.providers.base import DeviceProvider
 
 DEFAULT_PORT = 8786
 
@@ -44,7 +48,7 @@ class HardwareHost:
     """This machine's real devices, found by every enabled provider, with the per-slice
     environments (visibility and limit variables) their workers get."""
 
-    def __init__(self, name: str | None) -> None:
+    def __init__(self, name: str | None, providers: Sequence[DeviceProvider] | None = None) -> None:
         import os
         import socket
 
@@ -55,7 +59,10 @@ class HardwareHost:
         from flexlab.providers.detect import default_providers, enabled_map
 
         log = logging.getLogger("flexlab.agent")
-        providers = default_providers(enabled=enabled_map(dask.config.get("flexlab.providers", default={})))
+        if providers is None:
+            providers = default_providers(
+                enabled=enabled_map(dask.config.get("flexlab.providers", default={}))
+            )
         self.factories: dict[str, SliceEnvFactory] = {}
         self.provider_of_model: dict[tuple[str, int], str] = {}
         devices: list[DeviceSpec] = []
@@ -89,13 +96,17 @@ class HardwareHost:
         cpus = (os.cpu_count() or 1) * 1000
         mem = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20)
         self.spec = HostSpec(hostname, cpus, mem, tuple(devices))
-        self.provider = next(iter(self.factories))
 
-    def _factory(self, cmd: dict[str, Any]) -> Any:
+    def provider_for(self, cmd: dict[str, Any]) -> str:
+        """The provider of a slice's device: its workers read telemetry through it (a host
+        may hold devices of several vendors)."""
         from flexlab.providers.binding import parse_device_id
 
         _, model, index = parse_device_id(str(cmd["devices"][0]))
-        return self.factories[self.provider_of_model[(model, index)]]
+        return self.provider_of_model[(model, index)]
+
+    def _factory(self, cmd: dict[str, Any]) -> Any:
+        return self.factories[self.provider_for(cmd)]
 
     def env_for(self, cmd: dict[str, Any]) -> dict[str, str]:
         return dict(self._factory(cmd).env_for(cmd))
@@ -133,7 +144,7 @@ async def _serve_agents(scheduler: str, args: argparse.Namespace) -> None:
             HostAgent(
                 scheduler,
                 hw.spec,
-                provider=hw.provider,
+                provider=hw.provider_for,
                 processes=True,
                 layouts=hw.layouts,
                 env_for=hw.env_for,
