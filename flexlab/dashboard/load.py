@@ -6,7 +6,9 @@
   One task in ten asks for a MIG or vNPU profile instead (``PROFILE_TASKS``).
 * **Leases**: a few users take a lease, run work on it while they hold it, and give it back
   after a while; ``dave`` and ``erin`` ask for whole devices, which usually have to wait
-  (the queue then shows why).
+  (the queue then shows why). They are background work, priority ``-1``: a person's lease
+  (priority 0) is placed before them and, after ``flexlab.hi.preempt-grace``, preempts
+  them, so a Binder user's first lease never waits behind the demo's own load.
 
 Run it against a pool::
 
@@ -76,6 +78,7 @@ class SyntheticLoad:
         ttl: str = "5m",
         seed: int = 7,
         delay_s: float = 0.0,
+        priority: int = -1,
     ) -> None:
         self.client = client
         self.rate = rate
@@ -87,6 +90,8 @@ class SyntheticLoad:
         self.seed = seed
         #: Seconds to wait before the first task and lease (let a starting dashboard draw first).
         self.delay_s = delay_s
+        #: Priority of the load's leases (below a person's 0: the load is background work).
+        self.priority = priority
         self.submitted = 0
         self.leases_taken = 0
         self.errors: list[str] = []
@@ -165,7 +170,9 @@ class SyntheticLoad:
         while not self._stop.is_set():
             spec = rng.choice(specs)
             try:
-                lease = flexlab.lease(spec, owner=user, ttl=self.ttl, wait=False, client=self.client)
+                lease = flexlab.lease(
+                    spec, owner=user, ttl=self.ttl, wait=False, priority=self.priority, client=self.client
+                )
             except (FlexlabError, OSError, RuntimeError) as exc:
                 self._error(f"lease {spec} for {user}: {exc}")
                 if self._stop.wait(rng.uniform(*self.pause_s)):

@@ -32,3 +32,43 @@ def test_load_submits_tasks_and_takes_and_returns_leases() -> None:
         left = [le for le in pool.leases() if le["state"] in ("active", "pending")]
         assert left == [], left  # every lease given back when the load stopped
         assert load.errors == [], load.errors
+
+
+@pytest.mark.slow
+def test_a_persons_lease_goes_before_the_load_and_preempts_it() -> None:
+    """The load holds both fraction GPUs of the mock pool whole; a person's quarter-GPU lease
+    (priority 0 against the load's -1) preempts one of them after the grace, not after the
+    load's own hold time."""
+    import dask
+    from distributed import Client
+    from flexlab_dask import FlexCluster
+
+    import flexlab
+    from flexlab.dashboard.load import SyntheticLoad
+
+    users = {"dave": ("t4:1",), "erin": ("v100s-32gb:1",)}
+    with (
+        dask.config.set({"flexlab.hi.preempt-grace": "2s", "flexlab.hi.interval": "0.5s"}),
+        FlexCluster() as cluster,
+        Client(cluster) as client,
+    ):
+        pool = flexlab.PoolClient(client)
+        load = SyntheticLoad(client, rate=0.1, users=users, hold_s=(600.0, 600.0), seed=1)
+        with load:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                held = [le for le in pool.leases() if le["owner"] in users and le["state"] == "active"]
+                if len(held) == 2:
+                    break
+                time.sleep(0.2)
+            assert len(held) == 2, pool.leases()
+            assert {le["priority"] for le in held} == {-1}
+            t0 = time.monotonic()
+            mine = flexlab.lease("gpu:25%,4GiB", owner="ann", client=client, timeout=30)
+            waited = time.monotonic() - t0
+            assert mine.state == "active"
+            assert waited < 30
+            after = {le["owner"]: le["state"] for le in pool.leases() if le["owner"] in users}
+            assert sorted(after.values()) == ["active", "pending"], after  # one preempted, not lost
+            mine.release()
+        assert load.errors == [], load.errors
