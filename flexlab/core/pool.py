@@ -972,11 +972,7 @@ class SlicePool:
             if old is None:
                 continue
             if alloc is not None and set(s.devices) & used:
-                self.slices.pop(s.slice_id, None)
-                if s.worker:
-                    self._by_worker.pop(s.worker, None)
-                self._fit_cache.clear()
-                self._send(StopSlice(s.slice_id, s.host, f"re-carved for lease {lease.lease_id}"))
+                self._drop_slice(s.slice_id, f"re-carved for lease {lease.lease_id}")  # released above
                 self.emit(
                     "reclaim",
                     f"idle shared slice {s.slice_id} reclaimed for lease {lease.lease_id}",
