@@ -64,6 +64,7 @@ def check_pool(report: dict[str, object]) -> None:
             "devices": sum(len(h["devices"]) for h in state["hosts"]),
             "vendors": sorted({d["vendor"] for h in state["hosts"] for d in h["devices"]}),
             "arrivals_seen": sum(sum(f["arrivals"].values()) for f in frames),
+            "preempt_grace_s": state["hi"]["preempt_grace_s"],
             "ready_after_s": round(time.monotonic() - t0, 1),
         }
 

@@ -143,6 +143,7 @@ def test_binder_postbuild_and_start(tmp_path: Path) -> None:
     assert seen["pool"]["devices"] == 6
     assert seen["pool"]["vendors"] == ["cambricon", "huawei", "nvidia"]
     assert seen["pool"]["arrivals_seen"] > 0  # the synthetic load runs
+    assert seen["pool"]["preempt_grace_s"] == 5.0  # a visitor's lease waits little for the load's
     lab = seen["lab"]
     assert lab["panel_extension_served"]
     assert lab["panel_pool_devices"] == 6
