@@ -138,7 +138,7 @@ class FlexScheduler(SchedulerPlugin):
     async def start(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
         # Leases reclaim idle shared slices whose workers hold results only when no others
-        # make room (Dask would recompute those results).
+        # make room, pre-warming never (Dask would recompute those results).
         self.pool.keep = self._holds_results
         handlers: dict[str, Callable[..., Any]] = {
             "flexlab_pool_state": self.handle_pool_state,
@@ -220,7 +220,7 @@ class FlexScheduler(SchedulerPlugin):
             if move.action == "prewarm":
                 req = self._parse(move.request)
                 for _ in range(move.count):
-                    warm = self.pool.prewarm(req, move.reason, spare=self._holds_no_results)
+                    warm = self.pool.prewarm(req, move.reason)
                     if warm is None:
                         break
                     done.append(warm.slice_id)
@@ -231,11 +231,8 @@ class FlexScheduler(SchedulerPlugin):
             self._hi_move(now, move.action, move.request, move.count, move.reason, done)
         self._preempt(now)
 
-    def _holds_no_results(self, s: Any) -> bool:
-        """Pre-warming never stops a worker that holds results (Dask would recompute them)."""
-        return not self._holds_results(s)
-
     def _holds_results(self, s: Any) -> bool:
+        """The slice's worker holds results (Dask would recompute them were it stopped)."""
         ws = self.scheduler.workers.get(s.worker) if self.scheduler is not None and s.worker else None
         return ws is not None and bool(ws.has_what)
 

@@ -789,12 +789,10 @@ class SlicePool:
             host=s.host,
         )
 
-    def prewarm(
-        self, request: SliceRequest, reason: str, *, spare: Callable[[SliceInfo], bool] | None = None
-    ) -> SliceInfo | None:
+    def prewarm(self, request: SliceRequest, reason: str) -> SliceInfo | None:
         """Carve a warm slice for the next lease asking exactly ``request`` (from free
-        capacity or idle shared slices that ``spare`` allows, e.g. those whose worker holds
-        no results); None when it does not fit now. ``reason`` is logged."""
+        capacity or idle shared slices, never those :attr:`keep` keeps); None when it does
+        not fit now. ``reason`` is logged."""
         req = replace(request, owner=PREWARM_OWNER)
         lid = f"L{next(self._lease_ids)}"
         while lid in self.leases or lid in self.slices:
@@ -803,7 +801,7 @@ class SlicePool:
             lease_id=lid, owner=PREWARM_OWNER, request=req, ttl_s=1.0, priority=-1, created=self.clock(),
             expires_at=self.clock(),
         )  # fmt: skip
-        alloc = self._make_room(probe, spare)
+        alloc = self._make_room(probe, strict=True)
         if alloc is None:
             return None
         s = self._new_slice(alloc, lease=None, slice_id=lid, warm_for=request.describe())
@@ -930,26 +928,21 @@ class SlicePool:
         lease.reason = "starting its worker"
         return True
 
-    def _make_room(
-        self, lease: LeaseInfo, spare: Callable[[SliceInfo], bool] | None = None
-    ) -> Allocation | None:
-        """Reserve ``lease``'s slice, releasing idle shared and warm slices where needed:
-        only those ``spare`` allows when given; otherwise those :attr:`keep` would keep
-        only if the others do not make room."""
+    def _make_room(self, lease: LeaseInfo, *, strict: bool = False) -> Allocation | None:
+        """Reserve ``lease``'s slice, releasing idle shared and warm slices where needed.
+        Those :attr:`keep` keeps go only if the others do not make room, and never when
+        ``strict`` (pre-warming is never worth a recomputation)."""
         alloc = self._reserve_for_lease(lease)
         if alloc is not None:
             return alloc
         idle = self._idle_slices(warm=lease.owner != PREWARM_OWNER)
-        if spare is not None:
-            return self._reclaim_for(lease, [s for s in idle if spare(s)])
         keep = self.keep
-        if keep is not None:
-            first = [s for s in idle if not keep(s)]
-            if len(first) < len(idle):
-                alloc = self._reclaim_for(lease, first)
-                if alloc is not None:
-                    return alloc
-        return self._reclaim_for(lease, idle)
+        if keep is None:
+            return self._reclaim_for(lease, idle)
+        first = [s for s in idle if not keep(s)]
+        if strict or len(first) == len(idle):
+            return self._reclaim_for(lease, first)
+        return self._reclaim_for(lease, first) or self._reclaim_for(lease, idle)
 
     def _idle_slices(self, *, warm: bool) -> list[SliceInfo]:
         """Shared slices with no task bound, and warm slices too when ``warm``."""
