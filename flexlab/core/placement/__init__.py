@@ -37,6 +37,7 @@ from flexlab.core.placement.framework import (
     place,
     release,
 )
+from flexlab.core.placement.live import LivePolicy
 from flexlab.core.placement.policies import POLICIES, distribution_for, make_profile
 from flexlab.core.placement.request_view import RequestView, SelectorView
 from flexlab.core.placement.scores import BestFitScore, BinpackScore, FirstFitScore, SpreadScore
@@ -56,6 +57,7 @@ __all__ = [
     "FirstFitScore",
     "FlexlabScore",
     "FragmentationModel",
+    "LivePolicy",
     "ModelPressure",
     "Need",
     "PlacementProfile",

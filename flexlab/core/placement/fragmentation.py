@@ -60,7 +60,8 @@ class Shape:
         )
 
     def _order(self) -> tuple[int, int, int, str]:
-        return (self.host_cpu_milli, self.compute_milli, self.devices, "|".join(sorted(self.models)))
+        models = "|".join(sorted(self.models)) if self.models else ""
+        return (self.host_cpu_milli, self.compute_milli, self.devices, models)
 
 
 @dataclass(frozen=True)
@@ -117,17 +118,23 @@ class ShapeDistribution:
         dropped (``ignore``) or their weighted mean (``mean``); ``exact`` changes nothing."""
         if memory == "exact":
             return self
-        weight: dict[Shape, float] = {}
-        mem: dict[Shape, float] = {}
+        # Plain tuple keys: a live pool's window may hold thousands of shapes, and hashing
+        # and replacing dataclasses made this the slowest step of rebuilding a distribution.
+        acc: dict[tuple[int, int, int, frozenset[str]], list[float]] = {}
         for s, w in zip(self.shapes, self.weights, strict=True):
-            key = replace(s, host_memory_mib=0)
-            weight[key] = weight.get(key, 0.0) + w
-            mem[key] = mem.get(key, 0.0) + w * s.host_memory_mib
+            key = (s.host_cpu_milli, s.compute_milli, s.devices, s.models)
+            sums = acc.get(key)
+            if sums is None:
+                acc[key] = [w, w * s.host_memory_mib]
+            else:
+                sums[0] += w
+                sums[1] += w * s.host_memory_mib
+        mean = memory == "mean"
         shapes = tuple(
-            replace(k, host_memory_mib=round(mem[k] / weight[k])) if memory == "mean" and weight[k] > 0 else k
-            for k in weight
+            Shape(cpu, comp, n, models, round(m / w) if mean and w > 0 else 0)
+            for (cpu, comp, n, models), (w, m) in acc.items()
         )
-        return ShapeDistribution(shapes, tuple(weight.values()))
+        return ShapeDistribution(shapes, tuple(w for w, _ in acc.values()))
 
     def top(self, coverage: float) -> ShapeDistribution:
         """The most frequent shapes covering ``coverage`` of the weight, renormalised."""

@@ -6,13 +6,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import numpy.typing as npt
 
 from flexlab.core.placement.flexlab_policy import FlexlabScore
-from flexlab.core.placement.fragmentation import FGDScore, ShapeDistribution
+from flexlab.core.placement.fragmentation import FGDScore, Shape, ShapeDistribution
 from flexlab.core.placement.framework import PlacementProfile
 from flexlab.core.placement.request_view import RequestView
 from flexlab.core.placement.scores import BestFitScore, BinpackScore, FirstFitScore, SpreadScore
@@ -30,6 +31,21 @@ POLICIES: dict[str, str] = {
 NEEDS_DISTRIBUTION = frozenset({"fgd", "flexlab"})
 
 
+def shape_of(name: str, request: RequestView) -> Shape:
+    """The shape policy ``name`` counts ``request`` as: with its exact host memory for
+    flexlab, without for FGD (and the rest)."""
+    return Shape.of(request, with_memory=name == "flexlab")
+
+
+def distribution_from_counts(
+    name: str, counts: Mapping[Shape, float], *, coverage: float = 0.95
+) -> ShapeDistribution:
+    """The distribution of policy ``name`` from counted shapes (``shape_of``; counts may be
+    fractional, e.g. a prior's pseudo-observations): FGD's typical shapes covering
+    ``coverage`` of the requests; for flexlab every shape (it picks the typical ones itself)."""
+    return ShapeDistribution.from_counts(counts, coverage=1.0 if name == "flexlab" else coverage)
+
+
 def distribution_for(
     name: str, requests: Iterable[RequestView], *, coverage: float = 0.95
 ) -> ShapeDistribution:
@@ -37,9 +53,8 @@ def distribution_for(
     (a workload, or a window of recent requests): FGD's typical pods (the most frequent
     shapes, host memory ignored); for flexlab every shape with its exact host memory (it
     takes the typical ones itself and keeps the rare large ones for host reservation)."""
-    if name == "flexlab":
-        return ShapeDistribution.from_requests(requests, coverage=1.0, memory="exact")
-    return ShapeDistribution.from_requests(requests, coverage=coverage, memory="ignore")
+    counts: Counter[Shape] = Counter(shape_of(name, r) for r in requests)
+    return distribution_from_counts(name, counts, coverage=coverage)
 
 
 def make_profile(
