@@ -29,11 +29,13 @@ _LAZY = {
     "SliceRequest": "flexlab.core.request",
     "InvalidRequest": "flexlab.core.errors",
     "Unschedulable": "flexlab.core.errors",
+    "LeaseEnded": "flexlab.core.errors",
 }
 
 __all__ = [
     "InvalidRequest",
     "Lease",
+    "LeaseEnded",
     "PoolClient",
     "SliceRequest",
     "Unschedulable",

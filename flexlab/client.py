@@ -22,6 +22,7 @@ import contextlib
 import getpass
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -183,15 +184,18 @@ class Lease:
     def state(self) -> str:
         return str(self.info.get("state"))
 
-    def refresh(self) -> dict[str, Any]:
-        self.info = _call(self.client, "flexlab_lease_get", lease_id=self.lease_id, owner=self.owner)["lease"]
+    def refresh(self, *, claim: bool = False) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"claim": True} if claim else {}
+        self.info = _call(
+            self.client, "flexlab_lease_get", lease_id=self.lease_id, owner=self.owner, **kwargs
+        )["lease"]
         return self.info
 
     def wait(self, timeout: float = 60.0, interval: float = 0.1) -> Lease:
         """Block until the lease's slice has its worker (state ``active``)."""
         deadline = time.monotonic() + timeout
         while True:
-            info = self.refresh()
+            info = self.refresh(claim=True)
             if info["state"] == "active":
                 return self
             if info["state"] in ("released", "expired"):
@@ -248,16 +252,30 @@ def lease(
     """Reserve a slice for ``owner`` (default: :func:`current_user`) for ``ttl``.
 
     Raises ``InvalidRequest`` for bad input and ``Unschedulable`` when the request can never
-    fit the pool; with ``wait`` (default) returns once the slice's worker is up.
+    fit the pool; with ``wait`` (default) returns once the slice's worker is up, or raises
+    ``TimeoutError`` after ``timeout`` seconds.
+
+    A call that gives up leaves nothing behind: on a time-out, an interrupt (Ctrl-C, a
+    cancelled cell) or any other error before the lease is returned, the lease this call
+    made is given back; if the process dies instead, the scheduler gives it back when this
+    client's connection closes.
     """
     parse_request(spec)
     parse_duration(ttl)
     c = _client(client)
     who = owner or current_user()
-    resp = _call(c, "flexlab_lease_create", request=spec, owner=who, ttl=ttl, priority=priority)
-    out = Lease(c, resp["lease"])
-    if wait:
-        out.wait(timeout=timeout)
+    token = uuid.uuid4().hex
+    kwargs: dict[str, Any] = {"client_id": c.id, "token": token} if wait else {}
+    try:
+        resp = _call(c, "flexlab_lease_create", request=spec, owner=who, ttl=ttl, priority=priority, **kwargs)
+        out = Lease(c, resp["lease"])
+        if wait:
+            out.wait(timeout=timeout)
+    except BaseException:
+        if wait:
+            with contextlib.suppress(Exception):
+                _call(c, "flexlab_lease_abandon", token=token, owner=who)
+        raise
     return out
 
 

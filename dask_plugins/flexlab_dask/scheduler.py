@@ -34,7 +34,7 @@ from dask._task_spec import Task
 from dask.utils import key_split
 from distributed import Scheduler, SchedulerPlugin
 
-from flexlab.core.errors import FlexlabError, InvalidRequest, Unschedulable
+from flexlab.core.errors import FlexlabError, InvalidRequest, LeaseEnded, Unschedulable
 from flexlab.core.history import History
 from flexlab.core.pool import (
     LEASE_PREFIX,
@@ -59,6 +59,11 @@ _DONE = frozenset({"memory", "erred", "forgotten"})
 SLICE_WORKER_PREFIX = "flexlab-slice-"
 #: Seconds without pre-warming after tasks had to wait for capacity.
 HOLD_AFTER_WAIT_S = 30.0
+#: Never a worker's address: keeps the open-worker set non-empty (Dask reads an empty
+#: ``worker_restrictions`` as "any worker", which would let plain tasks onto leased slices).
+NO_OPEN_WORKER = "flexlab://no-open-worker"
+#: How long the reason of an ended lease is kept to fail work that still names it.
+ENDED_KEEP_S = 3600.0
 
 
 def _raise_unschedulable(message: str) -> None:
@@ -109,7 +114,19 @@ class FlexScheduler(SchedulerPlugin):
         self._agent_events: dict[str, asyncio.Event] = {}
         self._agents: dict[str, float] = {}
         self._loop_task: asyncio.Task[None] | None = None
-        self._lease_workers: set[str] = set()
+        #: Workers that plain (unannotated) tasks may run on: shared slices and workers
+        #: flexlab does not manage, never a lease's or a warm slice's. One set object, shared
+        #: by the ``worker_restrictions`` of every plain task and kept current as workers come
+        #: and go, so that no task stays pinned to the addresses of the moment it was
+        #: submitted (a lost worker would strand it).
+        self._open: set[str] = {NO_OPEN_WORKER}
+        #: Workers serving a lease or a warm slice (plain tasks are kept off them).
+        self._reserved_workers: set[str] = set()
+        #: Lease resource -> (lease id, why it ended, when): work still naming it fails.
+        self._ended: dict[str, tuple[str, str, float]] = {}
+        #: Leases whose creating call has not returned to its caller yet:
+        #: lease id -> (Dask client id, the call's token). Released if the caller gives up.
+        self._unclaimed: dict[str, tuple[str, str]] = {}
         #: Worker address -> the resource of the slice it serves, kept until the worker is
         #: gone: a slice the pool stopped (reclaimed, preempted, given back) may leave
         #: results behind that Dask recomputes, and those tasks must be bound again.
@@ -149,12 +166,15 @@ class FlexScheduler(SchedulerPlugin):
             "flexlab_lease_list": self.handle_lease_list,
             "flexlab_lease_release": self.handle_lease_release,
             "flexlab_lease_renew": self.handle_lease_renew,
+            "flexlab_lease_abandon": self.handle_lease_abandon,
             "flexlab_history": self.handle_history,
             "flexlab_agent_register": self.handle_agent_register,
             "flexlab_agent_poll": self.handle_agent_poll,
             "flexlab_agent_leave": self.handle_agent_leave,
         }
         scheduler.handlers.update(handlers)
+        for addr in scheduler.workers:
+            self._add_worker(scheduler, addr)
         scheduler.stream_handlers["flexlab-telemetry"] = self.handle_telemetry
         if self.state_file:
             self.store = LeaseStore(self.state_file)
@@ -182,6 +202,7 @@ class FlexScheduler(SchedulerPlugin):
         """Periodic work: expire leases, retry waiting leases and tasks, persist."""
         for lease in self.pool.expire():
             self._notify(lease.owner, f"lease {lease.lease_id} expired: its TTL ran out")
+        self._fail_work_of_ended_leases()
         self.pool.retry_leases()
         self.pool.retry_pending()
         self._apply_bindings(self.pool.take_rebound())
@@ -197,12 +218,15 @@ class FlexScheduler(SchedulerPlugin):
     def hi_step(self, now: float) -> None:
         """One pass of the Hi loop: work that waits gets warm capacity back; the forecast's
         moves are enacted; higher-priority leases past their grace preempt lower ones."""
-        if self.pool.pending:
+        plain = self.plain_waiting()
+        if self.pool.pending or plain:
             # Work waits: warm capacity goes back to it, and nothing is pre-warmed until the
             # queue has been empty for a while (else slices would be carved and given back
-            # every pass, each time stopping and starting workers).
+            # every pass, each time stopping and starting workers). Plain tasks count: warm
+            # slices must not hold every shared slice while they find no worker.
             self._hi_hold_until = now + HOLD_AFTER_WAIT_S
-            why = f"{len(self.pool.pending)} tasks wait for capacity"
+            waits = len(self.pool.pending) + plain
+            why = f"{waits} tasks wait for capacity"
             for s in self.pool.warm_slices():
                 text = s.warm_for or ""
                 if self.pool.dissolve_warm(s.slice_id, why):
@@ -232,9 +256,16 @@ class FlexScheduler(SchedulerPlugin):
         self._preempt(now)
 
     def _holds_results(self, s: Any) -> bool:
-        """The slice's worker holds results (Dask would recompute them were it stopped)."""
+        """The slice's worker holds results (Dask would recompute them were it stopped) or
+        runs tasks (plain tasks are not bound through the pool, so it cannot see them)."""
         ws = self.scheduler.workers.get(s.worker) if self.scheduler is not None and s.worker else None
-        return ws is not None and bool(ws.has_what)
+        return ws is not None and bool(ws.has_what or ws.processing)
+
+    def plain_waiting(self) -> int:
+        """Plain tasks that find no worker: every worker serves a lease or a warm slice."""
+        if self.scheduler is None or len(self._open) > 1:
+            return 0
+        return sum(1 for ts in self.scheduler.unrunnable if ts.worker_restrictions is self._open)
 
     def _hi_move(
         self, now: float, action: str, request: str, count: int, reason: str, slices: list[str]
@@ -262,9 +293,6 @@ class FlexScheduler(SchedulerPlugin):
                 continue
             why = f"lease {lease.lease_id} of priority {lease.priority} waited {now - since:.0f} s"
             for v in victims:
-                s = self.pool.slices.get(v.slice_id or "")
-                if s is not None and s.worker:
-                    self._lease_workers.discard(s.worker)
                 self.pool.preempt_lease(v.lease_id, why)
                 self._stats["preempted"] += 1
                 self._notify(
@@ -356,7 +384,7 @@ class FlexScheduler(SchedulerPlugin):
                 self._place_one(scheduler, key, value)
         for (spec, cls), keys in groups.items():
             self._place_group(scheduler, spec, keys, cls)
-        if self._lease_workers:
+        if self._reserved_workers:
             self._keep_plain_tasks_off_leases(scheduler, tasks, ann)
         self._flush_commands()
 
@@ -446,31 +474,44 @@ class FlexScheduler(SchedulerPlugin):
     def _keep_plain_tasks_off_leases(
         self, scheduler: Scheduler, tasks: list[Any], ann: dict[Any, Any]
     ) -> None:
-        """Nobody else's work runs on a leased slice: plain tasks go to the other workers."""
-        open_workers = {a for a in scheduler.workers if a not in self._lease_workers}
-        if not open_workers:
-            return
+        """Nobody else's work runs on a leased slice: plain tasks may run on the open workers,
+        whichever those are when they run (the set is shared and kept current)."""
+        open_workers = self._open
         for key in tasks:
             if key in ann:
                 continue
             ts = scheduler.tasks.get(key)
-            if ts is None or ts.state != "released" or ts.worker_restrictions or ts.resource_restrictions:
+            if (
+                ts is None
+                or ts.state not in ("released", "waiting", "no-worker")
+                or ts.worker_restrictions
+                or ts.resource_restrictions
+                or key in self._requests
+            ):
                 continue
-            ts.worker_restrictions = set(open_workers)
+            ts.worker_restrictions = open_workers
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
-        # Hot path (every transition of every task): membership tests only.
+        # Hot path (every transition of every task): membership tests only. Distributed logs
+        # a transition hook's exception at INFO only: count and log it here as an error.
         if finish in _DONE and key in self._requests:
-            if finish == "memory" and start == "processing" and self.pool.speed is not None:
-                # Every task at first, then one in 16: an EWMA needs no more, and this hook
-                # runs for every task.
-                self._finished += 1
-                if self._finished <= 256 or not self._finished & 15:
-                    self._learn(key, kwargs.get("startstops"))
-            self.pool.task_finished(key)
-            if finish == "forgotten":
-                # Kept until then: a result lost with its worker is recomputed and bound again.
-                del self._requests[key]
+            try:
+                self._finish(key, start, finish, kwargs)
+            except Exception as exc:
+                self.errors.append(f"transition {key!r}: {type(exc).__name__}: {exc}")
+                logger.exception("flexlab plugin error in transition of %r", key)
+
+    def _finish(self, key: Any, start: str, finish: str, kwargs: dict[str, Any]) -> None:
+        if finish == "memory" and start == "processing" and self.pool.speed is not None:
+            # Every task at first, then one in 16: an EWMA needs no more, and this hook
+            # runs for every task.
+            self._finished += 1
+            if self._finished <= 256 or not self._finished & 15:
+                self._learn(key, kwargs.get("startstops"))
+        self.pool.task_finished(key)
+        if finish == "forgotten":
+            # Kept until then: a result lost with its worker is recomputed and bound again.
+            del self._requests[key]
 
     def _learn(self, key: Any, startstops: Any) -> None:
         """Learn the throughput of the task's class on its slice's model from the compute
@@ -490,25 +531,31 @@ class FlexScheduler(SchedulerPlugin):
         ws = scheduler.workers.get(worker)
         name = str(ws.name) if ws is not None else ""
         if not name.startswith(SLICE_WORKER_PREFIX):
+            self._open.add(worker)  # not flexlab's: plain tasks may run there
             return
         sid = name[len(SLICE_WORKER_PREFIX) :]
         s = self.pool.slices.get(sid)
         if s is None:
+            self._reserved_workers.add(worker)  # neither open nor ours until it is stopped
             logger.info("flexlab: worker %s serves unknown slice %s; its agent will stop it", worker, sid)
             return
         self.pool.slice_ready(sid, worker)
         self._worker_resource[worker] = s.resource
-        if s.warm_for is not None:
-            self._lease_workers.add(worker)  # kept for a lease: no plain tasks either
+        if not s.reserved:
+            self._open.add(worker)
+            return
+        if not self._reserved_workers:
+            self._keep_plain_tasks_off_leases(scheduler, list(scheduler.tasks), {})
+        self._reserved_workers.add(worker)  # a lease's or a warm slice's: no plain tasks
         if s.lease_id is not None:
-            self._lease_workers.add(worker)
             self._notify(s.owner, f"lease {s.lease_id} is ready on {', '.join(s.devices)}")
 
     def remove_worker(self, scheduler: Scheduler, worker: str, **kwargs: Any) -> None:
         self._guard("remove_worker", self._remove_worker, scheduler, worker)
 
     def _remove_worker(self, scheduler: Scheduler, worker: str) -> None:
-        self._lease_workers.discard(worker)
+        self._open.discard(worker)
+        self._reserved_workers.discard(worker)
         resource = self._worker_resource.pop(worker, None)
         s = self.pool.slice_of_worker(worker)
         if s is None:
@@ -561,6 +608,77 @@ class FlexScheduler(SchedulerPlugin):
         recs = {k: v for k, v in recs.items() if v == "processing"}
         if recs:
             self.scheduler.transitions(cast(Any, recs), stimulus_id=f"flexlab-retry-{time.time()}")
+
+    # ------------------------------------------------------------------ leases that end
+    def _fail_work_of_ended_leases(self) -> None:
+        """Work that still names an ended lease fails with the reason: its slice is gone, so
+        Dask would otherwise keep it in ``no-worker`` for ever. Tasks that were running there
+        come back from the stopped worker and fail on the next pass (one loop interval)."""
+        now = time.time()
+        for lease in self.pool.leases.values():
+            if lease.state in ("released", "expired") and lease.resource not in self._ended:
+                self._ended[lease.resource] = (lease.lease_id, f"it {lease.state}: {lease.reason}", now)
+                self._unclaimed.pop(lease.lease_id, None)
+        for res in [r for r, (_, _, t) in self._ended.items() if now - t > ENDED_KEEP_S]:
+            del self._ended[res]
+        if self.scheduler is None or not self._ended:
+            return
+        doomed: list[tuple[Any, LeaseEnded]] = []
+        for ts in list(self.scheduler.unrunnable):
+            for res in ts.resource_restrictions or ():
+                ended = self._ended.get(res)
+                if ended is not None:
+                    doomed.append((ts.key, LeaseEnded(ended[0], ended[1])))
+                    break
+        for key, exc in doomed:
+            self._err_task(key, exc)
+
+    def _err_task(self, key: Any, exc: Exception) -> None:
+        """Fail a task that waits in ``no-worker`` with ``exc`` (its future raises it)."""
+        from distributed.core import error_message
+
+        sched = self.scheduler
+        ts = sched.tasks.get(key) if sched is not None else None
+        if sched is None or ts is None or ts.state != "no-worker":
+            return
+        msg = error_message(exc)
+        stimulus_id = f"flexlab-lease-ended-{time.time()}"
+        recs, client_msgs, worker_msgs = sched._transition(
+            key,
+            "erred",
+            stimulus_id,
+            cause=key,
+            exception=msg["exception"],
+            traceback=msg["traceback"],
+            exception_text=msg["exception_text"],
+            traceback_text=msg["traceback_text"],
+        )
+        sched._transitions(recs, client_msgs, worker_msgs, stimulus_id)
+        sched.send_all(client_msgs, worker_msgs)
+        self._stats["failed"] += 1
+        self._requests.pop(key, None)
+
+    def remove_client(self, scheduler: Scheduler, client: str) -> None:
+        self._guard("remove_client", self._remove_client, client)
+
+    def _remove_client(self, client: str) -> None:
+        """A client left (a kernel died, a script ended) while its lease call was still
+        waiting: nobody holds that lease, so it is given back."""
+        for lease_id, (cid, _) in list(self._unclaimed.items()):
+            if cid == client:
+                self._give_up(lease_id, f"its caller (client {client}) left before the lease was handed over")
+
+    def _give_up(self, lease_id: str, reason: str) -> None:
+        self._unclaimed.pop(lease_id, None)
+        lease = self.pool.leases.get(lease_id)
+        if lease is None or lease.state in ("released", "expired"):
+            return
+        self.pool.release_lease(lease_id, None, reason=reason)
+        logger.info("flexlab: lease %s of %s released: %s", lease_id, lease.owner, reason)
+        self._fail_work_of_ended_leases()
+        self._apply_bindings(self.pool.take_rebound())
+        self._flush_commands()
+        self._persist()
 
     # ------------------------------------------------------------------ agents
     def _flush_commands(self) -> None:
@@ -696,8 +814,17 @@ class FlexScheduler(SchedulerPlugin):
         return {"status": "OK", "events": evs[-limit:]}
 
     def handle_lease_create(
-        self, request: str, owner: str, ttl: Any = None, priority: int = 0
+        self,
+        request: str,
+        owner: str,
+        ttl: Any = None,
+        priority: int = 0,
+        client_id: str | None = None,
+        token: str | None = None,
     ) -> dict[str, Any]:
+        """A new lease. With ``client_id`` and ``token`` the caller is still waiting for it: it
+        is given back if that client leaves, or the caller abandons ``token``, before a
+        ``flexlab_lease_get(..., claim=True)`` saw it active (:meth:`handle_lease_abandon`)."""
         try:
             ttl_s = parse_duration(ttl if ttl is not None else config.get("lease.default-ttl"))
             max_ttl = config.seconds("lease.max-ttl")
@@ -712,15 +839,22 @@ class FlexScheduler(SchedulerPlugin):
                 self._notify(owner, f"lease {lease.lease_id} is ready (pre-warmed)")
         except FlexlabError as exc:
             return _error(exc)
+        if client_id and token:
+            self._unclaimed[lease.lease_id] = (str(client_id), str(token))
         self._flush_commands()
         self._persist()
         return {"status": "OK", "lease": self._lease_dict(lease.lease_id)}
 
-    def handle_lease_get(self, lease_id: str, owner: str | None = None) -> dict[str, Any]:
+    def handle_lease_get(
+        self, lease_id: str, owner: str | None = None, claim: bool = False
+    ) -> dict[str, Any]:
+        """A lease's state. ``claim``: the caller that made it holds it now (once active)."""
         try:
-            self.pool.get_lease(lease_id, owner)
+            lease = self.pool.get_lease(lease_id, owner)
         except FlexlabError as exc:
             return _error(exc)
+        if claim and lease.state == "active":
+            self._unclaimed.pop(lease_id, None)
         return {"status": "OK", "lease": self._lease_dict(lease_id)}
 
     def handle_lease_list(self, owner: str | None = None) -> dict[str, Any]:
@@ -738,11 +872,23 @@ class FlexScheduler(SchedulerPlugin):
             self.pool.release_lease(lease_id, owner)
         except FlexlabError as exc:
             return _error(exc)
+        self._fail_work_of_ended_leases()
         self.pool.retry_pending()
         self._apply_bindings(self.pool.take_rebound())
         self._flush_commands()
         self._persist()
         return {"status": "OK", "lease": self._lease_dict(lease_id)}
+
+    def handle_lease_abandon(self, token: str, owner: str | None = None) -> dict[str, Any]:
+        """The caller of a lease call gave up (time-out, interrupt) before it held the lease:
+        give back the lease that call made, if any. Idempotent; only for an unclaimed lease of
+        ``owner``."""
+        for lease_id, (_, tok) in list(self._unclaimed.items()):
+            lease = self.pool.leases.get(lease_id)
+            if tok == token and lease is not None and owner in (None, lease.owner):
+                self._give_up(lease_id, "its caller gave up waiting for it")
+                return {"status": "OK", "lease": self._lease_dict(lease_id)}
+        return {"status": "OK", "lease": None}
 
     def handle_lease_renew(self, lease_id: str, owner: str | None, ttl: Any) -> dict[str, Any]:
         try:

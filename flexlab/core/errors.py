@@ -46,6 +46,19 @@ class NotOwner(FlexlabError, PermissionError):
         super().__init__(f"{what} belongs to {owner!r}; {actor!r} may not change it")
 
 
+class LeaseEnded(FlexlabError):
+    """Work submitted to a lease that ended (released, expired, or given up by its caller)
+    before the work could finish there. The message names the lease and the cause."""
+
+    def __init__(self, lease_id: str, cause: str) -> None:
+        self.lease_id = lease_id
+        self.cause = cause
+        super().__init__(f"lease {lease_id} ended before this task finished on it: {cause}")
+
+    def __reduce__(self) -> tuple[type[LeaseEnded], tuple[str, str]]:  # crosses processes
+        return (LeaseEnded, (self.lease_id, self.cause))
+
+
 class QuotaExceeded(FlexlabError):
     """An owner asked for more than their quota allows."""
 
