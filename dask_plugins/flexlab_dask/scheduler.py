@@ -25,7 +25,6 @@ import contextlib
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any, ClassVar, cast
@@ -35,6 +34,7 @@ from dask.utils import key_split
 from distributed import Scheduler, SchedulerPlugin
 
 from flexlab.core.errors import FlexlabError, InvalidRequest, LeaseEnded, Unschedulable
+from flexlab.core.hiloop import Action, GiveBackToWaitingWork, HiLoop, Preempt, Prewarm
 from flexlab.core.history import History
 from flexlab.core.pool import (
     LEASE_PREFIX,
@@ -44,7 +44,7 @@ from flexlab.core.pool import (
     StartSlice,
     StopSlice,
 )
-from flexlab.core.prewarm import WarmPlanner, preemption_due
+from flexlab.core.prewarm import WarmPlanner
 from flexlab.core.request import SliceRequest, parse_request
 from flexlab.core.speed import ThroughputTable
 from flexlab.core.units import parse_duration
@@ -57,8 +57,6 @@ logger = logging.getLogger("flexlab.scheduler")
 WAIT_RESOURCE = "flexlab-waiting"
 _DONE = frozenset({"memory", "erred", "forgotten"})
 SLICE_WORKER_PREFIX = "flexlab-slice-"
-#: Seconds without pre-warming after tasks had to wait for capacity.
-HOLD_AFTER_WAIT_S = 30.0
 #: Never a worker's address: keeps the open-worker set non-empty (Dask reads an empty
 #: ``worker_restrictions`` as "any worker", which would let plain tasks onto leased slices).
 NO_OPEN_WORKER = "flexlab://no-open-worker"
@@ -144,10 +142,19 @@ class FlexScheduler(SchedulerPlugin):
             max_per_class=int(config.get("hi.max-warm-per-class")),
             max_total=int(config.get("hi.max-warm")),
         )
-        self.hi_moves: deque[dict[str, Any]] = deque(maxlen=200)
+        #: The one Hi loop (``flexlab.core.hiloop``): it decides, this plugin enacts its
+        #: pool commands through the agents and tells owners.
+        self.hi = HiLoop(
+            [
+                GiveBackToWaitingWork(),
+                Prewarm(self.warm, reserve=float(config.get("hi.reserve", 0.0))),
+                Preempt(grace_s=self.preempt_grace),
+            ],
+            hold_after_wait_s=float(
+                config.seconds("hi.hold-after-wait") if config.get("hi.hold-after-wait") else 30.0
+            ),
+        )
         self._hi_last = 0.0
-        self._hi_hold_until = 0.0
-        self._waiting_since: dict[str, float] = {}
         #: Aggregated telemetry over time (one sampler, many readers).
         self.history = History(maxlen=3600)
 
@@ -216,44 +223,34 @@ class FlexScheduler(SchedulerPlugin):
 
     # ------------------------------------------------------------------ Hi Scheduler
     def hi_step(self, now: float) -> None:
-        """One pass of the Hi loop: work that waits gets warm capacity back; the forecast's
-        moves are enacted; higher-priority leases past their grace preempt lower ones."""
-        plain = self.plain_waiting()
-        if self.pool.pending or plain:
-            # Work waits: warm capacity goes back to it, and nothing is pre-warmed until the
-            # queue has been empty for a while (else slices would be carved and given back
-            # every pass, each time stopping and starting workers). Plain tasks count: warm
-            # slices must not hold every shared slice while they find no worker.
-            self._hi_hold_until = now + HOLD_AFTER_WAIT_S
-            waits = len(self.pool.pending) + plain
-            why = f"{waits} tasks wait for capacity"
-            for s in self.pool.warm_slices():
-                text = s.warm_for or ""
-                if self.pool.dissolve_warm(s.slice_id, why):
-                    self._hi_move(now, "dissolve", text, 1, why, [s.slice_id])
+        """One pass of the Hi loop (``HiLoop.step``): this plugin only carries out what it
+        enacted on the pool (agents' commands, rebound tasks), tells the owners of preempted
+        leases and logs rejected moves."""
+        outcomes = self.hi.step(self.pool, now, waiting_tasks=len(self.pool.pending) + self.plain_waiting())
+        gave_back = False
+        for o in outcomes:
+            m = o.move
+            if o.rejected is not None:
+                logger.debug(
+                    "flexlab Hi loop: %s %s rejected (%s): %s",
+                    m.action.value,
+                    m.request,
+                    o.rejected.value,
+                    m.detail,
+                )
+            elif m.action is Action.PREEMPT and m.lease_id:
+                self._stats["preempted"] += 1
+                lease = self.pool.leases.get(m.lease_id)
+                if lease is not None:
+                    self._notify(
+                        lease.owner,
+                        f"lease {m.lease_id} was preempted ({m.detail}); it waits to be placed again",
+                    )
+            elif m.action is Action.DISSOLVE:
+                gave_back = True
+        if gave_back:
             self.pool.retry_pending()
             self._apply_bindings(self.pool.take_rebound())
-        if now < self._hi_hold_until:
-            self._preempt(now)
-            return
-        idle: dict[str, list[Any]] = {}
-        for s in self.pool.warm_slices():
-            idle.setdefault(s.warm_for or "", []).append(s)
-        for move in self.warm.propose(now, {k: len(v) for k, v in idle.items()}):
-            done: list[str] = []
-            if move.action == "prewarm":
-                req = self._parse(move.request)
-                for _ in range(move.count):
-                    warm = self.pool.prewarm(req, move.reason)
-                    if warm is None:
-                        break
-                    done.append(warm.slice_id)
-            else:
-                for s in sorted(idle.get(move.request, []), key=lambda x: -x.created)[: move.count]:
-                    if self.pool.dissolve_warm(s.slice_id, move.reason):
-                        done.append(s.slice_id)
-            self._hi_move(now, move.action, move.request, move.count, move.reason, done)
-        self._preempt(now)
 
     def _holds_results(self, s: Any) -> bool:
         """The slice's worker holds results (Dask would recompute them were it stopped) or
@@ -267,39 +264,6 @@ class FlexScheduler(SchedulerPlugin):
             return 0
         return sum(1 for ts in self.scheduler.unrunnable if ts.worker_restrictions is self._open)
 
-    def _hi_move(
-        self, now: float, action: str, request: str, count: int, reason: str, slices: list[str]
-    ) -> None:
-        self.hi_moves.append(
-            {
-                "time": now,
-                "action": action,
-                "request": request,
-                "asked": count,
-                "slices": slices,
-                "reason": reason,
-            }
-        )
-
-    def _preempt(self, now: float) -> None:
-        waiting = [x for x in self.pool.leases.values() if x.state in ("pending", "recovering")]
-        self._waiting_since = {x.lease_id: self._waiting_since.get(x.lease_id, now) for x in waiting}
-        for lease in sorted(waiting, key=lambda x: (-x.priority, x.created)):
-            since = self._waiting_since[lease.lease_id]
-            if lease.slice_id in self.pool.slices or not preemption_due(since, now, self.preempt_grace):
-                continue
-            victims = self.pool.preemption_victims(lease)
-            if not victims:
-                continue
-            why = f"lease {lease.lease_id} of priority {lease.priority} waited {now - since:.0f} s"
-            for v in victims:
-                self.pool.preempt_lease(v.lease_id, why)
-                self._stats["preempted"] += 1
-                self._notify(
-                    v.owner, f"lease {v.lease_id} was preempted ({why}); it waits to be placed again"
-                )
-            self.pool.retry_leases()
-
     def hi_state(self) -> dict[str, Any]:
         """The Hi loop for the pool state: forecast vs actual per class, targets, moves."""
         now = time.time()
@@ -309,14 +273,15 @@ class FlexScheduler(SchedulerPlugin):
             "bucket_s": self.warm.bucket_s,
             "horizon": self.warm.horizon,
             "classes": [vars(c) for c in self.warm.view(now)],
-            "targets": dict(self.warm.targets),
+            "targets": dict(self.hi.prewarm.targets) if self.hi.prewarm else {},
             "warm": [
                 {"slice_id": s.slice_id, "request": s.warm_for, "devices": list(s.devices), "state": s.state}
                 for s in self.pool.warm_slices()
             ],
-            "moves": list(self.hi_moves)[-50:],
+            "moves": [o.as_dict() for o in list(self.hi.log)[-50:]],
+            "rejected": {k.value: n for k, n in self.hi.rejected.items()},
             "forecast_error": {"mape": _finite(mape), "smape": _finite(smape)},
-            "preemptions": self._stats["preempted"],
+            "preemptions": self.hi.preempted,
             "preempt_grace_s": self.preempt_grace,
             "speed": self._speed_table(),
         }
@@ -834,7 +799,7 @@ class FlexScheduler(SchedulerPlugin):
             lease = self.pool.create_lease(req, owner=owner, ttl_s=ttl_s, priority=int(priority))
             self.history.arrived(f"lease {req.describe()}")
             if self.hi_enabled:
-                self.warm.observe(time.time(), req)
+                self.hi.observe_lease(time.time(), req)
             if lease.state == "active":  # it took a pre-warmed slice whose worker is up
                 self._notify(owner, f"lease {lease.lease_id} is ready (pre-warmed)")
         except FlexlabError as exc:

@@ -1,0 +1,114 @@
+"""The one Hi loop: policies propose, the manager enacts on the pool or rejects with a reason."""
+
+from __future__ import annotations
+
+from flexlab.core.hiloop import (
+    Action,
+    GiveBackToWaitingWork,
+    HiLoop,
+    Preempt,
+    Prewarm,
+    Reject,
+    Why,
+)
+from flexlab.core.pool import SlicePool
+from flexlab.core.prewarm import WarmPlanner
+from flexlab.core.request import parse_request
+from flexlab.core.topology import DeviceSpec, HostSpec
+
+HOST = HostSpec("gpu-h", 32_000, 128 * 1024, (DeviceSpec("t4", 0), DeviceSpec("t4", 1)))
+QUARTER = parse_request("gpu:0.25")
+
+
+def pool_with_host() -> SlicePool:
+    p = SlicePool(policy="binpack")
+    p.register_host(HOST)
+    return p
+
+
+def loop(**prewarm: object) -> HiLoop:
+    planner = WarmPlanner(bucket_s=1.0, horizon=2, max_per_class=4, max_total=8)
+    return HiLoop(
+        [GiveBackToWaitingWork(), Prewarm(planner, **prewarm), Preempt(grace_s=5.0)],  # type: ignore[arg-type]
+        hold_after_wait_s=10.0,
+    )
+
+
+def arrivals(hi: HiLoop, per_bucket: int, buckets: int, start: int = 0) -> None:
+    for b in range(start, start + buckets):
+        for i in range(per_bucket):
+            hi.observe_lease(b + i * 0.01, QUARTER)
+
+
+def test_forecast_moves_are_enacted_and_logged_with_their_reason() -> None:
+    p, hi = pool_with_host(), loop()
+    arrivals(hi, per_bucket=2, buckets=10)
+    out = hi.step(p, 10.0)
+    done = [o for o in out if o.done]
+    assert [o.move.action for o in done] == [Action.PREWARM] * 4
+    assert all(o.move.why is Why.FORECAST for o in done)
+    assert len(p.warm_slices()) == 4
+    assert {s.warm_for for s in p.warm_slices()} == {"gpu:0.25"}
+    assert list(hi.log)[-1].as_dict()["policy"] == "prewarm"
+    # a second pass with the same forecast changes nothing
+    assert [o for o in hi.step(p, 10.1) if o.done] == []
+
+
+def test_waiting_work_takes_the_warm_slices_back_and_holds_off_prewarming() -> None:
+    p, hi = pool_with_host(), loop()
+    arrivals(hi, per_bucket=2, buckets=10)
+    hi.step(p, 10.0)
+    out = hi.step(p, 10.5, waiting_tasks=3)
+    gave = [o for o in out if o.done and o.move.action is Action.DISSOLVE]
+    assert len(gave) == 4 and all(o.move.why is Why.WORK_WAITS for o in gave)
+    held = [o for o in out if o.rejected is Reject.HOLD_OFF]
+    assert held, "the forecast still asks, but the manager holds pre-warming off"
+    assert not p.warm_slices()
+    # after the hold-off, pre-warming resumes (arrivals went on)
+    arrivals(hi, per_bucket=2, buckets=11, start=10)
+    later = hi.step(p, 21.0)
+    assert [o.move.action for o in later if o.done] == [Action.PREWARM] * 4
+    assert hi.rejected[Reject.HOLD_OFF] >= 1
+
+
+def test_no_room_is_a_rejection_not_an_error() -> None:
+    p, hi = pool_with_host(), loop()
+    for i in range(2):
+        p.create_lease(parse_request("gpu:1"), owner=f"u{i}", ttl_s=60)
+    arrivals(hi, per_bucket=2, buckets=10)
+    out = hi.step(p, 10.0)
+    assert out and all(o.rejected is Reject.NO_ROOM for o in out)
+    assert not p.warm_slices()
+
+
+def test_reserve_only_keeps_warm_slices_in_the_arrival_mix_without_a_forecast() -> None:
+    p = pool_with_host()
+    planner = WarmPlanner(bucket_s=1.0, horizon=2, max_per_class=4, max_total=8)
+    hi = HiLoop([Prewarm(planner, reserve=0.25, forecast=False)])
+    for _ in range(3):
+        hi.observe_lease(0.0, QUARTER)
+    hi.observe_lease(0.0, parse_request("gpu:0.5"))
+    out = hi.step(p, 100.0)  # long after the arrivals: the forecast would be ~0
+    # 25% of 2,000 milli = 500 milli, split 3:1 by arrivals: 375 -> 2 x 0.25, 125 -> 0 x 0.5
+    assert sorted(o.move.request for o in out if o.done) == ["gpu:0.25", "gpu:0.25"]
+    assert all(o.move.why is Why.RESERVE for o in out)
+
+
+def test_a_lease_past_its_grace_preempts_the_lowest_priority_youngest_first() -> None:
+    p, hi = pool_with_host(), loop()
+    t = [0.0]
+    p.clock = lambda: t[0]
+    low_old = p.create_lease(parse_request("gpu:1"), owner="a", ttl_s=600, priority=0)
+    t[0] = 1.0
+    low_young = p.create_lease(parse_request("gpu:1"), owner="b", ttl_s=600, priority=0)
+    for s in list(p.slices.values()):
+        p.slice_ready(s.slice_id, f"w-{s.slice_id}")
+    high = p.create_lease(parse_request("gpu:1"), owner="c", ttl_s=600, priority=5)
+    assert high.state == "pending"
+    assert not [o for o in hi.step(p, 2.0) if o.move.action is Action.PREEMPT]  # within grace
+    out = [o for o in hi.step(p, 8.0) if o.move.action is Action.PREEMPT]
+    assert [(o.move.lease_id, o.move.for_lease) for o in out] == [(low_young.lease_id, high.lease_id)]
+    assert p.leases[low_young.lease_id].state == "pending"
+    assert p.leases[low_old.lease_id].state == "active"
+    assert high.slice_id in p.slices
+    assert hi.preempted == 1
