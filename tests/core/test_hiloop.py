@@ -60,7 +60,8 @@ def test_waiting_work_takes_the_warm_slices_back_and_holds_off_prewarming() -> N
     hi.step(p, 10.0)
     out = hi.step(p, 10.5, waiting_tasks=3)
     gave = [o for o in out if o.done and o.move.action is Action.DISSOLVE]
-    assert len(gave) == 4 and all(o.move.why is Why.WORK_WAITS for o in gave)
+    assert len(gave) == 4
+    assert all(o.move.why is Why.WORK_WAITS for o in gave)
     held = [o for o in out if o.rejected is Reject.HOLD_OFF]
     assert held, "the forecast still asks, but the manager holds pre-warming off"
     assert not p.warm_slices()
@@ -77,7 +78,8 @@ def test_no_room_is_a_rejection_not_an_error() -> None:
         p.create_lease(parse_request("gpu:1"), owner=f"u{i}", ttl_s=60)
     arrivals(hi, per_bucket=2, buckets=10)
     out = hi.step(p, 10.0)
-    assert out and all(o.rejected is Reject.NO_ROOM for o in out)
+    assert out
+    assert all(o.rejected is Reject.NO_ROOM for o in out)
     assert not p.warm_slices()
 
 
