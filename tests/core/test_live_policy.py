@@ -250,3 +250,26 @@ def test_distribution_for_counts_as_before(policy: str) -> None:
     for r in reqs:
         live.observe(r)
     assert live.distribution == distribution_for(policy, reqs)
+
+
+@pytest.mark.parametrize(
+    ("spec", "milli", "models"),
+    [
+        ("a100:1g.10gb", 142, ["a100-40gb", "a100-80gb"]),  # 1 of 7 MIG slices
+        ("a100:3g.40gb", 428, ["a100-40gb", "a100-80gb"]),
+        ("npu:vir05_1c_16g", 250, []),  # 5 of the 910B3's 20 AI cores
+    ],
+    ids=["mig-1g", "mig-3g", "vnpu"],
+)
+def test_profile_requests_count_as_their_compute_share(spec: str, milli: int, models: list[str]) -> None:
+    from flexlab.core.request import parse_request
+
+    live = LivePolicy("fgd", prior_weight=0, rebuild_every=1)
+    live.observe(parse_request(spec))
+    [shape] = live.state()["shapes"]
+    assert (shape["compute_milli"], shape["devices"], shape["models"], shape["weight"]) == (
+        milli,
+        1,
+        models,
+        1.0,
+    )

@@ -21,7 +21,9 @@ see its future, so ``LivePolicy`` learns them from the requests it has seen:
 
 Shapes are counted the way the benchmark counts them (``policies.shape_of`` and
 ``distribution_from_counts``): FGD's typical shapes without host memory, flexlab's every
-shape with its exact host memory. The other policies learn nothing; ``observe`` only counts.
+shape with its exact host memory. A profile request (MIG ``1g.10gb``, vNPU templates; the
+openb trace has none) counts as the profile's compute share on the first catalog model
+that offers it. The other policies learn nothing; ``observe`` only counts.
 
 Live placement ties go to node-list order (``host_rank`` None): the benchmark's seeded host
 order reproduces the reference simulator and has no meaning in a live pool.
@@ -40,8 +42,10 @@ True
 from __future__ import annotations
 
 from collections import Counter, deque
+from dataclasses import replace
 from typing import Any
 
+from flexlab.core.catalog import CATALOG
 from flexlab.core.errors import InvalidRequest
 from flexlab.core.placement.flexlab_policy import FlexlabScore
 from flexlab.core.placement.fragmentation import FGDScore, Shape, ShapeDistribution
@@ -127,6 +131,7 @@ class LivePolicy:
         self._since = 0
         self._new_shape = False
         self._score: FGDScore | FlexlabScore | None = None
+        self._profile_milli: dict[tuple[str, frozenset[str], frozenset[str]], int] = {}
         self.distribution: ShapeDistribution | None = None
         self._known: frozenset[Shape] = frozenset()
         if self.learns:
@@ -154,6 +159,8 @@ class LivePolicy:
         if not self.learns:
             return
         shape = shape_of(self.name, request)
+        if request.profile is not None and shape.devices and not shape.compute_milli:
+            shape = replace(shape, compute_milli=self._profile_share(request))
         if len(self._shapes) >= self.window:
             old = self._shapes.popleft()
             self._counts[old] -= 1
@@ -166,6 +173,28 @@ class LivePolicy:
             self._new_shape = True
         if self._since >= self.rebuild_every or (self._new_shape and self._since >= self.new_shape_gap):
             self.rebuild()
+
+    def _profile_share(self, request: RequestView) -> int:
+        """A profile's compute milli on the first catalog model (of the request's models,
+        kinds and vendors) that offers it; 0 where none does."""
+        name = str(request.profile)
+        sel = request.selector
+        key = (name, frozenset(sel.models), frozenset(sel.kinds) | frozenset(sel.vendors))
+        milli = self._profile_milli.get(key)
+        if milli is None:
+            milli = 0
+            for model in sorted(sel.models or CATALOG):
+                entry = CATALOG.get(model)
+                if (
+                    entry is not None
+                    and (not sel.kinds or entry.kind in sel.kinds)
+                    and (not sel.vendors or entry.vendor in sel.vendors)
+                    and entry.has_profile(name)
+                ):
+                    milli = entry.profile_milli(entry.profile(name))
+                    break
+            self._profile_milli[key] = milli
+        return milli
 
     def rebuild(self) -> None:
         """Rebuild the distribution from the window and what is left of the prior now."""
