@@ -9,6 +9,8 @@ from typing import Any
 import dask.config
 import yaml
 
+from flexlab.core.placement.live import LivePolicy
+
 _FILE = Path(__file__).with_name("flexlab.yaml")
 
 with _FILE.open() as f:
@@ -35,3 +37,17 @@ def state_file() -> str:
         return path
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return str(Path(base) / "flexlab" / "leases.sqlite")
+
+
+def live_policy(name: str | None = None) -> LivePolicy:
+    """The pool's placement policy: ``name`` (default: ``policy``) with the learning
+    settings ``policy-window``, ``policy-prior-weight`` and ``policy-rebuild-every``.
+
+    Raises ``InvalidRequest`` (field ``policy``) for a name that is not a policy.
+    """
+    return LivePolicy(
+        name or str(get("policy")),
+        window=int(get("policy-window", 2000)),
+        prior_weight=float(get("policy-prior-weight", 200)),
+        rebuild_every=int(get("policy-rebuild-every", 100)),
+    )

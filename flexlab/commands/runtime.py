@@ -264,7 +264,16 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--dashboard", default=None, help="Dask dashboard address, e.g. 127.0.0.1:8787 (default off)"
     )
     up.add_argument("--state-file", default=None, help="SQLite file that keeps leases (default: see docs)")
-    up.add_argument("--policy", default=None, help="placement policy: binpack, spread, firstfit, bestfit")
+    from flexlab.core.placement.policies import POLICIES
+
+    up.add_argument(
+        "--policy",
+        default=None,
+        choices=list(POLICIES),
+        metavar="POLICY",
+        help=f"placement policy, one of {', '.join(POLICIES)} (default: the flexlab.policy setting; "
+        "fgd and flexlab learn the shapes of the requests they see)",
+    )
     up.add_argument("--no-agent", action="store_true", help="start only the scheduler")
     agent_options(up)
     up.set_defaults(func=cmd_up, mock_fallback=True)
