@@ -10,10 +10,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from flexlab.cli import main
+from flexlab.core.placement.live import LivePolicy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,6 +89,11 @@ def test_up_then_status(tmp_path: Path) -> None:
                     break
             time.sleep(0.5)
         assert out, (tmp_path / "up.log").read_text()
+        from flexlab_dask.config import DEFAULTS
+
+        policy = json.loads(out)["policy"]
+        assert policy["name"] == DEFAULTS["flexlab"]["policy"]
+        assert policy["description"]
         table = subprocess.run(
             [sys.executable, "-m", "flexlab.cli", "status", "--scheduler", f"tcp://127.0.0.1:{port}"],
             capture_output=True,
@@ -95,12 +102,43 @@ def test_up_then_status(tmp_path: Path) -> None:
             env={**env, "COLUMNS": "160"},
             check=True,
         ).stdout
-        for word in ("ascend-a", "nvidia-b", "mixed-c", "a100-80gb", "3g.40gb", "mlu370-x8"):
+        words = (
+            "ascend-a",
+            "nvidia-b",
+            "mixed-c",
+            "a100-80gb",
+            "3g.40gb",
+            "mlu370-x8",
+            f"policy {policy['name']}",
+        )
+        for word in words:
             assert word in table
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(30)
     assert "flexlab scheduler at tcp://127.0.0.1:" in (tmp_path / "up.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("policy", "line"),
+    [
+        ({"name": "binpack", "learns": False}, "policy binpack\n"),
+        (
+            LivePolicy("flexlab").state(),
+            "policy flexlab · learning: 0 requests seen, the prior counts as 200 more · "
+            "expects 55% any:1, 20% any:0.75, 15% any:0.5, 10% any:0.25\n",
+        ),
+    ],
+    ids=["fixed", "cold-start"],
+)
+def test_status_names_the_policy_first(policy: dict[str, Any], line: str) -> None:
+    from rich.console import Console
+
+    from flexlab.commands.render import print_pool
+
+    con = Console(record=True, width=200)
+    print_pool({"hosts": [], "policy": policy}, con)
+    assert con.export_text().startswith(line)
 
 
 def test_status_without_a_scheduler_says_so() -> None:

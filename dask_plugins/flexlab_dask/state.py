@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from flexlab.core.catalog import CATALOG
+from flexlab.core.placement.live import fixed_state
 from flexlab.core.pool import LeaseInfo, SlicePool
 from flexlab.core.topology import DeviceSpec, HostSpec
 
@@ -71,7 +72,19 @@ def lease_dict(pool: SlicePool, lease: LeaseInfo) -> dict[str, Any]:
         "memory_used_mib": s.memory_used_mib if s else 0,
         "resource": lease.resource,
         "preemptions": lease.preemptions,
+        "policy": getattr(s, "policy", None) if s else None,
     }
+
+
+def policy_state(pool: SlicePool) -> dict[str, Any]:
+    """The placement policy and what it learned (``LivePolicy.state()``); a pool that places
+    with a fixed profile reports its name and nothing learned."""
+    live = getattr(pool, "live_policy", None)
+    if live is not None:
+        state: dict[str, Any] = live.state()
+        return state
+    profile = getattr(pool, "profile", None)
+    return fixed_state(str(getattr(profile, "name", "") or ""))
 
 
 def pool_state(pool: SlicePool) -> dict[str, Any]:
@@ -94,6 +107,8 @@ def pool_state(pool: SlicePool) -> dict[str, Any]:
             "load_milli": s.load_milli,
             "utilisation": round(s.utilisation, 4),
             "memory_used_mib": s.memory_used_mib,
+            # the policy that placed it (None where the pool does not record it)
+            "policy": getattr(s, "policy", None),
         }
         for did in s.devices:
             by_device.setdefault(did, []).append(entry)
@@ -148,4 +163,5 @@ def pool_state(pool: SlicePool) -> dict[str, Any]:
         ],
         "events": [vars(e) for e in list(pool.events)[-50:]],
         "waiting": [],
+        "policy": policy_state(pool),
     }

@@ -32,6 +32,7 @@ class SliceModel(TypedDict):
     tasks: int  # tasks bound to it now (queued and running)
     utilisation: float  # busy share of the slice's compute, 0..1, from the last telemetry
     memory_used_mib: int  # device memory in use in MiB, from the last telemetry
+    policy: str | None  # the placement policy that placed it ("flexlab"), None when not recorded
 
 
 class DeviceModel(TypedDict):
@@ -68,6 +69,33 @@ class HostModel(TypedDict):
     devices: list[DeviceModel]  # its accelerators, by model and index
 
 
+class PolicyShapeModel(TypedDict):
+    """A request shape the placement policy expects, and how likely it is."""
+
+    compute_milli: int  # compute per device in milli-units (1000 = the whole device)
+    devices: int  # devices on one host (0 for a CPU-only request)
+    host_cpu_milli: int  # host CPU in milli-cores
+    host_memory_mib: int  # host RAM in MiB (0 where the policy does not count it)
+    models: list[str]  # the catalog models it may run on (empty: any)
+    weight: float  # its probability, 0..1
+
+
+class PolicyModel(TypedDict):
+    """The pool's placement policy and what it learned of the requests it places."""
+
+    name: str  # the policy: "flexlab", "fgd", "bestfit", "firstfit", "binpack" or "spread"
+    description: str  # what it does, for people
+    learns: bool  # True when it learns the shapes of requests (fgd, flexlab)
+    window: int  # how many of the latest requests it learns from
+    in_window: int  # requests in that window now
+    observations: int  # requests it has seen since the scheduler started
+    rebuilds: int  # how often it rebuilt its shapes from the window
+    prior_weight: float  # how many requests the cold-start prior counted as at first
+    prior_weight_left: float  # how many requests the prior still counts as (0 once learned)
+    shapes_total: int  # shapes it expects
+    shapes: list[PolicyShapeModel]  # the most likely of them, most likely first
+
+
 class PoolModel(TypedDict):
     """``GET /flexlab/api/pool``: the pool by host and device."""
 
@@ -75,6 +103,7 @@ class PoolModel(TypedDict):
     user: str  # the lease owner this server acts as for the caller
     hosts: list[HostModel]  # the pool's hosts
     waiting: int  # tasks waiting for capacity
+    policy: PolicyModel  # the placement policy and what it learned
 
 
 class LeaseModel(TypedDict):
@@ -99,6 +128,7 @@ class LeaseModel(TypedDict):
     profile: str | None  # the profile of its slice, None for fractions
     utilisation: float  # busy share of its slice, 0..1
     memory_used_mib: int  # device memory in use, MiB
+    policy: str | None  # the placement policy that placed its slice, None while it waits
     attach_code: str  # Python that re-attaches to it from a kernel
 
 
@@ -248,6 +278,38 @@ def make_host(d: dict[str, Any]) -> HostModel:
     return out  # type: ignore[return-value]
 
 
+def make_policy(state: dict[str, Any]) -> PolicyModel:
+    """The REST policy model from the pool state's ``policy`` section (from a scheduler
+    without one: the name its plugin reports, nothing learned)."""
+    raw = state.get("policy")
+    if not isinstance(raw, dict):
+        raw = {"name": (state.get("plugin") or {}).get("policy")}
+    shapes: list[PolicyShapeModel] = [
+        {
+            "compute_milli": int(x.get("compute_milli", 0)),
+            "devices": int(x.get("devices", 0)),
+            "host_cpu_milli": int(x.get("host_cpu_milli", 0)),
+            "host_memory_mib": int(x.get("host_memory_mib", 0)),
+            "models": [str(m) for m in x.get("models") or []],
+            "weight": float(x.get("weight", 0.0)),
+        }
+        for x in raw.get("shapes") or []
+    ]
+    return {
+        "name": str(raw.get("name") or ""),
+        "description": str(raw.get("description") or ""),
+        "learns": bool(raw.get("learns", False)),
+        "window": int(raw.get("window", 0)),
+        "in_window": int(raw.get("in_window", 0)),
+        "observations": int(raw.get("observations", 0)),
+        "rebuilds": int(raw.get("rebuilds", 0)),
+        "prior_weight": float(raw.get("prior_weight", 0.0)),
+        "prior_weight_left": float(raw.get("prior_weight_left", 0.0)),
+        "shapes_total": int(raw.get("shapes_total", len(shapes))),
+        "shapes": shapes,
+    }
+
+
 def make_pool(state: dict[str, Any], user: str) -> PoolModel:
     """The REST pool model from ``flexlab_dask.state.pool_state``'s answer."""
     return {
@@ -255,6 +317,7 @@ def make_pool(state: dict[str, Any], user: str) -> PoolModel:
         "user": user,
         "hosts": [make_host(h) for h in state.get("hosts", [])],
         "waiting": len(state.get("waiting") or []),
+        "policy": make_policy(state),
     }
 
 

@@ -41,6 +41,8 @@ export interface SliceModel {
   utilisation: number;
   /** Device memory in use in MiB, from the last telemetry. */
   memory_used_mib: number;
+  /** The placement policy that placed it ("flexlab"), null when not recorded. */
+  policy: string | null;
 }
 
 /** One accelerator of a host and how it is sliced. */
@@ -99,6 +101,48 @@ export interface HostModel {
   devices: DeviceModel[];
 }
 
+/** A request shape the placement policy expects, and how likely it is. */
+export interface PolicyShapeModel {
+  /** Compute per device in milli-units (1000 = the whole device). */
+  compute_milli: number;
+  /** Devices on one host (0 for a CPU-only request). */
+  devices: number;
+  /** Host CPU in milli-cores. */
+  host_cpu_milli: number;
+  /** Host RAM in MiB (0 where the policy does not count it). */
+  host_memory_mib: number;
+  /** The catalog models it may run on (empty: any). */
+  models: string[];
+  /** Its probability, 0..1. */
+  weight: number;
+}
+
+/** The pool's placement policy and what it learned of the requests it places. */
+export interface PolicyModel {
+  /** The policy: "flexlab", "fgd", "bestfit", "firstfit", "binpack" or "spread". */
+  name: string;
+  /** What it does, for people. */
+  description: string;
+  /** True when it learns the shapes of requests (fgd, flexlab). */
+  learns: boolean;
+  /** How many of the latest requests it learns from. */
+  window: number;
+  /** Requests in that window now. */
+  in_window: number;
+  /** Requests it has seen since the scheduler started. */
+  observations: number;
+  /** How often it rebuilt its shapes from the window. */
+  rebuilds: number;
+  /** How many requests the cold-start prior counted as at first. */
+  prior_weight: number;
+  /** How many requests the prior still counts as (0 once learned). */
+  prior_weight_left: number;
+  /** Shapes it expects. */
+  shapes_total: number;
+  /** The most likely of them, most likely first. */
+  shapes: PolicyShapeModel[];
+}
+
 /** `GET /flexlab/api/pool`: the pool by host and device. */
 export interface PoolModel {
   /** When the scheduler took this snapshot, seconds since the epoch. */
@@ -109,6 +153,8 @@ export interface PoolModel {
   hosts: HostModel[];
   /** Tasks waiting for capacity. */
   waiting: number;
+  /** The placement policy and what it learned. */
+  policy: PolicyModel;
 }
 
 /** A slice reserved for one owner (`flexlab.lease`), as the REST API shows it. */
@@ -151,6 +197,8 @@ export interface LeaseModel {
   utilisation: number;
   /** Device memory in use, MiB. */
   memory_used_mib: number;
+  /** The placement policy that placed its slice, null while it waits. */
+  policy: string | null;
   /** Python that re-attaches to it from a kernel. */
   attach_code: string;
 }

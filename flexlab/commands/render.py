@@ -15,9 +15,45 @@ def _bar(fraction: float, width: int = 10) -> str:
     return "█" * full + "·" * (width - full)
 
 
+def shape_text(shape: dict[str, Any]) -> str:
+    """A request shape of the policy state as a request string: ``any:0.75``,
+    ``a100-80gb:1,devices=4``, ``cpu``."""
+    n = int(shape.get("devices", 1))
+    if n == 0:
+        return "cpu"
+    sel = "|".join(shape.get("models") or []) or "any"
+    text = f"{sel}:{int(shape.get('compute_milli', 0)) / 1000:g}"
+    return f"{text},devices={n}" if n > 1 else text
+
+
+def policy_text(state: dict[str, Any]) -> str:
+    """One line: which policy places, and what it learned of the requests.
+
+    >>> policy_text({"policy": {"name": "binpack", "learns": False}})
+    'policy binpack'
+    """
+    pol = state.get("policy") or {"name": (state.get("plugin") or {}).get("policy") or "?"}
+    text = f"policy {pol.get('name') or '?'}"
+    if not pol.get("learns"):
+        return text
+    left = float(pol.get("prior_weight_left", 0.0))
+    seen = int(pol.get("observations", 0))
+    if left > 0:
+        text += f" · learning: {seen} requests seen, the prior counts as {left:.0f} more"
+    else:
+        text += f" · learned from the last {int(pol.get('in_window', 0))} requests"
+    shapes = pol.get("shapes") or []
+    if shapes:
+        text += " · expects " + ", ".join(
+            f"{100 * float(x.get('weight', 0.0)):.0f}% {shape_text(x)}" for x in shapes[:4]
+        )
+    return text
+
+
 def print_pool(state: dict[str, Any], console: Console | None = None) -> None:
     """Hosts and devices with their slices; leases; waiting work."""
     con = console or Console()
+    con.print(policy_text(state), highlight=False)
     table = Table(title="flexlab pool", show_lines=False)
     for col in ("host", "device", "mode", "slices (owner: share, util)", "free", "util"):
         table.add_column(col)

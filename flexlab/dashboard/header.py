@@ -22,8 +22,21 @@ _CARD = (
 )
 
 
+def policy_card(state: PoolState) -> tuple[str, str]:
+    """The placement policy's name and what it learned, from the pool state's ``policy``
+    section (a scheduler without one: the name its plugin reports)."""
+    pol = state.get("policy") or {}
+    name = str(pol.get("name") or (state.get("plugin") or {}).get("policy") or "?")
+    if not pol.get("learns"):
+        return name, "fixed rule"
+    left = float(pol.get("prior_weight_left", 0.0))
+    if left > 0:
+        return name, f"learning: {int(pol.get('observations', 0))} requests seen"
+    return name, f"learned from {int(pol.get('in_window', 0))} requests"
+
+
 class Header(Component):
-    """Key figures: devices, busy, memory, leased, waiting, stranded, freshness."""
+    """Key figures: devices, busy, memory, leased, waiting, stranded, policy, freshness."""
 
     def __init__(self, theme: Theme | None = None, *, width: int = 1400, title: str = "flexlab pool") -> None:
         self.theme = theme or Theme()
@@ -58,6 +71,7 @@ class Header(Component):
         stranded = fragmentation.stranded / 1000 if fragmentation else 0.0
         idle = fragmentation.idle / 1000 if fragmentation else 0.0
         t = float(state.get("time", time.time()))
+        policy, learned = policy_card(state)
         cards = [
             (
                 "devices",
@@ -75,10 +89,11 @@ class Header(Component):
                 f"of {idle:.2f} idle device-eq.",
                 "#d32f2f" if stranded else "#b0bec5",
             ),
+            ("placement policy", policy, learned, "#5e35b1"),
             (
                 "plugin",
                 f"{plugin.get('errors', 0)} errors",
-                f"policy {plugin.get('policy', '?')}",
+                f"{len(plugin.get('agents') or {})} agents",
                 "#d32f2f" if plugin.get("errors") else "#b0bec5",
             ),
         ]

@@ -14,6 +14,8 @@ import time
 from typing import Any
 
 from flexlab.core.catalog import CATALOG
+from flexlab.core.placement.live import LivePolicy
+from flexlab.core.request import parse_request
 
 _MODELS: tuple[tuple[str, str, tuple[str, ...], tuple[int, ...]], ...] = (
     ("a100-80gb", "profile", ("3g.40gb", "2g.20gb", "1g.10gb", "1g.10gb"), (428, 285, 142, 142)),
@@ -67,6 +69,7 @@ def synthetic_state(
                         "load_milli": rng.randint(0, share),
                         "utilisation": round(min(1.0, util * 1000 / share), 4),
                         "memory_used_mib": rng.randint(0, smem),
+                        "policy": "flexlab",
                     }
                 )
                 if owner:
@@ -91,6 +94,7 @@ def synthetic_state(
                             "profile": prof or None,
                             "utilisation": slices[-1]["utilisation"],
                             "memory_used_mib": 0,
+                            "policy": "flexlab",
                         }
                     )
                 if j == len(parts) - 1 and rng.random() < 0.3:
@@ -160,8 +164,20 @@ def synthetic_state(
         "leases": leases,
         "events": events,
         "waiting": waiting,
-        "plugin": {"errors": 0, "stats": {}, "policy": "binpack", "agents": {}},
+        "plugin": {"errors": 0, "stats": {}, "policy": "flexlab", "agents": {}},
+        "policy": synthetic_policy(seed=seed),
     }
+
+
+def synthetic_policy(requests: int = 500, *, seed: int = 0) -> dict[str, Any]:
+    """The ``policy`` section of a pool whose flexlab policy has seen ``requests`` of the
+    request classes (prior gone after 200)."""
+    rng = random.Random(seed)
+    live = LivePolicy("flexlab")
+    parsed = [parse_request(c) for c in CLASSES]
+    for _ in range(requests):
+        live.observe(rng.choice(parsed))
+    return live.state()
 
 
 def synthetic_history(state: dict[str, Any], seconds: int = 600, *, seed: int = 0) -> list[dict[str, Any]]:

@@ -58,6 +58,41 @@ def test_refresh_fetches_once_and_updates_every_component(
     assert f"{100 * frames[-1]['total'][0]:.0f}%" in text
 
 
+@pytest.mark.parametrize(
+    ("policy", "name", "learned"),
+    [
+        (None, "binpack", "fixed rule"),  # the recording's scheduler had no policy section
+        ({"name": "bestfit", "learns": False}, "bestfit", "fixed rule"),
+        (
+            {"name": "flexlab", "learns": True, "observations": 37, "prior_weight_left": 163.0},
+            "flexlab",
+            "learning: 37 requests seen",
+        ),
+        (
+            {"name": "fgd", "learns": True, "observations": 5000, "in_window": 2000, "prior_weight_left": 0},
+            "fgd",
+            "learned from 2000 requests",
+        ),
+    ],
+    ids=["old-scheduler", "fixed", "learning", "learned"],
+)
+def test_header_shows_the_placement_policy(
+    state: dict[str, Any],
+    frames: list[dict[str, Any]],
+    policy: dict[str, Any] | None,
+    name: str,
+    learned: str,
+) -> None:
+    if policy is not None:
+        state["policy"] = policy
+    dash = Dashboard(RecordedPool(state, frames))
+    dash.refresh()
+    text = dash.header.div.text
+    assert ">placement policy<" in text
+    assert f">{name}<" in text
+    assert f">{learned}<" in text
+
+
 def test_live_loop_survives_an_unreachable_pool(state: dict[str, Any], frames: list[dict[str, Any]]) -> None:
     pool = RecordedPool(state, frames)
     dash = Dashboard(pool)

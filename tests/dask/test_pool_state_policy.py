@@ -1,0 +1,93 @@
+"""The pool state says which policy places and what it learned, and which policy placed each
+slice and lease (``flexlab_dask.state``), and the REST models carry both."""
+
+from __future__ import annotations
+
+import pytest
+from flexlab_dask.state import lease_dict, pool_state
+from flexlab_jupyter import models
+
+from flexlab.core.placement.live import LivePolicy, fixed_state
+from flexlab.core.pool import SlicePool
+from flexlab.core.request import parse_request
+from flexlab.core.topology import DeviceSpec, HostSpec
+
+HOST = HostSpec("t4-h", 32_000, 128 * 1024, (DeviceSpec("t4", 0), DeviceSpec("t4", 1)))
+
+
+def small_pool() -> SlicePool:
+    ticks = iter(range(100, 10**6))
+    p = SlicePool(policy="binpack", clock=lambda: float(next(ticks)), carve_on_register=False)
+    p.register_host(HOST)
+    return p
+
+
+def test_a_pool_without_a_live_policy_reports_its_profile() -> None:
+    p = small_pool()
+    lease = p.create_lease(parse_request("gpu:0.5"), owner="ann", ttl_s=60)
+    state = pool_state(p)
+    assert state["policy"] == fixed_state("binpack")
+    slices = [s for h in state["hosts"] for d in h["devices"] for s in d["slices"]]
+    assert [s["policy"] for s in slices] == [None]
+    assert lease_dict(p, lease)["policy"] is None
+    pool = models.make_pool(state, "ann")
+    assert (pool["policy"]["name"], pool["policy"]["learns"], pool["policy"]["shapes"]) == (
+        "binpack",
+        False,
+        [],
+    )
+
+
+def test_the_live_policy_and_the_policy_of_each_slice_are_shown() -> None:
+    p = small_pool()
+    live = LivePolicy("flexlab", rebuild_every=1)
+    p.live_policy = live  # type: ignore[attr-defined]  # what the pool will own
+    req = parse_request("gpu:0.25")
+    live.observe(req)
+    lease = p.create_lease(req, owner="ann", ttl_s=60)
+    assert lease.slice_id is not None
+    p.slices[lease.slice_id].policy = "flexlab"  # type: ignore[attr-defined]  # set by the pool later
+    state = pool_state(p)
+    assert state["policy"]["name"] == "flexlab"
+    assert (state["policy"]["observations"], state["policy"]["prior_weight_left"]) == (1, 199.0)
+    [s] = [s for h in state["hosts"] for d in h["devices"] for s in d["slices"]]
+    assert s["policy"] == "flexlab"
+    assert lease_dict(p, lease)["policy"] == "flexlab"
+    pool = models.make_pool(state, "ann")
+    assert pool["policy"]["name"] == "flexlab"
+    assert pool["policy"]["learns"] is True
+    shares = {x["compute_milli"]: x["weight"] for x in pool["policy"]["shapes"]}
+    # the prior counts as 199 requests, the one gpu:0.25 seen adds to its quarter
+    expected = {1000: 0.55 * 0.995, 750: 0.2 * 0.995, 500: 0.15 * 0.995, 250: 0.1 * 0.995 + 0.005}
+    assert shares == pytest.approx(expected, abs=1e-4)
+    assert models.make_slice(s)["policy"] == "flexlab"
+    assert models.make_lease(lease_dict(p, lease))["policy"] == "flexlab"
+
+
+def test_an_old_scheduler_without_a_policy_section_still_names_its_policy() -> None:
+    pool = models.make_pool({"time": 1.0, "hosts": [], "plugin": {"policy": "bestfit"}}, "ann")
+    assert pool["policy"]["name"] == "bestfit"
+    assert pool["policy"]["observations"] == 0
+
+
+def test_the_live_policy_is_read_from_dask_config() -> None:
+    import dask.config
+    from flexlab_dask import config
+
+    from flexlab.core.errors import InvalidRequest
+
+    settings = {
+        "flexlab.policy": "fgd",
+        "flexlab.policy-window": 50,
+        "flexlab.policy-prior-weight": 10,
+        "flexlab.policy-rebuild-every": 5,
+    }
+    with dask.config.set(settings):
+        live = config.live_policy()
+        assert (live.name, live.window, live.prior_weight, live.rebuild_every) == ("fgd", 50, 10.0, 5)
+        assert config.live_policy("spread").name == "spread"
+    with (
+        dask.config.set({"flexlab.policy": "worstfit"}),
+        pytest.raises(InvalidRequest, match="invalid policy"),
+    ):
+        config.live_policy()
