@@ -281,21 +281,41 @@ class Ledger:
         return alloc
 
     def _apply(self, alloc: Allocation, sign: int) -> None:
-        p = self.pool
-        hidx = self._host_pos[alloc.host]
-        p.host_cpu_free[hidx] -= sign * alloc.host_cpu_milli
-        p.host_mem_free[hidx] -= sign * alloc.host_memory_mib
+        self._count(self.pool, alloc, sign)
         for g in alloc.slices:
             st = self._devices[g.device]
-            p.dev_compute_free[st.index] -= sign * g.compute_milli
-            p.dev_mem_free[st.index] -= sign * g.memory_mib
             if sign > 0:
                 st.grants[alloc.alloc_id] = g
             else:
                 st.grants.pop(alloc.alloc_id, None)
             if st.spec.mode == PROFILE:
-                whole = any(x.profile is None for x in st.grants.values())
-                p.profile_free[st.index] = frozenset() if whole else free_profiles(st.model, st.layout)
+                self.pool.profile_free[st.index] = _profile_free(st, st.grants.values())
+
+    def _count(self, pool: PoolArrays, alloc: Allocation, sign: int) -> None:
+        """Add (``sign`` -1: give back) an allocation's sizes to ``pool``'s free arrays."""
+        hidx = self._host_pos[alloc.host]
+        pool.host_cpu_free[hidx] -= sign * alloc.host_cpu_milli
+        pool.host_mem_free[hidx] -= sign * alloc.host_memory_mib
+        for g in alloc.slices:
+            i = self._devices[g.device].index
+            pool.dev_compute_free[i] -= sign * g.compute_milli
+            pool.dev_mem_free[i] -= sign * g.memory_mib
+
+    def pool_without(self, alloc_ids: Iterable[str]) -> PoolArrays:
+        """A copy of the pool arrays as they would be with ``alloc_ids`` released (unknown
+        ids are skipped), to ask placement "what if". The ledger itself does not change."""
+        gone = {a for a in alloc_ids if a in self._allocs}
+        pool = self.pool.copy()
+        touched: dict[str, _DeviceState] = {}
+        for aid in gone:
+            alloc = self._allocs[aid]
+            self._count(pool, alloc, -1)
+            touched.update((g.device, self._devices[g.device]) for g in alloc.slices)
+        for st in touched.values():
+            if st.spec.mode == PROFILE:
+                kept = [g for a, g in st.grants.items() if a not in gone]
+                pool.profile_free[st.index] = _profile_free(st, kept)
+        return pool
 
     # -- reading ------------------------------------------------------------------------
     def get(self, alloc_id: str) -> Allocation:
@@ -339,6 +359,14 @@ class Ledger:
                 raise LedgerConflict(f"host {name} over-committed")
             if p.host_cpu_total[hidx] - cpu != p.host_cpu_free[hidx]:
                 raise LedgerConflict(f"host {name}: arrays disagree with allocations")
+
+
+def _profile_free(st: _DeviceState, grants: Iterable[SliceGrant]) -> frozenset[str]:
+    """Profiles a profile-mode device can still take beside ``grants`` (none when held whole)."""
+    held = list(grants)
+    if any(g.profile is None for g in held):
+        return frozenset()
+    return free_profiles(st.model, tuple((g.profile, g.start) for g in held if g.profile is not None))
 
 
 def _empty_pool() -> PoolArrays:

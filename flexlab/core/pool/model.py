@@ -1,0 +1,172 @@
+"""What the pool is made of: slices, leases, the commands to host agents, bindings and
+events (plain data, shared by every part of the pool)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from flexlab.core.placement.framework import Explanation
+from flexlab.core.placement.status import Code
+from flexlab.core.request import SliceRequest
+
+SliceState = Literal["starting", "ready", "lost", "stopped"]
+LeaseState = Literal["pending", "active", "recovering", "released", "expired"]
+BindStatus = Literal["bound", "wait", "fail"]
+#: Lease states that hold nothing any more.
+ENDED: tuple[LeaseState, ...] = ("released", "expired")
+#: Slice states whose worker serves (or is about to serve) tasks.
+LIVE: tuple[SliceState, ...] = ("starting", "ready")
+RESOURCE_PREFIX = "flexlab-slice-"
+#: Owner of the warm slices carved ahead of forecast leases.
+PREWARM_OWNER = "flexlab-prewarm"
+LEASE_PREFIX = "flexlab-lease-"
+#: Threads of a slice worker: tasks inside a slice run concurrently up to its resources.
+DEFAULT_SLICE_THREADS = 8
+
+
+@dataclass
+class SliceInfo:
+    """A carved slice and the worker that serves it."""
+
+    slice_id: str
+    alloc_id: str
+    host: str
+    devices: tuple[str, ...]
+    model: str
+    kind: str
+    vendor: str
+    compute_milli: int  # per device
+    memory_mib: int  # per device
+    profile: str | None = None
+    lease_id: str | None = None
+    owner: str | None = None
+    state: SliceState = "starting"
+    worker: str | None = None
+    created: float = 0.0
+    #: Compute bound to it by queued and running tasks (for balancing).
+    load_milli: int = 0
+    tasks: int = 0
+    #: Last telemetry: utilisation 0..1 and device memory in use.
+    utilisation: float = 0.0
+    memory_used_mib: int = 0
+    #: A warm slice: the request text of the lease it is kept for (None otherwise).
+    warm_for: str | None = None
+
+    @property
+    def resource(self) -> str:
+        return f"{RESOURCE_PREFIX}{self.slice_id}"
+
+    @property
+    def memory_resource(self) -> str:
+        return f"{RESOURCE_PREFIX}{self.slice_id}-mem"
+
+    def worker_resources(self, nthreads: int = DEFAULT_SLICE_THREADS) -> dict[str, float]:
+        res = {self.resource: float(self.compute_milli), self.memory_resource: float(self.memory_mib)}
+        if self.lease_id is not None:
+            res[f"{LEASE_PREFIX}{self.lease_id}"] = float(nthreads)
+        elif self.warm_for is not None:  # the id its future lease will have
+            res[f"{LEASE_PREFIX}{self.slice_id}"] = float(nthreads)
+        return res
+
+    @property
+    def reserved(self) -> bool:
+        """Held for one owner (a lease's slice or a warm one): no shared tasks run on it."""
+        return self.lease_id is not None or self.warm_for is not None
+
+
+@dataclass
+class LeaseInfo:
+    lease_id: str
+    owner: str
+    request: SliceRequest
+    ttl_s: float
+    priority: int
+    created: float
+    expires_at: float
+    state: LeaseState = "pending"
+    slice_id: str | None = None
+    reason: str = ""
+    #: Where the lease's slice was last (host, devices, profile start), to restore it there.
+    placed_on: tuple[str, tuple[str, ...], int] | None = None
+    #: How often it was preempted for higher-priority work.
+    preemptions: int = 0
+
+    @property
+    def resource(self) -> str:
+        return f"{LEASE_PREFIX}{self.lease_id}"
+
+
+@dataclass(frozen=True)
+class StartSlice:
+    """Command to a host agent: start a worker serving this slice."""
+
+    slice_id: str
+    host: str
+    devices: tuple[str, ...]
+    model: str
+    compute_milli: int
+    memory_mib: int
+    profile: str | None
+    lease_id: str | None
+    owner: str | None
+    resources: dict[str, float]
+    nthreads: int
+
+
+@dataclass(frozen=True)
+class StopSlice:
+    """Command to a host agent: stop the worker of this slice."""
+
+    slice_id: str
+    host: str
+    reason: str
+
+
+Command = StartSlice | StopSlice
+
+
+@dataclass(frozen=True)
+class Binding:
+    """Where a task goes: its resource restrictions, or why it waits or fails."""
+
+    status: BindStatus
+    slice_id: str | None = None
+    resources: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+    code: Code = Code.SUCCESS
+    compute_milli: int = 0
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something the pool did, with its reason; ``decision_id`` ties it to placement."""
+
+    seq: int
+    time: float
+    kind: str
+    message: str
+    owner: str | None = None
+    lease_id: str | None = None
+    slice_id: str | None = None
+    host: str | None = None
+    decision_id: str = ""
+
+
+def shape(s: SliceInfo) -> str:
+    """A slice's size for the event log: its profile, else its share and memory."""
+    return s.profile or f"{s.compute_milli / 10:g}% and {s.memory_mib} MiB"
+
+
+def reason_counts(ex: Explanation) -> dict[str, dict[str, int]]:
+    """Counted reasons per device class, by reason name (``Unschedulable.reasons``)."""
+    return {cls: {r.name: n for r, n in reasons.items()} for cls, reasons in ex.reasons_by_class.items()}
+
+
+def reason_text(ex: Explanation) -> str:
+    """The edge's rendering of an explanation: ``"UNSCHEDULABLE: t4: 2 INSUFFICIENT_COMPUTE"``."""
+    parts = []
+    for cls, reasons in sorted(ex.reasons_by_class.items()):
+        rs = ", ".join(f"{n} {r.name}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+        parts.append(f"{cls}: {rs}")
+    return f"{ex.code.value}: " + ("; ".join(parts) if parts else "no devices in the pool")
