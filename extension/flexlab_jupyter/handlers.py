@@ -268,8 +268,8 @@ class EventsHandler(FlexlabHandler):
             since = int(raw)
         except ValueError:
             raise InvalidRequest("since", raw, "an integer >= 0 (an event's seq)") from None
-        if since < 0:
-            raise InvalidRequest("since", since, "an integer >= 0 (an event's seq)")
+        if not 0 <= since < 2**53:  # beyond that it cannot cross msgpack (nor be a seq)
+            raise InvalidRequest("since", since, "an integer from 0 to 2**53 - 1 (an event's seq)")
         self.reply(await self.manager.events(self.owner, since))
 
 
