@@ -125,6 +125,8 @@ class FlexScheduler(SchedulerPlugin):
         #: Leases whose creating call has not returned to its caller yet:
         #: lease id -> (Dask client id, the call's token). Released if the caller gives up.
         self._unclaimed: dict[str, tuple[str, str]] = {}
+        #: What was last written to the lease store per lease (write only what changed).
+        self._saved: dict[str, tuple[Any, ...]] = {}
         #: Worker address -> the resource of the slice it serves, kept until the worker is
         #: gone: a slice the pool stopped (reclaimed, preempted, given back) may leave
         #: results behind that Dask recomputes, and those tasks must be bound again.
@@ -870,10 +872,19 @@ class FlexScheduler(SchedulerPlugin):
 
     # ------------------------------------------------------------------ helpers
     def _persist(self) -> None:
+        """Write the leases that changed since the last write (the loop calls this every
+        pass: rewriting every row each second would grow with the lease count)."""
         if self.store is None:
             return
+        saved = self._saved
         for lease in self.pool.leases.values():
-            self.store.save(lease)
+            sig = (lease.state, lease.expires_at, lease.ttl_s, lease.priority, lease.placed_on)
+            if saved.get(lease.lease_id) != sig:
+                self.store.save(lease)
+                saved[lease.lease_id] = sig
+        if len(saved) > len(self.pool.leases):  # leases the pool forgot (retention)
+            for lid in [x for x in saved if x not in self.pool.leases]:
+                del saved[lid]
 
     def _notify(self, owner: str | None, message: str) -> None:
         """An event on the owner's topic (``client.subscribe_topic("flexlab-<owner>", ...)``)."""
