@@ -103,7 +103,11 @@ class Ledger:
         a changed device list must not drop a device that holds an allocation)."""
         if spec.name in self._hosts:
             keep = {device_id(spec.name, d) for d in spec.devices}
-            busy = [a.alloc_id for a in self._allocs.values() if any(g.device not in keep for g in a.slices)]
+            busy = [
+                a.alloc_id
+                for a in self._allocs.values()
+                if a.host == spec.name and any(g.device not in keep for g in a.slices)
+            ]
             if busy:
                 raise LedgerConflict(f"host {spec.name!r}: new spec drops devices held by {busy}")
         self._hosts[spec.name] = spec

@@ -183,6 +183,44 @@ def test_remove_host_releases_and_add_host_keeps() -> None:
     led.check_invariants()
 
 
+def test_a_host_registered_again_is_checked_against_its_own_allocations() -> None:
+    """Regression: allocations on other hosts counted as held on devices the new spec drops."""
+    led = mixed_pool()
+    a = led.reserve(host="nvidia-b", devices=[V100S], compute_milli=500)
+    b = led.reserve(host="ascend-a", devices=[NPU0], compute_milli=300)
+    led.add_host(led.hosts["ascend-a"])
+    assert a.alloc_id in led
+    assert b.alloc_id in led
+    smaller = HostSpec("ascend-a", 64_000, 256 * 1024, (DeviceSpec("ascend-910b3", 1, mode="profile"),))
+    with pytest.raises(LedgerConflict, match=rf"drops devices held by \['{b.alloc_id}'\]"):
+        led.add_host(smaller)
+    led.check_invariants()
+
+
+def test_pool_without_is_a_release_on_a_copy() -> None:
+    led = mixed_pool()
+    led.reserve(host="nvidia-b", devices=[A100], profile="3g.40gb")
+    big = led.reserve(host="nvidia-b", devices=[A100], profile="4g.40gb", host_cpu_milli=2000)
+    before = state(led)
+    copy = led.pool_without([big.alloc_id, "never-existed"])
+    assert state(led) == before  # the ledger did not change
+    assert copy.profile_free[led.device_index(A100)] == {
+        "1g.10gb",
+        "1g.20gb",
+        "2g.20gb",
+        "3g.40gb",
+        "4g.40gb",
+    }
+    led.release(big.alloc_id)
+    assert state(led)[:5] == (
+        copy.dev_compute_free.tolist(),
+        copy.dev_mem_free.tolist(),
+        copy.host_cpu_free.tolist(),
+        copy.host_mem_free.tolist(),
+        dict(copy.profile_free),
+    )
+
+
 # ------------------------------------------------------------------ random sequences
 DEVICES = [A100, V100S, NPU0, NPU1]
 HOST_OF = {A100: "nvidia-b", V100S: "nvidia-b", NPU0: "ascend-a", NPU1: "ascend-a"}
