@@ -59,6 +59,8 @@ class TaskBinder:
             self.pending.pop(key, None)
         elif b.status == "wait":
             self.pending[key] = (request, b.reason)
+        else:  # it can never fit: no longer waiting (nor retried, nor counted as waiting)
+            self.pending.pop(key, None)
         return b
 
     def bind_many(self, keys: list[object], request: SliceRequest) -> list[Binding]:

@@ -124,9 +124,9 @@ class SlicePool:
     def unregister_host(self, name: str) -> list[object]:
         """Remove a host: its slices are lost (leases wait to be placed again)."""
         lost_keys: list[object] = []
-        for s in [s for s in self.slices.values() if s.host == name]:
+        for s in self.table.leave(name):
             lost_keys += self._lose(s, f"host {name} left the pool")
-        self.table.remove_host(name)
+        self.table.left(name)
         return lost_keys
 
     # -- slices and their workers --------------------------------------------------------

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from flexlab.core.errors import LedgerConflict
 from flexlab.core.ledger import Allocation, Ledger
 from flexlab.core.pool.model import (
+    LIVE,
     Command,
     Event,
     LeaseInfo,
@@ -78,10 +79,19 @@ class SliceTable:
         self.emit("host", f"host {spec.name} registered with {len(spec.devices)} devices", host=spec.name)
         return known
 
-    def remove_host(self, name: str) -> None:
-        """Take a host out of the ledger (its slices must be gone already)."""
+    def leave(self, name: str) -> list[SliceInfo]:
+        """Take a host out of the ledger (its allocations go with it) and return its
+        slices, marked lost, for the caller to drop one by one. The host goes first so
+        that nothing is carved on it again while its slices go."""
         self.ledger.remove_host(name)
+        gone = [s for s in self.slices.values() if s.host == name]
+        for s in gone:
+            s.state = "lost"
         self.version += 1
+        return gone
+
+    def left(self, name: str) -> None:
+        """The host's slices are gone: forget what was queued for its agent."""
         self.outbox.pop(name, None)
         self.emit("host", f"host {name} left the pool", host=name)
 
@@ -202,11 +212,11 @@ class SliceTable:
             s.memory_used_mib = max(0, memory_used_mib)
 
     def idle(self, *, warm: bool) -> list[SliceInfo]:
-        """Shared slices with no task bound, and warm slices too when ``warm``."""
+        """Live shared slices with no task bound, and warm slices too when ``warm``."""
         return [
             s
             for s in self.slices.values()
-            if s.lease_id is None and s.tasks == 0 and (warm or s.warm_for is None)
+            if s.lease_id is None and s.tasks == 0 and (warm or s.warm_for is None) and s.state in LIVE
         ]
 
     def warm(self) -> list[SliceInfo]:
