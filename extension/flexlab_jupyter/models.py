@@ -86,6 +86,7 @@ class PolicyModel(TypedDict):
     name: str  # the policy: "flexlab", "fgd", "bestfit", "firstfit", "binpack" or "spread"
     description: str  # what it does, for people
     learns: bool  # True when it learns the shapes of requests (fgd, flexlab)
+    seeded: bool  # True when it places against shapes given up front (and learns nothing)
     window: int  # how many of the latest requests it learns from
     in_window: int  # requests in that window now
     observations: int  # requests it has seen since the scheduler started
@@ -299,6 +300,7 @@ def make_policy(state: dict[str, Any]) -> PolicyModel:
         "name": str(raw.get("name") or ""),
         "description": str(raw.get("description") or ""),
         "learns": bool(raw.get("learns", False)),
+        "seeded": bool(raw.get("seeded", False)),
         "window": int(raw.get("window", 0)),
         "in_window": int(raw.get("in_window", 0)),
         "observations": int(raw.get("observations", 0)),

@@ -125,6 +125,8 @@ export interface PolicyModel {
   description: string;
   /** True when it learns the shapes of requests (fgd, flexlab). */
   learns: boolean;
+  /** True when it places against shapes given up front (and learns nothing). */
+  seeded: boolean;
   /** How many of the latest requests it learns from. */
   window: number;
   /** Requests in that window now. */

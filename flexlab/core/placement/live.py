@@ -115,6 +115,8 @@ class LivePolicy:
         self.name = key
         self.description = POLICIES[key]
         self.learns = key in NEEDS_DISTRIBUTION
+        #: Placing against a distribution given up front (``seeded``), not learned.
+        self.is_seeded = False
         self.window = int(window)
         self.prior_weight = float(prior_weight)
         self.rebuild_every = int(rebuild_every)
@@ -142,6 +144,30 @@ class LivePolicy:
             self._score = score
         else:
             self._profile = make_profile(key)
+
+    @classmethod
+    def seeded(cls, name: str, distribution: ShapeDistribution) -> LivePolicy:
+        """A policy that places against ``distribution`` and learns nothing more: for an
+        operator who seeds the pool from a known workload (e.g. last month's requests), and
+        for the live openb replay, which must decide with the simulator's inputs.
+
+        >>> from flexlab.core.placement.testing import Req
+        >>> dist = ShapeDistribution.from_requests([Req(compute_milli=500)], coverage=1.0)
+        >>> live = LivePolicy.seeded("fgd", dist)
+        >>> live.observe(Req(compute_milli=250))
+        >>> live.distribution is dist, live.state()["seeded"]
+        (True, True)
+        """
+        live = cls(name, prior_weight=0.0)
+        if live._score is None:
+            raise InvalidRequest(
+                "policy", name, f"one that uses a shape distribution: {', '.join(NEEDS_DISTRIBUTION)}"
+            )
+        live.distribution = distribution
+        live._score.distribution = distribution
+        live.learns = False
+        live.is_seeded = True
+        return live
 
     @property
     def profile(self) -> PlacementProfile:
@@ -227,6 +253,7 @@ class LivePolicy:
             "name": self.name,
             "description": self.description,
             "learns": self.learns,
+            "seeded": self.is_seeded,
             "window": self.window,
             "in_window": len(self._shapes),
             "observations": self.observations,
@@ -247,6 +274,7 @@ def fixed_state(name: str) -> dict[str, Any]:
         "name": name,
         "description": POLICIES.get(name, ""),
         "learns": False,
+        "seeded": False,
         "window": 0,
         "in_window": 0,
         "observations": 0,
