@@ -36,6 +36,7 @@ from distributed import Scheduler, SchedulerPlugin
 from flexlab.core.errors import FlexlabError, InvalidRequest, LeaseEnded, Unschedulable
 from flexlab.core.hiloop import Action, GiveBackToWaitingWork, HiLoop, Preempt, Prewarm
 from flexlab.core.history import History
+from flexlab.core.placement.live import LivePolicy
 from flexlab.core.pool import (
     LEASE_PREFIX,
     RESOURCE_PREFIX,
@@ -47,7 +48,7 @@ from flexlab.core.pool import (
 from flexlab.core.prewarm import WarmPlanner
 from flexlab.core.request import SliceRequest, parse_request
 from flexlab.core.speed import ThroughputTable
-from flexlab.core.units import parse_duration
+from flexlab.core.units import lease_ttl, parse_duration
 from flexlab_dask import config
 from flexlab_dask.state import host_from_dict, pool_state
 from flexlab_dask.store import LeaseStore, restore
@@ -84,8 +85,12 @@ class FlexScheduler(SchedulerPlugin):
         slice_threads: int | None = None,
         hi: bool | None = None,
         speed_aware: bool | None = None,
+        live_policy: LivePolicy | None = None,
     ) -> None:
-        self.policy = policy or str(config.get("policy"))
+        """``live_policy``: the placement policy as built (e.g. ``LivePolicy.seeded`` from
+        an operator's history); default ``config.live_policy(policy)``."""
+        live = live_policy if live_policy is not None else config.live_policy(policy)
+        self.policy = live.name
         self.state_file = state_file if state_file is not None else config.state_file()
         self.loop_interval = loop_interval if loop_interval is not None else config.seconds("loop-interval")
         layouts = default_layouts if default_layouts is not None else config.get("default-layouts") or {}
@@ -96,7 +101,7 @@ class FlexScheduler(SchedulerPlugin):
         self.slice_threads = int(slice_threads or config.get("slice-threads"))
         self.speed_aware = bool(config.get("speed-aware")) if speed_aware is None else speed_aware
         self.pool = SlicePool(
-            policy=self.policy,
+            live_policy=live,
             default_layouts=self.default_layouts,
             carve_on_register=self.carve_on_register,
             slice_threads=self.slice_threads,
@@ -152,9 +157,7 @@ class FlexScheduler(SchedulerPlugin):
                 Prewarm(self.warm, reserve=float(config.get("hi.reserve", 0.0))),
                 Preempt(grace_s=self.preempt_grace),
             ],
-            hold_after_wait_s=float(
-                config.seconds("hi.hold-after-wait") if config.get("hi.hold-after-wait") else 30.0
-            ),
+            hold_after_wait_s=config.seconds("hi.hold-after-wait"),
         )
         self._hi_last = 0.0
         #: Aggregated telemetry over time (one sampler, many readers).
@@ -212,6 +215,9 @@ class FlexScheduler(SchedulerPlugin):
         for lease in self.pool.expire():
             self._notify(lease.owner, f"lease {lease.lease_id} expired: its TTL ran out")
         self._fail_work_of_ended_leases()
+        gone = self.pool.forget_ended(config.seconds("lease.keep-ended"))
+        if gone and self.store is not None:
+            self.store.forget(gone)
         self.pool.retry_leases()
         self.pool.retry_pending()
         self._apply_bindings(self.pool.take_rebound())
@@ -793,10 +799,9 @@ class FlexScheduler(SchedulerPlugin):
         is given back if that client leaves, or the caller abandons ``token``, before a
         ``flexlab_lease_get(..., claim=True)`` saw it active (:meth:`handle_lease_abandon`)."""
         try:
-            ttl_s = parse_duration(ttl if ttl is not None else config.get("lease.default-ttl"))
-            max_ttl = config.seconds("lease.max-ttl")
-            if max_ttl and ttl_s > max_ttl:
-                raise InvalidRequest("ttl", ttl, f"at most {config.get('lease.max-ttl')}")
+            ttl_s = lease_ttl(
+                ttl if ttl is not None else config.get("lease.default-ttl"), config.get("lease.max-ttl")
+            )
             req = parse_request(request)
             lease = self.pool.create_lease(req, owner=owner, ttl_s=ttl_s, priority=int(priority))
             self.history.arrived(f"lease {req.describe()}")

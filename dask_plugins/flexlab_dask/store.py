@@ -92,11 +92,9 @@ class LeaseStore:
     def live(self) -> list[StoredLease]:
         return [s for s in self.load() if s.state not in ("released", "expired")]
 
-    def forget_ended(self, before: float) -> int:
-        cur = self._db.execute(
-            "DELETE FROM leases WHERE state IN ('released', 'expired') AND expires_at < ?", (before,)
-        )
-        return cur.rowcount
+    def forget(self, lease_ids: list[str]) -> None:
+        """Delete the rows of leases the pool forgot (ended past their retention)."""
+        self._db.executemany("DELETE FROM leases WHERE lease_id = ?", [(x,) for x in lease_ids])
 
     def close(self) -> None:
         self._db.close()
@@ -116,4 +114,6 @@ def restore(stored: StoredLease) -> LeaseInfo:
         state="recovering",
         placed_on=stored.placed_on,
         reason="scheduler restarted; waiting for its host",
+        # its TTL keeps the end it had (a lease that was never active gets it anew)
+        active_since=stored.created if stored.state != "pending" else None,
     )

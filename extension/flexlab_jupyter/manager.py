@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from flexlab.core.errors import FlexlabError, InvalidRequest
 from flexlab.core.request import MAX_PRIORITY, parse_request
-from flexlab.core.units import parse_duration
+from flexlab.core.units import lease_ttl
 from flexlab_jupyter import models
 
 logger = logging.getLogger("flexlab.jupyter")
@@ -226,13 +226,7 @@ def _ttl(ttl: object) -> float:
     """A TTL within the pool's maximum (the scheduler checks it again on create)."""
     from flexlab_dask import config
 
-    if not isinstance(ttl, (str, int, float)) or isinstance(ttl, bool):
-        raise InvalidRequest("ttl", ttl, "a duration such as '30m', '2h' or a number of seconds")
-    seconds = parse_duration(ttl)
-    max_ttl = config.seconds("lease.max-ttl")
-    if max_ttl and seconds > max_ttl:
-        raise InvalidRequest("ttl", ttl, f"at most {config.get('lease.max-ttl')}")
-    return seconds
+    return lease_ttl(ttl, config.get("lease.max-ttl"))
 
 
 def _priority(priority: object) -> int:

@@ -127,6 +127,26 @@ def parse_duration(value: str | float | int, *, field: str = "ttl") -> float:
     return seconds
 
 
+def lease_ttl(value: object, max_ttl: str | float | int | None = None) -> float:
+    """A lease's TTL in seconds: a duration (:func:`parse_duration`), at most ``max_ttl``
+    (a duration; None or 0: no limit). The one place this rule lives: the scheduler and
+    the Jupyter front both check with it.
+
+    >>> lease_ttl("2h", "7d")
+    7200.0
+    >>> lease_ttl("30d", "7d")
+    Traceback (most recent call last):
+    ...
+    flexlab.core.errors.InvalidRequest: invalid ttl: '30d'; allowed: at most 7d
+    """
+    if not isinstance(value, (str, int, float)):
+        raise InvalidRequest("ttl", value, "a duration such as '30m', '2h' or a number of seconds")
+    seconds = parse_duration(value)
+    if max_ttl and seconds > parse_duration(max_ttl, field="max-ttl"):
+        raise InvalidRequest("ttl", value, f"at most {max_ttl}")
+    return seconds
+
+
 def format_memory(mib: int) -> str:
     """MiB as a short human string: 512 MiB, 1.5 GiB, 80 GiB."""
     if mib < 1024:

@@ -15,21 +15,24 @@ from flexlab.core.topology import DeviceSpec, HostSpec
 HOST = HostSpec("t4-h", 32_000, 128 * 1024, (DeviceSpec("t4", 0), DeviceSpec("t4", 1)))
 
 
-def small_pool() -> SlicePool:
+def small_pool(live: LivePolicy) -> SlicePool:
     ticks = iter(range(100, 10**6))
-    p = SlicePool(policy="binpack", clock=lambda: float(next(ticks)), carve_on_register=False)
+    p = SlicePool(live_policy=live, clock=lambda: float(next(ticks)), carve_on_register=False)
     p.register_host(HOST)
     return p
 
 
-def test_a_pool_without_a_live_policy_reports_its_profile() -> None:
-    p = small_pool()
+def test_a_fixed_rule_policy_reports_what_it_placed_and_learns_nothing() -> None:
+    p = small_pool(LivePolicy("binpack"))
     lease = p.create_lease(parse_request("gpu:0.5"), owner="ann", ttl_s=60)
     state = pool_state(p)
-    assert state["policy"] == fixed_state("binpack")
+    assert state["policy"]["name"] == "binpack"
+    assert state["policy"]["learns"] is False
+    assert state["policy"]["observations"] == 1
+    assert state["policy"]["shapes"] == []
     slices = [s for h in state["hosts"] for d in h["devices"] for s in d["slices"]]
-    assert [s["policy"] for s in slices] == [None]
-    assert lease_dict(p, lease)["policy"] is None
+    assert [s["policy"] for s in slices] == ["binpack"]
+    assert lease_dict(p, lease)["policy"] == "binpack"
     pool = models.make_pool(state, "ann")
     assert (pool["policy"]["name"], pool["policy"]["learns"], pool["policy"]["shapes"]) == (
         "binpack",
@@ -38,15 +41,16 @@ def test_a_pool_without_a_live_policy_reports_its_profile() -> None:
     )
 
 
+def test_fixed_state_describes_a_pool_without_a_live_policy() -> None:
+    assert fixed_state("bestfit")["name"] == "bestfit"
+    assert fixed_state("bestfit")["learns"] is False
+
+
 def test_the_live_policy_and_the_policy_of_each_slice_are_shown() -> None:
-    p = small_pool()
-    live = LivePolicy("flexlab", rebuild_every=1)
-    p.live_policy = live  # type: ignore[attr-defined]  # what the pool will own
+    p = small_pool(LivePolicy("flexlab", rebuild_every=1))
     req = parse_request("gpu:0.25")
-    live.observe(req)
-    lease = p.create_lease(req, owner="ann", ttl_s=60)
+    lease = p.create_lease(req, owner="ann", ttl_s=60)  # the pool observes it
     assert lease.slice_id is not None
-    p.slices[lease.slice_id].policy = "flexlab"  # type: ignore[attr-defined]  # set by the pool later
     state = pool_state(p)
     assert state["policy"]["name"] == "flexlab"
     assert (state["policy"]["observations"], state["policy"]["prior_weight_left"]) == (1, 199.0)

@@ -7,10 +7,11 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 
 from flexlab.core.ledger import Ledger
 from flexlab.core.placement.framework import Explanation, PlacementProfile, explain
-from flexlab.core.placement.policies import make_profile
+from flexlab.core.placement.live import DEFAULT_POLICY, LivePolicy
 from flexlab.core.pool.binder import TaskBinder
 from flexlab.core.pool.leases import LeaseBook
 from flexlab.core.pool.model import (
@@ -38,7 +39,8 @@ class SlicePool:
     def __init__(
         self,
         *,
-        policy: str = "binpack",
+        policy: str = DEFAULT_POLICY,
+        live_policy: LivePolicy | None = None,
         clock: Callable[[], float] = time.time,
         default_layouts: dict[str, tuple[str, ...]] | None = None,
         carve_on_register: bool = True,
@@ -47,7 +49,10 @@ class SlicePool:
         speed: ThroughputTable | None = None,
     ) -> None:
         self.ledger = Ledger()
-        self.profile: PlacementProfile = make_profile(policy)
+        #: The placement policy and the request shapes it learns (``fgd``, ``flexlab``).
+        self.live_policy = live_policy if live_policy is not None else LivePolicy(policy)
+        #: One object for the pool's life: learning swaps its distribution in place.
+        self.profile: PlacementProfile = self.live_policy.profile
         self.clock = clock
         self.table = SliceTable(
             self.ledger,
@@ -56,6 +61,7 @@ class SlicePool:
             carve_on_register=carve_on_register,
             slice_threads=slice_threads,
             max_events=max_events,
+            policy=self.live_policy.name,
         )
         self.whatif = WhatIf(self.ledger, self.profile)
         self.binder = TaskBinder(self.table, self.profile, speed)
@@ -167,11 +173,19 @@ class SlicePool:
     # -- tasks ---------------------------------------------------------------------------
     def bind(self, key: object, request: SliceRequest) -> Binding:
         """Choose a shared slice for one task (carving one if needed)."""
+        self._observe_task(request)
         return self.binder.bind(key, request)
 
     def bind_many(self, keys: list[object], request: SliceRequest) -> list[Binding]:
         """Bind many tasks of one request at once (a ``client.map``)."""
+        if keys:
+            self._observe_task(request)
         return self.binder.bind_many(keys, request)
+
+    def _observe_task(self, request: SliceRequest) -> None:
+        """The policy learns a task's slice shape once per submission (a ``client.map`` of
+        20,000 tasks is one demand for that shape, not 20,000 that would fill the window)."""
+        self.live_policy.observe(replace(request, host_cpu_milli=0, host_memory_mib=0))
 
     def bind_lease_task(self, key: object, lease_id: str, owner: str | None) -> Binding:
         return self.book.bind_task(key, lease_id, owner)
@@ -210,6 +224,7 @@ class SlicePool:
         when it cannot fit now the lease is ``pending`` with its reason. A warm slice
         carved for exactly this request is taken at once."""
         req = self.book.admit(request, owner=owner, ttl_s=ttl_s, priority=priority)
+        self.live_policy.observe(req)
         warm = None if lease_id else self.warm.slice_for(req)
         if warm is not None:
             lease_id = warm.slice_id
@@ -242,6 +257,10 @@ class SlicePool:
 
     def renew_lease(self, lease_id: str, actor: str | None, ttl_s: float) -> LeaseInfo:
         return self.book.renew(lease_id, actor, ttl_s)
+
+    def forget_ended(self, retention_s: float) -> list[str]:
+        """Forget leases that ended more than ``retention_s`` ago; their ids are returned."""
+        return self.book.forget_ended(self.clock() - retention_s)
 
     def expire(self) -> list[LeaseInfo]:
         """Reclaim leases past their TTL that run nothing (time-sharing)."""

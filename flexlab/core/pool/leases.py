@@ -69,8 +69,6 @@ class LeaseBook:
             raise InvalidRequest("owner", owner, "a non-empty user name")
         if not ttl_s > 0:
             raise InvalidRequest("ttl", ttl_s, "a positive number of seconds")
-        if request.devices > 1:
-            raise InvalidRequest("devices", request.devices, "1 (a lease holds one slice of one device)")
         req = replace(request, owner=owner, priority=priority)
         shared = [s.alloc_id for s in self.table.slices.values() if s.lease_id is None]
         ex = self.whatif.explain(req, freed=shared)
@@ -252,6 +250,7 @@ class LeaseBook:
         was = lease.state
         lease.state = "active"
         lease.reason = ""
+        start_ttl(lease, self.table.clock())
         if was == "recovering":
             self.table.emit(
                 "lease",
@@ -284,6 +283,7 @@ class LeaseBook:
         stopped and its capacity goes back into shared use."""
         lease.state = state
         lease.reason = reason
+        lease.ended_at = self.table.clock()
         s = self.table.drop(lease.slice_id, reason)
         if s is not None and self.table.carve_on_register:
             self.table.recarve_shared(s.host, s.devices)
@@ -294,6 +294,18 @@ class LeaseBook:
             owner=lease.owner,
             slice_id=lease.slice_id,
         )
+
+    def forget_ended(self, before: float) -> list[str]:
+        """Forget the leases that ended before ``before`` (their owners had their events;
+        the scheduler's memory must not grow with every lease ever made)."""
+        gone = [
+            lid
+            for lid, x in self.leases.items()
+            if x.state in ENDED and (x.ended_at if x.ended_at is not None else x.expires_at) < before
+        ]
+        for lid in gone:
+            del self.leases[lid]
+        return gone
 
     def renew(self, lease_id: str, actor: str | None, ttl_s: float) -> LeaseInfo:
         if not ttl_s > 0:
@@ -313,8 +325,8 @@ class LeaseBook:
         now = self.table.clock()
         out = []
         for lease in list(self.leases.values()):
-            if lease.state in ENDED or now < lease.expires_at:
-                continue
+            if lease.state in ENDED or lease.active_since is None or now < lease.expires_at:
+                continue  # ended, never active yet (its TTL has not started), or in time
             s = self.table.slices.get(lease.slice_id or "")
             if s is not None and s.utilisation > 0.0 and s.tasks > 0:
                 continue
@@ -333,6 +345,13 @@ class LeaseBook:
         )
         if lease.placed_on is None or lease.placed_on[0] in self.ledger.hosts:
             self.place(lease)
+
+
+def start_ttl(lease: LeaseInfo, now: float) -> None:
+    """The first time ``lease`` is active, its TTL starts."""
+    if lease.active_since is None:
+        lease.active_since = now
+        lease.expires_at = now + lease.ttl_s
 
 
 def restore_allocation(ledger: Ledger, old: Allocation) -> None:

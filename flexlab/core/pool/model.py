@@ -52,6 +52,9 @@ class SliceInfo:
     memory_used_mib: int = 0
     #: A warm slice: the request text of the lease it is kept for (None otherwise).
     warm_for: str | None = None
+    #: The placement policy that chose where it was carved (None: carved to fill the rest
+    #: of a device, or a profile device's layout, with no placement decision).
+    policy: str | None = None
 
     @property
     def resource(self) -> str:
@@ -91,6 +94,13 @@ class LeaseInfo:
     placed_on: tuple[str, tuple[str, ...], int] | None = None
     #: How often it was preempted for higher-priority work.
     preemptions: int = 0
+    #: When it first became active: its TTL counts from then (a lease that waits in the
+    #: queue does not lose its time), so ``expires_at`` is set again at that moment.
+    active_since: float | None = None
+    #: The placement policy that chose its slice's place (None until placed).
+    policy: str | None = None
+    #: When it was released or expired (kept ``forget_ended``'s retention, then forgotten).
+    ended_at: float | None = None
 
     @property
     def resource(self) -> str:

@@ -39,8 +39,11 @@ class SliceTable:
         carve_on_register: bool,
         slice_threads: int,
         max_events: int,
+        policy: str = "",
     ) -> None:
         self.ledger = ledger
+        #: Name of the placement policy, recorded on every slice a placement decided.
+        self.policy = policy
         self.clock = clock
         self.default_layouts = default_layouts
         #: Layout a host registered for a profile device (device id -> profiles), kept to
@@ -132,7 +135,10 @@ class SliceTable:
             owner=lease.owner if lease else None,
             created=self.clock(),
             warm_for=warm_for,
+            policy=self.policy if alloc.decision_id else None,
         )
+        if lease is not None and s.policy is not None:
+            lease.policy = s.policy
         self.slices[sid] = s
         self.version += 1
         self.send(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from flexlab.core.pool.leases import LeaseBook
+from flexlab.core.pool.leases import LeaseBook, start_ttl
 from flexlab.core.pool.model import LIVE, PREWARM_OWNER, LeaseInfo, SliceInfo
 from flexlab.core.pool.slices import SliceTable
 from flexlab.core.request import SliceRequest
@@ -77,6 +77,7 @@ class WarmSlices:
         lease.slice_id = s.slice_id
         if s.state == "ready":
             lease.state = "active"
+            start_ttl(lease, self.table.clock())
             lease.reason = ""
         else:
             lease.reason = "starting its worker (pre-warmed)"
