@@ -19,7 +19,6 @@ section 6, ``docs/mock-devices.md``) is the same in both: a task runs for
 from __future__ import annotations
 
 import argparse
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,56 +29,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from flexlab.core.errors import InvalidRequest
-
-
-@dataclass(frozen=True)
-class DemoTask:
-    kind: str  # "inference" | "training" | "cpu"
-    work: float
-    demand: float
-    memory_mib: int
-
-    @property
-    def request(self) -> str:
-        share = min(1.0, round(self.demand + 0.05, 2))
-        return f"any:{share:g},{self.memory_mib}MiB"
-
-
-def workload(n: int, seed: int = 7) -> list[DemoTask]:
-    """A seeded mix: 60% inference, 20% training, 20% CPU."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        r = rng.random()
-        if r < 0.6:
-            out.append(
-                DemoTask("inference", rng.uniform(0.15, 0.4), rng.uniform(0.1, 0.3), rng.randint(2, 6) * 1024)
-            )
-        elif r < 0.8:
-            out.append(
-                DemoTask("training", rng.uniform(0.6, 1.2), rng.uniform(0.5, 1.0), rng.randint(12, 24) * 1024)
-            )
-        else:
-            out.append(DemoTask("cpu", rng.uniform(0.05, 0.15), 0.0, 0))
-    return out
-
-
-def run_task(task: DemoTask) -> dict[str, Any]:
-    """Body of one demo task on a worker (mock slice or CPU)."""
-    if task.kind == "cpu":
-        t0 = time.monotonic()
-        time.sleep(task.work)
-        return {"kind": "cpu", "model": "cpu", "elapsed": time.monotonic() - t0}
-    from flexlab.mock.workloads import kernel
-
-    res = kernel(task.work, task.demand, memory=task.memory_mib, workload_class=task.kind)
-    return {
-        "kind": task.kind,
-        "model": res.model_key,
-        "elapsed": res.elapsed_s,
-        "slice": res.slice_id,
-        "busy": res.device_seconds,
-    }
+from flexlab.mock.mix import DemoTask, run_task, workload
 
 
 @dataclass

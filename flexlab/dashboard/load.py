@@ -1,6 +1,6 @@
 """A steady synthetic load that keeps a mock pool moving, for the dashboard and Binder.
 
-* **Tasks**: the demo's seeded mix (``flexlab.commands.demo.workload``: small inference,
+* **Tasks**: the demo's seeded mix (``flexlab.mock.mix.workload``: small inference,
   training steps, CPU tasks) arrives as a Poisson stream of ``rate`` tasks a second, each
   annotated with its request, with at most ``max_in_flight`` unfinished.
   One task in ten asks for a MIG or vNPU profile instead (``PROFILE_TASKS``).
@@ -31,8 +31,8 @@ from typing import Any
 from distributed import Client
 
 import flexlab
-from flexlab.commands.demo import DemoTask, run_task, workload
 from flexlab.core.errors import FlexlabError
+from flexlab.mock.mix import DemoTask, run_task, workload
 
 logger = logging.getLogger("flexlab.dashboard.load")
 

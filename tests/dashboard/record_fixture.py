@@ -32,7 +32,7 @@ def record(path: Path = OUT, seconds: float = 8.0) -> dict[str, object]:
     from flexlab_dask import FlexCluster
 
     import flexlab
-    from flexlab.commands.demo import run_task, workload
+    from flexlab.mock.mix import run_task, workload
 
     logging.getLogger("distributed").setLevel(logging.ERROR)
     with FlexCluster(cpu_workers=1, threads_per_worker=2) as cluster, Client(cluster) as client:
