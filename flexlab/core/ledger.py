@@ -277,6 +277,30 @@ class Ledger:
             raise LedgerConflict(f"{dev}: {need_m} MiB asked, {free_m} MiB free")
         return SliceGrant(dev, need_c, need_m, None, -1)
 
+    def reinstate(self, alloc: Allocation) -> Allocation:
+        """Reserve a released allocation again exactly as it was: same id, devices, sizes
+        per device and profile slots (a reservation that gave back room it did not need).
+        Raises ``LedgerConflict`` and changes nothing when it no longer fits."""
+        if alloc.alloc_id in self._allocs:
+            raise LedgerConflict(f"allocation id {alloc.alloc_id!r} is already in use")
+        if alloc.host not in self._hosts:
+            raise UnknownName("host", alloc.host, self._hosts)
+        hidx = self._host_pos[alloc.host]
+        if (
+            alloc.host_cpu_milli > self.pool.host_cpu_free[hidx]
+            or alloc.host_memory_mib > self.pool.host_mem_free[hidx]
+        ):
+            raise LedgerConflict(f"{alloc.host}: no room for {alloc.alloc_id}'s CPU and RAM any more")
+        for g in alloc.slices:  # each device as it was (several devices may differ in memory)
+            got = self._grant(
+                alloc.host, g.device, g.compute_milli, g.memory_mib, g.profile, g.start if g.profile else None
+            )
+            if got != g:
+                raise LedgerConflict(f"{g.device}: {alloc.alloc_id} would come back as {got}, not {g}")
+        self._allocs[alloc.alloc_id] = alloc
+        self._apply(alloc, +1)
+        return alloc
+
     def release(self, alloc_id: str) -> Allocation | None:
         """Release an allocation; returns it, or None if it was unknown or already released."""
         alloc = self._allocs.pop(alloc_id, None)

@@ -221,6 +221,28 @@ def test_pool_without_is_a_release_on_a_copy() -> None:
     )
 
 
+def test_a_released_allocation_is_reinstated_as_it_was() -> None:
+    """Each device as it was: two whole devices of one host hold different memory
+    (regression: restoring took the first device's size for all and failed)."""
+    led = mixed_pool()
+    both = led.reserve(host="nvidia-b", devices=[A100, V100S])
+    mig = led.reserve(host="ascend-a", devices=[NPU1], profile="vir05_1c_16g")
+    assert [g.memory_mib for g in both.slices] == [81920, 32768]
+    before = state(led)
+    for a in (both, mig):
+        led.release(a.alloc_id)
+        assert led.reinstate(a) is a
+    assert state(led) == before
+    with pytest.raises(LedgerConflict, match="already in use"):
+        led.reinstate(both)
+    led.release(both.alloc_id)
+    led.reserve(host="nvidia-b", devices=[V100S], compute_milli=100)
+    with pytest.raises(LedgerConflict):
+        led.reinstate(both)
+    assert both.alloc_id not in led
+    led.check_invariants()
+
+
 # ------------------------------------------------------------------ random sequences
 DEVICES = [A100, V100S, NPU0, NPU1]
 HOST_OF = {A100: "nvidia-b", V100S: "nvidia-b", NPU0: "ascend-a", NPU1: "ascend-a"}

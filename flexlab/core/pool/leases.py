@@ -193,7 +193,7 @@ class LeaseBook:
                     host=s.host,
                 )
             else:
-                restore_allocation(self.ledger, old)
+                self.ledger.reinstate(old)
         if alloc is not None:
             self.table.recarve_shared(alloc.host, [x.device for x in alloc.slices])
         return alloc
@@ -352,22 +352,3 @@ def start_ttl(lease: LeaseInfo, now: float) -> None:
     if lease.active_since is None:
         lease.active_since = now
         lease.expires_at = now + lease.ttl_s
-
-
-def restore_allocation(ledger: Ledger, old: Allocation) -> None:
-    """Reserve a released allocation again exactly as it was (same id, place and sizes)."""
-    g = old.slices[0]
-    ledger.reserve(
-        host=old.host,
-        devices=[x.device for x in old.slices],
-        compute_milli=g.compute_milli,
-        memory_mib=g.memory_mib,
-        profile=g.profile,
-        start=g.start if g.profile else None,
-        host_cpu_milli=old.host_cpu_milli,
-        host_memory_mib=old.host_memory_mib,
-        owner=old.owner,
-        decision_id=old.decision_id,
-        request=old.request,
-        alloc_id=old.alloc_id,
-    )
