@@ -30,12 +30,16 @@ def noop(i: int) -> int:
     return i
 
 
-def throughput(tasks: int, rounds: int) -> dict[str, Any]:
-    """Two T4 hosts, one fraction slice each, one thread per slice worker (as in peers.md)."""
+def throughput(tasks: int, rounds: int, processes: bool = False) -> dict[str, Any]:
+    """Two T4 hosts, one fraction slice each, one thread per slice worker (as in peers.md);
+    ``processes``: each slice worker is its own process (as on a real host)."""
     hosts = [HostSpec(f"h{i}", 8000, 32 * 1024, (DeviceSpec("t4", 0),)) for i in range(2)]
     plugin = FlexScheduler(state_file=":memory:", slice_threads=1)
     out: dict[str, list[float]] = {"flexlab": [], "vanilla": []}
-    with FlexCluster(hosts, cpu_workers=0, plugin=plugin) as cluster, Client(cluster) as client:
+    with (
+        FlexCluster(hosts, cpu_workers=0, plugin=plugin, processes=processes, wait_for_slices=120) as cluster,
+        Client(cluster) as client,
+    ):
         slices = sorted(plugin.pool.slices.values(), key=lambda s: s.slice_id)
         assert len(slices) == 2
         half = tasks // 2
@@ -73,6 +77,7 @@ def throughput(tasks: int, rounds: int) -> dict[str, Any]:
         "vanilla_median": v,
         "flexlab_median": f,
         "ratio": f / v,
+        "processes": processes,
         "plugin_errors": errors,
     }
 
@@ -127,23 +132,30 @@ def main() -> None:
     p.add_argument("--window", type=float, default=30.0)
     p.add_argument("--demo-tasks", type=int, default=1200)
     p.add_argument("--leases", type=int, default=30)
+    p.add_argument("--processes", action="store_true", help="slice workers as processes in [1]")
+    p.add_argument("--only", choices=("throughput", "mixed", "leases"), help="run one part only")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
     for name in ("distributed", "flexlab"):
         logging.getLogger(name).setLevel(logging.ERROR)
     res: dict[str, Any] = {}
-    res["throughput"] = t = throughput(args.tasks, args.rounds)
-    print(
-        f"[1] {t['tasks']} no-op tasks: vanilla resources= {t['vanilla_median']:.0f}/s, "
-        f"flexlab request {t['flexlab_median']:.0f}/s -> {t['ratio']:.2f}x  (rounds: "
-        f"vanilla {[round(x) for x in t['vanilla_tasks_per_s']]}, flexlab {[round(x) for x in t['flexlab_tasks_per_s']]})"
-    )
-    res["mixed"] = m = mixed(args.window, args.demo_tasks)
-    print(
-        f"[2] mixed workload, {args.window:g} s: sliced {m['sliced_per_min']:.0f}/min, whole devices "
-        f"{m['whole_per_min']:.0f}/min -> {m['ratio_all']:.2f}x all tasks, {m['ratio_accelerator']:.2f}x accelerator tasks"
-    )
-    for procs in (False, True):
+    if args.only in (None, "throughput"):
+        res["throughput"] = t = throughput(args.tasks, args.rounds, args.processes)
+        where = "worker processes" if args.processes else "in-process workers"
+        print(
+            f"[1] {t['tasks']} no-op tasks, {where}: vanilla resources= {t['vanilla_median']:.0f}/s, "
+            f"flexlab request {t['flexlab_median']:.0f}/s -> {t['ratio']:.2f}x  (rounds: "
+            f"vanilla {[round(x) for x in t['vanilla_tasks_per_s']]}, "
+            f"flexlab {[round(x) for x in t['flexlab_tasks_per_s']]})"
+        )
+    if args.only in (None, "mixed"):
+        res["mixed"] = m = mixed(args.window, args.demo_tasks)
+        print(
+            f"[2] mixed workload, {args.window:g} s: sliced {m['sliced_per_min']:.0f}/min, whole devices "
+            f"{m['whole_per_min']:.0f}/min -> {m['ratio_all']:.2f}x all tasks, "
+            f"{m['ratio_accelerator']:.2f}x accelerator tasks"
+        )
+    for procs in (False, True) if args.only in (None, "leases") else ():
         key = f"lease_latency_{'processes' if procs else 'threads'}"
         res[key] = lt = lease_latency(args.leases if not procs else max(5, args.leases // 3), procs)
         print(

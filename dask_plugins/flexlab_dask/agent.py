@@ -170,7 +170,7 @@ class HostAgent:
             argv = [
                 sys.executable,
                 "-m",
-                "flexlab_dask.worker",
+                "flexlab_dask",
                 self.scheduler,
                 "--slice",
                 json.dumps(cmd),

@@ -9,7 +9,7 @@ the scheduler once a second over the worker's batched stream.
 
 Run one by hand (the host agent does this)::
 
-    python -m flexlab_dask.worker tcp://127.0.0.1:8786 --slice '{"slice_id": "s1", ...}'
+    python -m flexlab_dask tcp://127.0.0.1:8786 --slice '{"slice_id": "s1", ...}'
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ async def _run(scheduler: str, cmd: dict[str, Any], provider: str, host: str, in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flexlab_dask.worker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m flexlab_dask", description=__doc__)
     parser.add_argument("scheduler", help="scheduler address, e.g. tcp://127.0.0.1:8786")
     parser.add_argument("--slice", required=True, help="the StartSlice command as JSON")
     parser.add_argument("--provider", default="mock")
