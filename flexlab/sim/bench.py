@@ -155,6 +155,12 @@ def host_rank(n_hosts: int, seed: int) -> np.ndarray:
     return np.random.default_rng([seed, 1]).permutation(n_hosts)
 
 
+def tie_rank(policy: str, n_hosts: int, seed: int) -> np.ndarray | None:
+    """The host order ``policy`` breaks ties by in the benchmark: the seeded one for
+    ``RANKED_TIES``, node-list order (None) for the others."""
+    return host_rank(n_hosts, seed) if policy in RANKED_TIES else None
+
+
 def run_benchmark(
     trace_dir: str | Path,
     workloads: Sequence[str],
@@ -195,7 +201,7 @@ def run_benchmark(
             for seed in seeds:
                 order = orders[(wl, seed)]
                 pool = base_pool.copy()
-                rank = host_rank(pool.n_hosts, seed) if pol in RANKED_TIES else None
+                rank = tie_rank(pol, pool.n_hosts, seed)
                 profile = make_profile(pol, distribution=dists.get(pol), host_rank=rank)
                 label = f"{wl} / {pol} / seed {seed}"
                 offset = done

@@ -20,6 +20,7 @@ import numpy.typing as npt
 from flexlab.core.catalog import CATALOG, OPENB_MODELS
 from flexlab.core.request import Selector, SliceRequest
 from flexlab.core.snapshot import WHOLE, PoolArrays
+from flexlab.core.topology import DeviceSpec, HostSpec
 
 I64 = npt.NDArray[np.int64]
 
@@ -72,11 +73,17 @@ def available_workloads(trace_dir: str | Path) -> list[str]:
     return sorted(p.stem.removeprefix(POD_PREFIX) for p in csv_dir(trace_dir).glob(f"{POD_PREFIX}*.csv"))
 
 
-def load_nodes(trace_dir: str | Path) -> PoolArrays:
-    """The 1,213 GPU nodes as a pool: one host per node, one device per GPU."""
+def _node_rows(trace_dir: str | Path, hosts: int | None) -> list[dict[str, str]]:
     path = csv_dir(trace_dir) / NODE_FILE
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
+    return rows if hosts is None else rows[:hosts]
+
+
+def load_nodes(trace_dir: str | Path, *, hosts: int | None = None) -> PoolArrays:
+    """The 1,213 GPU nodes as a pool: one host per node, one device per GPU (``hosts``:
+    only the first that many nodes of the list, a smaller cluster)."""
+    rows = _node_rows(trace_dir, hosts)
     keys: list[str] = []
     for r in rows:
         key = OPENB_MODELS[r["model"]]
@@ -108,6 +115,24 @@ def load_nodes(trace_dir: str | Path) -> PoolArrays:
         model_vendor=[CATALOG[k].vendor for k in keys],
         model_granularity=[1 for _ in keys],
     )
+
+
+def load_host_specs(trace_dir: str | Path, *, hosts: int | None = None) -> list[HostSpec]:
+    """The nodes as the hosts a host agent would register (node-list order), with the
+    devices ``load_nodes`` gives the simulator: the trace's model mapped to the catalog
+    (``OPENB_MODELS``) and the same untracked device memory, so that both decide alike."""
+    return [
+        HostSpec(
+            name=r["sn"],
+            cpu_milli=int(r["cpu_milli"]),
+            memory_mib=int(r["memory_mib"]),
+            devices=tuple(
+                DeviceSpec(model=OPENB_MODELS[r["model"]], index=i, memory_mib=UNTRACKED_MEMORY_MIB)
+                for i in range(int(r["gpu"]))
+            ),
+        )
+        for r in _node_rows(trace_dir, hosts)
+    ]
 
 
 @dataclass(frozen=True)

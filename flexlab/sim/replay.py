@@ -36,6 +36,8 @@ class ReplayRecord:
     #: Wall-clock and CPU seconds spent in ``place`` and ``apply`` (not in recording).
     seconds: float
     cpu_seconds: float = 0.0
+    #: The host (index into the pool) each request went to, -1 where it was not placed.
+    host: I64 | None = None
 
     @property
     def decisions(self) -> int:
@@ -55,18 +57,22 @@ def replay(
     frag_distribution: ShapeDistribution | None = None,
     progress: Progress | None = None,
     progress_every: int = 256,
+    skip: npt.NDArray[np.bool_] | None = None,
 ) -> ReplayRecord:
     """Place ``requests[order[i]]`` for each i in turn, mutating ``pool``.
 
     ``frag_distribution`` is the distribution the recorded fragmentation is measured
     against (the workload's, as in the reference); the time it takes is not counted in
-    ``seconds``, which covers placement and ``apply`` only.
+    ``seconds``, which covers placement and ``apply`` only. Where ``skip[i]`` is true the
+    request arrives but is not placed (the live replay's mirror: requests the lease API
+    refused).
     """
     n = int(order.shape[0])
     arrived = np.zeros(n, dtype=np.int64)
     allocated = np.zeros(n, dtype=np.int64)
     frag = np.zeros(n, dtype=np.float64)
     placed = np.zeros(n, dtype=np.bool_)
+    hosts = np.full(n, -1, dtype=np.int64)
     meter = FragmentationModel(frag_distribution) if frag_distribution is not None else None
     ask = np.array(
         [0 if r.compute_milli == 0 else r.compute_milli * r.devices for r in requests], dtype=np.int64
@@ -78,16 +84,18 @@ def replay(
     for i in range(n):
         j = int(order[i])
         req = requests[j]
-        t0, c0 = time.perf_counter(), time.process_time()
-        decision = place(req, pool, profile)
-        if decision.ok:
-            apply(pool, decision)
-        spent += time.perf_counter() - t0
-        cpu += time.process_time() - c0
         total_arrived += int(ask[j])
-        if decision.ok:
-            placed[i] = True
-            total_alloc += sum(decision.compute_milli)
+        if skip is None or not skip[i]:
+            t0, c0 = time.perf_counter(), time.process_time()
+            decision = place(req, pool, profile)
+            if decision.ok:
+                apply(pool, decision)
+            spent += time.perf_counter() - t0
+            cpu += time.process_time() - c0
+            if decision.ok:
+                placed[i] = True
+                hosts[i] = decision.host
+                total_alloc += sum(decision.compute_milli)
         arrived[i] = total_arrived
         allocated[i] = total_alloc
         if meter is not None:
@@ -97,7 +105,7 @@ def replay(
             progress(i + 1, n)
     if progress is not None:
         progress(n, n)
-    return ReplayRecord(arrived, allocated, frag, placed, spent, cpu)
+    return ReplayRecord(arrived, allocated, frag, placed, spent, cpu, hosts)
 
 
 def capacity_milli(pool: PoolArrays) -> int:
