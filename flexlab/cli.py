@@ -78,6 +78,18 @@ def _cmd_request(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_openb(args: argparse.Namespace) -> int:
+    """``flexlab bench openb``: the simulator's benchmark, or with ``--live`` the replay through
+    a real Dask scheduler beside it (the simulator never imports Dask: the dispatch is here)."""
+    if args.live:
+        from flexlab.commands.openb_live import main as live_main
+
+        return live_main(args)
+    from flexlab.sim.openb_cli import main
+
+    return main(args)
+
+
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench = sub.add_parser(
         "bench", help="benchmarks: placement and online scheduling on the public openb trace"
@@ -89,10 +101,12 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Replay the public openb trace (Weng et al., ATC'23 protocol) with each policy "
         "and print unallocated GPU % per arrived load beside the published figures.",
     )
-    from flexlab.sim.openb_cli import add_arguments, main
+    from flexlab.commands.openb_live import add_arguments as add_live
+    from flexlab.sim.openb_cli import add_arguments
 
     add_arguments(openb)
-    openb.set_defaults(func=main)
+    add_live(openb)
+    openb.set_defaults(func=_cmd_bench_openb)
     online = bsub.add_parser(
         "online",
         help="online replay (arrivals, queue, departures): whole devices, FGD, "

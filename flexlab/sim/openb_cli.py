@@ -33,6 +33,9 @@ from flexlab.sim.render import print_table
 
 DEFAULT_POLICIES = ("firstfit", "bestfit", "fgd", "flexlab")
 DEFAULT_SEEDS = "42-51"
+#: The live replay's defaults (``flexlab bench openb --live``): one seed of flexlab.
+LIVE_POLICIES = ("flexlab",)
+LIVE_SEEDS = "42"
 #: Where the trace is looked for when --trace-dir is not given (first match wins).
 TRACE_ENV = "FLEXLAB_OPENB_DIR"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -113,15 +116,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--policies",
         type=parse_policies,
-        default=list(DEFAULT_POLICIES),
-        help=f"comma-separated policies (default {','.join(DEFAULT_POLICIES)}); "
+        default=None,
+        help=f"comma-separated policies (default {','.join(DEFAULT_POLICIES)}; with --live: flexlab); "
         f"allowed: {', '.join(POLICIES)}",
     )
     parser.add_argument(
         "--seeds",
         type=parse_seeds,
-        default=parse_seeds(DEFAULT_SEEDS),
-        help="seeds, e.g. 42-51 (default) or 42,43",
+        default=None,
+        help=f"seeds, e.g. {DEFAULT_SEEDS} (default; with --live: {LIVE_SEEDS}) or 42,43",
     )
     parser.add_argument(
         "--loads",
@@ -134,7 +137,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _workloads(name: str, trace_dir: Path) -> list[str]:
+def resolve_workloads(name: str, trace_dir: Path) -> list[str]:
+    """The workloads ``--workload`` names (``all``: the 17 published ones)."""
     found = available_workloads(trace_dir)
     if name == "all":
         missing = [w for w in PUBLISHED_WORKLOADS if w not in found]
@@ -146,22 +150,33 @@ def _workloads(name: str, trace_dir: Path) -> list[str]:
     return [name]
 
 
-def main(args: argparse.Namespace) -> int:
-    """Run the benchmark, print one table, optionally write JSON. 0 on success, 2 on bad input."""
-    err = Console(stderr=True)
+def check_inputs(args: argparse.Namespace, err: Console) -> tuple[Path, list[str]] | None:
+    """The trace folder and workloads of ``args``, or None after printing what is wrong."""
     trace_dir: Path = args.trace_dir if args.trace_dir is not None else default_trace_dir()
     try:
         csv_dir(trace_dir)
-        workloads = _workloads(args.workload, trace_dir)
+        workloads = resolve_workloads(args.workload, trace_dir)
     except TraceNotFound as exc:
         err.print(f"[red]error:[/red] --trace-dir: {exc}")
-        return 2
+        return None
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")
-        return 2
+        return None
     if args.json is not None and not args.json.parent.exists():
         err.print(f"[red]error:[/red] --json: folder {args.json.parent} does not exist")
+        return None
+    return trace_dir, workloads
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the benchmark, print one table, optionally write JSON. 0 on success, 2 on bad input."""
+    err = Console(stderr=True)
+    checked = check_inputs(args, err)
+    if checked is None:
         return 2
+    trace_dir, workloads = checked
+    policies = args.policies or list(DEFAULT_POLICIES)
+    seeds = args.seeds or parse_seeds(DEFAULT_SEEDS)
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -176,9 +191,7 @@ def main(args: argparse.Namespace) -> int:
         def progress(done: int, total: int, label: str) -> None:
             bar.update(task, completed=done, total=total, description=label)
 
-        result = run_benchmark(
-            trace_dir, workloads, args.policies, args.seeds, progress=progress, loads=args.loads
-        )
+        result = run_benchmark(trace_dir, workloads, policies, seeds, progress=progress, loads=args.loads)
     print_table(result)
     if args.json is not None:
         args.json.write_text(result.to_json())
