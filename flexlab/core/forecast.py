@@ -2,7 +2,8 @@
 
 A request class is (device kind, size bucket, priority class). Arrivals are counted per
 fixed-length time bucket; one smoother per class predicts the counts of the next buckets.
-Forecast errors are measured one bucket ahead (MAPE, sMAPE, in percent).
+Forecast errors are measured one bucket ahead (MAPE, sMAPE, in percent) and against the
+seasonal-naive forecast (MASE: below 1 beats "the same as one season ago").
 
 >>> h = Holt(alpha=0.5, beta=0.5)
 >>> for y in (1.0, 3.0, 5.0):
@@ -173,6 +174,29 @@ def smape(actual: Sequence[float] | F64, predicted: Sequence[float] | F64) -> fl
     return float(100.0 * np.mean(terms))
 
 
+def mase(series: Iterable[tuple[Sequence[float], Sequence[float]]], season: int = 1) -> float:
+    """Mean absolute scaled error of one-step forecasts, pooled over ``series`` of
+    (actual, predicted): the forecast's mean absolute error over that of the seasonal-naive
+    forecast, which says each value is the one ``season`` steps before (1: the previous
+    value), both on the points that have such a value. Below 1 beats the naive forecast;
+    NaN when the naive forecast makes no error at all (or there are no such points).
+
+    >>> mase([([1.0, 3.0, 3.0], [0.0, 2.0, 3.0])])  # forecast errs 1, 0; naive 2, 0
+    0.5
+    """
+    if season < 1:
+        raise InvalidRequest("season", season, "at least 1 step")
+    err = naive = 0.0
+    for actual, predicted in series:
+        a = np.asarray(actual, dtype=np.float64)
+        p = np.asarray(predicted, dtype=np.float64)
+        if a.size <= season:
+            continue
+        err += float(np.abs(a[season:] - p[season:]).sum())
+        naive += float(np.abs(a[season:] - a[:-season]).sum())
+    return err / naive if naive > 0 else float("nan")
+
+
 @dataclass
 class ClassForecaster:
     """Counts arrivals per class in buckets of ``bucket_s`` and forecasts the next ones.
@@ -262,6 +286,13 @@ class ClassForecaster:
         a = [v for c in keys for v in self._actual[c]]
         p = [v for c in keys for v in self._predicted[c]]
         return mape(a, p), smape(a, p)
+
+    def mase(self, classes: Iterable[RequestClass] | None = None) -> float:
+        """MASE of the one-bucket-ahead forecasts, pooled over ``classes``, against the
+        seasonal-naive forecast (the count one season before; the previous bucket's
+        count when there is no season)."""
+        keys = list(self._actual) if classes is None else [c for c in classes if c in self._actual]
+        return mase(((self._actual[c], self._predicted[c]) for c in keys), max(self.season, 1))
 
 
 def demand_by_size(forecast: Mapping[RequestClass, F64], kind: str = "gpu") -> dict[int, float]:

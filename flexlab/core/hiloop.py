@@ -66,7 +66,9 @@ class Reject(Enum):
 class Move:
     """One proposal. ``request``: the request text (pre-warm, dissolve); ``slice_id``: the
     warm slice to dissolve; ``lease_id``: the lease to preempt, ``for_lease`` the one that
-    waits for its room."""
+    waits for its room. ``example``: the request to pre-warm for, as a lease asked it (its
+    text may not parse back: a selector of several models, a request built in code);
+    None: parse ``request``."""
 
     action: Action
     why: Why
@@ -76,6 +78,7 @@ class Move:
     slice_id: str | None = None
     lease_id: str | None = None
     for_lease: str | None = None
+    example: SliceRequest | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -164,12 +167,18 @@ class Prewarm:
     ``reserve``: share of the pool's accelerator compute kept warm whatever the forecast,
     split over the request texts seen so far by their share of arrivals (each target at
     most ``planner.max_per_class``). ``forecast=False`` keeps only the reserve.
+
+    ``scale_down_window_s``: warm slices are given back only above the highest target of
+    this window (Kubernetes' HPA scale-down stabilization): a target that dips between
+    two bursts must not stop workers that the next burst would have to start again.
     """
 
     planner: WarmPlanner
     reserve: float = 0.0
     forecast: bool = True
+    scale_down_window_s: float = 60.0
     name: str = "prewarm"
+    _recent: deque[tuple[float, dict[str, int]]] = field(default_factory=deque)
     _arrivals: dict[str, int] = field(default_factory=dict)
     _examples: dict[str, SliceRequest] = field(default_factory=dict)
     targets: dict[str, int] = field(default_factory=dict)
@@ -204,6 +213,14 @@ class Prewarm:
         reserve = self.reserve_targets(view.pool)
         texts = set(forecast) | set(reserve)
         self.targets = {t: max(forecast.get(t, 0), reserve.get(t, 0)) for t in texts}
+        recent = self._recent
+        recent.append((view.now, self.targets))
+        while recent and recent[0][0] < view.now - self.scale_down_window_s:
+            recent.popleft()
+        keep: dict[str, int] = {}
+        for _t, targets in recent:
+            for text, k in targets.items():
+                keep[text] = max(keep.get(text, 0), k)
         warm = view.warm_by_request()
         for text in sorted(self.targets):
             want, have = self.targets[text], len(warm.get(text, ()))
@@ -211,15 +228,18 @@ class Prewarm:
             detail = (
                 f"{want} warm for {text}: forecast {forecast.get(text, 0)}, reserve {reserve.get(text, 0)}"
             )
+            example = self._examples.get(text) or self.planner.request_for(text)
             for _ in range(want - have):
-                yield Move(Action.PREWARM, why, detail, self.name, request=text)
+                yield Move(Action.PREWARM, why, detail, self.name, request=text, example=example)
         for text, sids in warm.items():
-            want = self.targets.get(text, 0)
+            want = keep.get(text, 0)
             # One slice of slack: a target that wobbles by one must not stop and start a
             # worker every pass.
             extra = len(sids) - want if (len(sids) > want + 1 or want == 0) else 0
             for sid in sids[: max(0, extra)]:
-                detail = f"{len(sids)} warm for {text}, {want} wanted"
+                detail = (
+                    f"{len(sids)} warm for {text}, {want} wanted at most in {self.scale_down_window_s:g} s"
+                )
                 yield Move(Action.DISSOLVE, Why.SURPLUS, detail, self.name, request=text, slice_id=sid)
 
 
@@ -308,7 +328,7 @@ class HiLoop:
         if move.action is Action.PREWARM:
             if now < self.hold_until:
                 return Outcome(move, now, rejected=Reject.HOLD_OFF)
-            warm = pool.prewarm(parse_request(move.request), move.detail)
+            warm = pool.prewarm(move.example or parse_request(move.request), move.detail)
             if warm is None:
                 return Outcome(move, now, rejected=Reject.NO_ROOM)
             return Outcome(move, now, slices=(warm.slice_id,))

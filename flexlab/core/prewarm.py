@@ -58,8 +58,11 @@ class ClassView:
 class WarmPlanner:
     """Per request class: a Holt forecaster of lease arrivals and the warm slices to hold.
 
-    ``target`` for a class = the expected arrivals over the next ``horizon`` buckets, rounded
-    up once above ``threshold``, capped at ``max_per_class``; ``max_total`` caps all classes.
+    ``target`` for a request text = its share of its class's expected arrivals over the
+    next ``horizon`` buckets (the class's arrivals split over the texts asked in it, by how
+    often each was asked so far: a warm slice is taken only by a lease asking exactly its
+    text), rounded up once above ``threshold``, capped at ``max_per_class``; ``max_total``
+    caps all texts.
 
     Expected arrivals: the Holt (or, with ``season``, Holt-Winters) forecast; without a
     season, never less than the class's smoothed mean rate (``level_alpha``) times the
@@ -78,6 +81,9 @@ class WarmPlanner:
     forecaster: ClassForecaster | None = field(default=None, init=False)
     examples: dict[RequestClass, SliceRequest] = field(default_factory=dict)
     targets: dict[str, int] = field(default_factory=dict)
+    #: Request text -> the latest request asked with it; per class, arrivals per text.
+    requests: dict[str, SliceRequest] = field(default_factory=dict)
+    mix: dict[RequestClass, dict[str, int]] = field(default_factory=dict)
     #: Arrivals per class in the open bucket, and (actual, forecast) of the last closed one.
     _counts: dict[RequestClass, int] = field(default_factory=dict)
     _next1: dict[RequestClass, float] = field(default_factory=dict)
@@ -112,6 +118,10 @@ class WarmPlanner:
             self._bucket = bucket
         return fc
 
+    def request_for(self, text: str) -> SliceRequest | None:
+        """The latest request observed whose text is ``text`` (None: none was)."""
+        return self.requests.get(text)
+
     def observe(self, now: float, request: SliceRequest) -> None:
         """A lease asked for ``request`` at ``now`` (seconds, increasing)."""
         if self.forecaster is None:
@@ -119,7 +129,11 @@ class WarmPlanner:
         fc = self._advance(now)
         assert fc is not None
         cls = classify(request)
-        self.examples[cls] = request  # warm slices are carved for the latest request text
+        self.examples[cls] = request
+        text = request.describe()
+        self.requests[text] = request
+        texts = self.mix.setdefault(cls, {})
+        texts[text] = texts.get(text, 0) + 1
         fc.observe(now, cls)
         self._counts[cls] = self._counts.get(cls, 0) + 1
 
@@ -136,16 +150,17 @@ class WarmPlanner:
 
     def propose(self, now: float, warm: Mapping[str, int]) -> list[WarmMove]:
         """Moves from ``warm`` (request text -> idle warm slices held) to the targets."""
-        expected = self.expected(now)
-        wanted: dict[str, tuple[int, float]] = {}
-        for cls, n in sorted(expected.items(), key=lambda kv: -kv[1]):
-            req = self.examples.get(cls)
-            if req is None or n < self.threshold:
-                continue
-            text = req.describe()
-            k = min(self.max_per_class, math.ceil(n - 1e-9))
-            prev = wanted.get(text, (0, 0.0))
-            wanted[text] = (min(self.max_per_class, prev[0] + k), prev[1] + n)
+        per_text: dict[str, float] = {}
+        for cls, n in self.expected(now).items():
+            texts = self.mix.get(cls, {})
+            asked = sum(texts.values())
+            for text, k in texts.items():
+                per_text[text] = per_text.get(text, 0.0) + n * k / asked
+        wanted: dict[str, tuple[int, float]] = {
+            text: (min(self.max_per_class, math.ceil(n - 1e-9)), n)
+            for text, n in sorted(per_text.items(), key=lambda kv: -kv[1])
+            if n >= self.threshold
+        }
         total = 0
         self.targets = {}
         for text, (want, _) in wanted.items():
@@ -219,6 +234,11 @@ class WarmPlanner:
     def errors(self) -> tuple[float, float]:
         """(MAPE, sMAPE) of the one-bucket-ahead forecasts so far, pooled over classes."""
         return self.forecaster.errors() if self.forecaster is not None else (math.nan, math.nan)
+
+    def mase(self) -> float:
+        """MASE of the one-bucket-ahead forecasts so far, pooled over classes, against the
+        seasonal-naive forecast (the previous bucket's count when ``season`` is 0)."""
+        return self.forecaster.mase() if self.forecaster is not None else math.nan
 
 
 def preemption_due(waiting_since: float, now: float, grace_s: float) -> bool:

@@ -14,6 +14,7 @@ from flexlab.core.forecast import (
     demand_by_size,
     lead_buckets,
     mape,
+    mase,
     poisson_quantile,
     reserve_by_size,
     size_bucket,
@@ -138,6 +139,52 @@ def test_class_forecaster_counts_buckets_and_scores_itself() -> None:
     m, s = f.errors([a])
     assert (m, s) == (0.0, 0.0)
     assert demand_by_size(fc) == pytest.approx({500: 6.0, 1000: float(np.sum(fc[b]))})
+
+
+@pytest.mark.parametrize(
+    ("series", "season", "want"),
+    [
+        # Forecast errs 1 and 0 on points 1, 2; the naive forecast (previous value) 2 and 0.
+        ([([1.0, 3.0, 3.0], [0.0, 2.0, 3.0])], 1, 0.5),
+        # Pooled over series: errors 2 + 1 = 3, naive 2 + 4 = 6.
+        ([([0.0, 2.0], [9.0, 0.0]), ([5.0, 1.0], [0.0, 0.0])], 1, 0.5),
+        # Season 2: naive says "two buckets ago": |4-1| + |1-4| = 6; forecast errs 0 + 3.
+        ([([1.0, 4.0, 4.0, 1.0], [0.0, 0.0, 4.0, 4.0])], 2, 0.5),
+        # The forecast that is the naive one scores exactly 1.
+        ([([1.0, 5.0, 2.0], [0.0, 1.0, 5.0])], 1, 1.0),
+        # No naive error (a constant series): undefined.
+        ([([3.0, 3.0, 3.0], [0.0, 3.0, 2.0])], 1, math.nan),
+        # Too short for one seasonal-naive point.
+        ([([3.0, 4.0], [3.0, 4.0])], 2, math.nan),
+    ],
+    ids=["one-series", "pooled", "season-2", "naive-itself", "constant", "too-short"],
+)
+def test_mase_against_seasonal_naive(
+    series: list[tuple[list[float], list[float]]], season: int, want: float
+) -> None:
+    got = mase(series, season)
+    if math.isnan(want):
+        assert math.isnan(got)
+    else:
+        assert got == pytest.approx(want)
+
+
+def test_mase_refuses_a_season_below_one() -> None:
+    with pytest.raises(InvalidRequest, match="season"):
+        mase([([1.0, 2.0], [1.0, 2.0])], 0)
+
+
+def test_class_forecaster_mase_uses_the_previous_bucket_without_a_season() -> None:
+    a = RequestClass("gpu", 500, 0)
+    f = ClassForecaster(bucket_s=1.0, alpha=1.0, beta=0.0)
+    for k, n in enumerate((2, 4, 4, 1)):
+        f.observe(k + 0.5, a, n)
+    f.advance(4.0)
+    # alpha 1, beta 0: scored buckets 4, 4, 1 against one-step forecasts 2 (the first
+    # value), 6 and 6 (last value plus the first difference, 2). Naive (previous bucket):
+    # scored from the second point on, |4 - 4| + |1 - 4| = 3; the forecast's there 2 + 5.
+    assert f.mase() == pytest.approx(7 / 3)
+    assert math.isnan(f.mase([RequestClass("gpu", 1000, 0)]))  # a class never seen
 
 
 def test_class_forecaster_rejects_bad_bucket() -> None:

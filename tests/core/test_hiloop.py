@@ -13,7 +13,7 @@ from flexlab.core.hiloop import (
 )
 from flexlab.core.pool import SlicePool
 from flexlab.core.prewarm import WarmPlanner
-from flexlab.core.request import parse_request
+from flexlab.core.request import Selector, SliceRequest, parse_request
 from flexlab.core.topology import DeviceSpec, HostSpec
 
 HOST = HostSpec("gpu-h", 32_000, 128 * 1024, (DeviceSpec("t4", 0), DeviceSpec("t4", 1)))
@@ -114,3 +114,24 @@ def test_a_lease_past_its_grace_preempts_the_lowest_priority_youngest_first() ->
     assert p.leases[low_old.lease_id].state == "active"
     assert high.slice_id in p.slices
     assert hi.preempted == 1
+
+
+def test_a_request_whose_text_does_not_parse_back_is_prewarmed_as_asked() -> None:
+    # A selector of two models describes itself as "gpu/p100/t4:50%", which the request
+    # grammar cannot parse: the move carries the request itself.
+    p = pool_with_host()
+    planner = WarmPlanner(bucket_s=1.0, horizon=2, max_per_class=4, max_total=8)
+    hi = HiLoop([Prewarm(planner)])
+    two_models = SliceRequest(
+        selector=Selector(kinds=frozenset({"gpu"}), models=frozenset({"t4", "p100"})),
+        compute_milli=500,
+        host_cpu_milli=2000,
+    )
+    for b in range(10):
+        hi.observe_lease(float(b), two_models)
+    done = [o for o in hi.step(p, 10.0) if o.done]
+    assert [o.move.request for o in done] == ["gpu/p100/t4:50%", "gpu/p100/t4:50%"]
+    warm = p.warm_slices()
+    assert [(s.warm_for, s.compute_milli) for s in warm] == [("gpu/p100/t4:50%", 500)] * 2
+    lease = p.create_lease(two_models, owner="u", ttl_s=60)
+    assert lease.slice_id in {s.slice_id for s in warm}

@@ -39,6 +39,25 @@ def test_steady_arrivals_give_rate_times_horizon_warm_slices() -> None:
     assert view.forecast == pytest.approx(4.0, abs=0.01)
 
 
+def test_texts_of_one_class_split_its_forecast_by_how_often_each_was_asked() -> None:
+    # gpu:0.25 and gpu:0.2 are one class (size bucket 250 m): 3 arrivals a bucket, 2 and 1.
+    wp = WarmPlanner(bucket_s=1.0, horizon=2, max_per_class=8, max_total=8)
+    for b in range(10):
+        for i, text in enumerate(("gpu:0.25", "gpu:0.25", "gpu:0.2")):
+            wp.observe(b + i * 0.01, parse_request(text))
+    moves = wp.propose(10.0, {})
+    # 6 expected over the horizon: 4 for one text, 2 for the other (a lease takes only a
+    # warm slice of its own text, so the latest text alone would be wrong 1 time in 3).
+    assert {(m.action, m.request, m.target) for m in moves} == {
+        ("prewarm", "gpu:0.25", 4),
+        ("prewarm", "gpu:0.2", 2),
+    }
+    req = wp.request_for("gpu:0.2")
+    assert req is not None
+    assert req.compute_milli == 200
+    assert wp.request_for("gpu:0.3") is None
+
+
 def test_quiet_classes_are_dissolved_and_caps_hold() -> None:
     wp = WarmPlanner(bucket_s=1.0, horizon=5, max_per_class=3, max_total=4)
     steady(wp, per_bucket=2, buckets=6, request="gpu:0.25")
