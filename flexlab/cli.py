@@ -109,8 +109,8 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     openb.set_defaults(func=_cmd_bench_openb)
     online = bsub.add_parser(
         "online",
-        help="online replay (arrivals, queue, departures): whole devices, FGD, "
-        "flexlab with and without forecasting",
+        help="online replay through the shipped pool and Hi loop on a virtual clock: whole "
+        "devices, FGD, flexlab, flexlab with a standing reserve, with forecasting",
     )
     from flexlab.sim.online_cli import add_arguments as add_online
     from flexlab.sim.online_cli import main as online_main

@@ -15,7 +15,7 @@ seasonal-naive forecast (MASE: below 1 beats "the same as one season ago").
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -214,8 +214,6 @@ class ClassForecaster:
     start: float = 0.0
     models: dict[RequestClass, Holt] = field(default_factory=dict)
     _counts: dict[RequestClass, int] = field(default_factory=dict)
-    #: Arrivals per class since the start (the long-run class mix).
-    totals: dict[RequestClass, int] = field(default_factory=dict)
     _closed: int = 0
     _actual: dict[RequestClass, list[float]] = field(default_factory=dict)
     _predicted: dict[RequestClass, list[float]] = field(default_factory=dict)
@@ -231,7 +229,6 @@ class ClassForecaster:
         """Count ``n`` arrivals of ``cls`` at time ``t`` (closes earlier buckets first)."""
         self.advance(t)
         self._counts[cls] = self._counts.get(cls, 0) + n
-        self.totals[cls] = self.totals.get(cls, 0) + n
         if cls not in self.models:
             self.models[cls] = self._new_model()
 
@@ -258,28 +255,6 @@ class ClassForecaster:
         """Expected arrivals per class in each of the next ``horizon`` buckets (>= 0)."""
         return {cls: np.maximum(m.forecast(horizon), 0.0) for cls, m in self.models.items()}
 
-    def forecast_peak(self, horizon: int, window: int) -> dict[RequestClass, F64]:
-        """As ``forecast``, but each bucket at least the largest count of the class in the
-        last ``window`` closed buckets (an empirical upper bound that does not lag a ramp
-        the way the smoothed level does); ``window`` 0 is ``forecast``."""
-        out = self.forecast(horizon)
-        if window <= 0:
-            return out
-        for cls, values in out.items():
-            recent = self._actual.get(cls, [])[-window:]
-            if recent:
-                out[cls] = np.maximum(values, max(recent))
-        return out
-
-    def size_mix(self, kind: str = "gpu") -> dict[int, float]:
-        """Share of the single-device arrivals of ``kind`` seen so far per size bucket."""
-        counts: dict[int, int] = {}
-        for cls, n in self.totals.items():
-            if cls.kind == kind and 0 < cls.size_milli <= 1000:
-                counts[cls.size_milli] = counts.get(cls.size_milli, 0) + n
-        total = sum(counts.values())
-        return {size: n / total for size, n in counts.items()} if total else {}
-
     def errors(self, classes: Iterable[RequestClass] | None = None) -> tuple[float, float]:
         """(MAPE, sMAPE) of the one-bucket-ahead forecasts, pooled over ``classes``."""
         keys = list(self._actual) if classes is None else [c for c in classes if c in self._actual]
@@ -293,84 +268,3 @@ class ClassForecaster:
         count when there is no season)."""
         keys = list(self._actual) if classes is None else [c for c in classes if c in self._actual]
         return mase(((self._actual[c], self._predicted[c]) for c in keys), max(self.season, 1))
-
-
-def demand_by_size(forecast: Mapping[RequestClass, F64], kind: str = "gpu") -> dict[int, float]:
-    """Total expected arrivals over the horizon per single-device size bucket of ``kind``."""
-    out: dict[int, float] = {}
-    for cls, values in forecast.items():
-        if cls.kind == kind and 0 < cls.size_milli <= 1000:
-            out[cls.size_milli] = out.get(cls.size_milli, 0.0) + float(np.sum(values))
-    return out
-
-
-def poisson_quantile(mean: float, q: float) -> int:
-    """The smallest ``k`` with P(N <= k) >= ``q`` for N ~ Poisson(``mean``).
-
-    >>> poisson_quantile(0.0, 0.99), poisson_quantile(1.0, 0.5), poisson_quantile(10.0, 0.95)
-    (0, 1, 15)
-    """
-    if not 0.0 < q < 1.0:
-        raise InvalidRequest("quantile", q, "a probability in (0, 1)")
-    if mean <= 0:
-        return 0
-    if mean > 500:  # normal approximation with continuity correction
-        from statistics import NormalDist
-
-        return max(0, math.ceil(mean + NormalDist().inv_cdf(q) * math.sqrt(mean) - 0.5))
-    k, pmf = 0, math.exp(-mean)
-    cdf = pmf
-    while cdf < q:
-        k += 1
-        pmf *= mean / k
-        cdf += pmf
-    return k
-
-
-def upper_demand_by_size(
-    forecast: Mapping[RequestClass, F64],
-    kind: str = "gpu",
-    *,
-    quantile: float = 0.95,
-    dispersion: float = 1.0,
-) -> dict[int, float]:
-    """An upper ``quantile`` of the arrivals over the horizon per single-device size bucket
-    of ``kind``: the forecast total is taken as the mean of a Poisson count (the arrivals
-    of many independent users); ``dispersion`` > 1 widens the margin over the mean by its
-    square root for burstier arrivals (variance = dispersion x mean).
-
-    >>> upper_demand_by_size({RequestClass("gpu", 500, 0): np.array([4.0, 6.0])}, quantile=0.95)
-    {500: 15.0}
-    """
-    out: dict[int, float] = {}
-    for size, mean in demand_by_size(forecast, kind).items():
-        k = poisson_quantile(mean, quantile)
-        out[size] = float(math.ceil(mean + (k - mean) * math.sqrt(max(dispersion, 1.0)))) if mean > 0 else 0.0
-    return out
-
-
-def lead_buckets(lead_s: float, bucket_s: float) -> int:
-    """Buckets a pre-warmed slice must be planned ahead: its start-up ``lead_s`` plus the
-    one bucket until the planner runs again (a periodic-review base stock).
-
-    >>> lead_buckets(30.0, 2.0)
-    16
-    """
-    if not bucket_s > 0:
-        raise InvalidRequest("bucket", bucket_s, "a positive number of seconds")
-    return max(1, math.ceil(lead_s / bucket_s - 1e-9) + 1)
-
-
-def reserve_by_size(mix: Mapping[int, float], reserve_milli: int) -> dict[int, float]:
-    """Slices per size bucket of a standing reserve of ``reserve_milli`` compute split by
-    the arrival ``mix`` (share of arrivals per size): each size gets slices in proportion
-    to how often it is asked for, at most the reserve in all.
-
-    >>> reserve_by_size({1000: 0.5, 500: 0.5}, 3000)
-    {1000: 2.0, 500: 2.0}
-    """
-    if reserve_milli <= 0 or not mix:
-        return {}
-    per_request = sum(share * size for size, share in mix.items())  # milli per arrival
-    n = reserve_milli / per_request if per_request > 0 else 0.0
-    return {size: float(math.floor(n * share)) for size, share in mix.items() if n * share >= 1}

@@ -1,9 +1,9 @@
-"""``flexlab bench online``: the openb trace replayed online, four allocators side by side.
+"""``flexlab bench online``: the openb trace replayed through the shipped pool and Hi loop.
 
 Examples::
 
     flexlab bench online --trace-dir ../shared/traces/openb --workload default --json online.json
-    python -m flexlab.sim.online_cli --trace-dir ../shared/traces/openb --grace 60
+    python -m flexlab.sim.online_cli --trace-dir ../shared/traces/openb --repeat 2 --grace 30
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console
@@ -21,15 +22,16 @@ from rich.table import Table
 
 from flexlab.sim.online import MODES, OnlineConfig, load_openb_workload, simulate
 from flexlab.sim.online_batch import batch_experiment
-from flexlab.sim.openb import DOWNLOAD_HINT, TraceNotFound, load_nodes
+from flexlab.sim.online_pool import WarmSettings, openb_hosts
+from flexlab.sim.openb import DOWNLOAD_HINT, TraceNotFound
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trace-dir", required=True, help="the openb trace folder (or its csv/ folder)")
     parser.add_argument("--workload", default="default", help="openb workload name (default: default)")
-    parser.add_argument("--json", type=Path, default=None, help="write the results as JSON to this path")
+    parser.add_argument("--json", type=Path, default=None, help="write every figure as JSON to this path")
     parser.add_argument(
-        "--modes", default=",".join(MODES), help=f"comma-separated allocators (default: {','.join(MODES)})"
+        "--modes", default=",".join(MODES), help=f"comma-separated modes (default: {','.join(MODES)})"
     )
     parser.add_argument(
         "--compress",
@@ -45,39 +47,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the extra copies of --repeat are low priority (best-effort filler behind the trace's pods)",
     )
-    parser.add_argument("--slice-start", type=float, default=30.0, help="seconds to start a new slice worker")
-    parser.add_argument("--bucket", type=float, default=20.0, help="forecast bucket and planner period (s)")
-    parser.add_argument("--horizon", type=int, default=2, help="forecast horizon in buckets")
     parser.add_argument(
-        "--prewarm-budget", type=float, default=0.3, help="share of capacity idle warm slices may hold"
-    )
-    parser.add_argument(
-        "--prewarm-quantile",
-        type=float,
-        default=0.95,
-        help="upper quantile of the forecast arrivals over the slice start-up lead kept warm",
-    )
-    parser.add_argument(
-        "--peak-window",
-        type=int,
-        default=8,
-        help="buckets of recent arrivals whose peak bounds the forecast from below (0: Holt only)",
-    )
-    parser.add_argument(
-        "--reserve",
-        type=float,
-        default=0.1,
-        help="share of capacity kept warm in the arrival mix whatever the forecast (0: forecast only)",
-    )
-    parser.add_argument("--no-recycle", action="store_true", help="do not keep departing jobs' slices warm")
-    parser.add_argument(
-        "--evictions-per-pass", type=int, default=64, help="eviction searches a scheduling pass may run"
+        "--slice-start", type=float, default=30.0, help="seconds from StartSlice to slice_ready (default 30)"
     )
     parser.add_argument(
         "--grace",
         type=float,
         default=None,
-        help="preempt low-priority work after this wait (s); off by default",
+        help="a lease that waited this long preempts lower-priority leases (s); off by default",
+    )
+    parser.add_argument(
+        "--host-resources",
+        action="store_true",
+        help="leases ask for the pods' host CPU and RAM too (off: see benchmarks/online/README.md)",
+    )
+    hi = parser.add_argument_group("Hi loop (the plugin's flexlab.hi.* settings)")
+    w = WarmSettings()
+    hi.add_argument("--interval", type=float, default=w.interval_s, help="seconds between Hi loop passes")
+    hi.add_argument("--bucket", type=float, default=w.bucket_s, help="forecast bucket (s)")
+    hi.add_argument(
+        "--horizon",
+        type=int,
+        default=w.horizon,
+        help="forecast horizon in buckets (0: the slice start-up plus one interval)",
+    )
+    hi.add_argument("--season", type=int, default=w.season, help="season in buckets (0: Holt, no season)")
+    hi.add_argument(
+        "--reserve", type=float, default=w.reserve, help="share of the pool kept warm in the arrival mix"
+    )
+    hi.add_argument("--max-warm", type=int, default=w.max_total, help="warm slices at most (forecast)")
+    hi.add_argument(
+        "--max-warm-per-class", type=int, default=w.max_per_class, help="warm slices at most per request"
+    )
+    hi.add_argument(
+        "--scale-down-window",
+        type=float,
+        default=w.scale_down_window_s,
+        help="give warm slices back only above the highest target of this window (s)",
     )
     parser.add_argument("--no-batch", action="store_true", help="skip the speed-aware vs blind batch")
 
@@ -95,6 +101,69 @@ def _advance(bar: Progress, task: TaskID, end: float) -> Callable[[float], None]
     return update
 
 
+def config_of(args: argparse.Namespace) -> OnlineConfig:
+    return OnlineConfig(
+        slice_start_s=args.slice_start,
+        grace_s=args.grace,
+        host_resources=args.host_resources,
+        warm=WarmSettings(
+            interval_s=args.interval,
+            bucket_s=args.bucket,
+            horizon=args.horizon,
+            season=args.season,
+            max_per_class=args.max_warm_per_class,
+            max_total=args.max_warm,
+            reserve=args.reserve,
+            scale_down_window_s=args.scale_down_window,
+        ),
+    )
+
+
+COLUMNS = (
+    "mode",
+    "policy",
+    "pods",
+    "wait mean",
+    "p50",
+    "p95",
+    "p99",
+    "hi p95",
+    "lo p95",
+    "util",
+    "warm carved / taken (ready) / back",
+    "preempt",
+    "MAPE",
+    "MASE",
+    "run (s)",
+)
+
+
+def _row(r: dict[str, object]) -> list[str]:
+    al, hi, lo = r["wait_all"], r["wait_high"], r["wait_low"]
+    assert isinstance(al, dict)
+    assert isinstance(hi, dict)
+    assert isinstance(lo, dict)
+    warm = f"{r['warm_carved']} / {r['warm_claims']} ({r['warm_claims_ready']}) / {r['warm_given_back']}"
+    cells = (
+        r["mode"],
+        r["policy"],
+        f"{r['completed']}/{r['jobs']}",
+        al["mean"],
+        al["p50"],
+        al["p95"],
+        al["p99"],
+        hi["p95"],
+        lo["p95"],
+        r["utilisation_mean"],
+        warm,
+        r["preemptions"],
+        r["forecast_mape"],
+        r["forecast_mase"],
+        r["seconds"],
+    )
+    return [_fmt(v) for v in cells]
+
+
 def main(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     modes = [m.strip() for m in str(args.modes).split(",") if m.strip()]
@@ -103,7 +172,7 @@ def main(args: argparse.Namespace) -> int:
         console.print(f"unknown modes {bad}; allowed: {', '.join(MODES)}")
         return 2
     try:
-        pool = load_nodes(args.trace_dir)
+        hosts = openb_hosts(args.trace_dir)
         wl = load_openb_workload(
             args.trace_dir,
             args.workload,
@@ -114,80 +183,33 @@ def main(args: argparse.Namespace) -> int:
     except TraceNotFound as exc:
         console.print(f"{exc}\n{DOWNLOAD_HINT}")
         return 2
-    cfg = OnlineConfig(
-        slice_start_s=args.slice_start,
-        bucket_s=args.bucket,
-        horizon=args.horizon,
-        prewarm_budget=args.prewarm_budget,
-        prewarm_quantile=args.prewarm_quantile,
-        reserve=args.reserve,
-        peak_window=args.peak_window,
-        recycle=not args.no_recycle,
-        grace_s=args.grace,
-        evictions_per_pass=args.evictions_per_pass,
-    )
+    cfg = config_of(args)
     end = float(wl.arrival.max(initial=0.0))
     results = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console) as bar:
         for mode in modes:
             task = bar.add_task(mode, total=end or 1.0)
-            res = simulate(pool, wl, mode, config=cfg, progress=_advance(bar, task, end))
+            res = simulate(hosts, wl, mode, config=cfg, progress=_advance(bar, task, end))
             bar.update(task, completed=end or 1.0)
             results.append(res.summary())
-    table = Table(title=f"openb {args.workload} online (arrivals / {args.compress:g}, x{args.repeat})")
-    cols = [
-        "mode",
-        "util",
-        "util held",
-        "frag",
-        "wait mean",
-        "wait p95",
-        "hi p95",
-        "lo p95",
-        "lo p99",
-        "preempt",
-        "warm claims",
-        "done",
-        "MAPE",
-        "sMAPE",
-    ]
-    for c in cols:
+    title = f"openb {args.workload} online through the pool (arrivals / {args.compress:g}, x{args.repeat})"
+    table = Table(title=title)
+    for c in COLUMNS:
         table.add_column(c)
     for r in results:
-        hi, lo, al = r["wait_high"], r["wait_low"], r["wait_all"]
-        assert isinstance(hi, dict)
-        assert isinstance(lo, dict)
-        assert isinstance(al, dict)
-        table.add_row(
-            *(
-                _fmt(v)
-                for v in (
-                    r["mode"],
-                    r["utilisation_mean"],
-                    r["utilisation_held_mean"],
-                    r["fragmentation_mean"],
-                    al["mean"],
-                    al["p95"],
-                    hi["p95"],
-                    lo["p95"],
-                    lo["p99"],
-                    r["preemptions"],
-                    r["prewarm_claims"],
-                    f"{r['completed']}/{r['jobs']}",
-                    r["forecast_mape"],
-                    r["forecast_smape"],
-                )
-            )
-        )
-    Console(width=160).print(table)
+        table.add_row(*_row(r))
+    Console(width=200).print(table)
+    skipped = {str(r["mode"]): r["skipped"] for r in results if r["skipped"]}
+    if skipped:
+        Console().print(f"pods not replayed, by reason: {skipped}")
     out: dict[str, object] = {
         "workload": args.workload,
         "compress": args.compress,
         "repeat": args.repeat,
         "repeat_low": args.repeat_low,
-        "config": vars(cfg),
+        "config": asdict(cfg),
+        "online": results,
     }
-    out["online"] = results
     if not args.no_batch:
         batch = batch_experiment()
         out["batch"] = batch.summary()

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 
 from flexlab.core.errors import InvalidRequest
@@ -11,15 +10,10 @@ from flexlab.core.forecast import (
     Holt,
     RequestClass,
     classify,
-    demand_by_size,
-    lead_buckets,
     mape,
     mase,
-    poisson_quantile,
-    reserve_by_size,
     size_bucket,
     smape,
-    upper_demand_by_size,
 )
 from flexlab.core.request import parse_request
 
@@ -138,7 +132,6 @@ def test_class_forecaster_counts_buckets_and_scores_itself() -> None:
     assert fc[b][0] >= 0.0
     m, s = f.errors([a])
     assert (m, s) == (0.0, 0.0)
-    assert demand_by_size(fc) == pytest.approx({500: 6.0, 1000: float(np.sum(fc[b]))})
 
 
 @pytest.mark.parametrize(
@@ -190,59 +183,3 @@ def test_class_forecaster_mase_uses_the_previous_bucket_without_a_season() -> No
 def test_class_forecaster_rejects_bad_bucket() -> None:
     with pytest.raises(InvalidRequest, match="bucket"):
         ClassForecaster(bucket_s=0.0)
-
-
-@pytest.mark.parametrize(
-    ("mean", "q", "want"),
-    [(0.0, 0.95, 0), (1.0, 0.5, 1), (10.0, 0.95, 15), (10.0, 0.99, 18), (2000.0, 0.95, 2074)],
-    ids=["zero", "median", "p95", "p99", "normal-approx"],
-)
-def test_poisson_quantile(mean: float, q: float, want: int) -> None:
-    assert poisson_quantile(mean, q) == want
-
-
-def test_poisson_quantile_refuses_a_bad_probability() -> None:
-    with pytest.raises(InvalidRequest):
-        poisson_quantile(3.0, 1.0)
-
-
-def test_upper_demand_covers_the_lead_time_with_a_margin() -> None:
-    fc = {
-        RequestClass("gpu", 500, 0): np.array([4.0, 6.0]),
-        RequestClass("gpu", 500, 1): np.array([0.0, 0.0]),
-        RequestClass("gpu", 1000, 1): np.array([1.0, 1.0]),
-        RequestClass("cpu", 0, 0): np.array([9.0, 9.0]),
-    }
-    assert upper_demand_by_size(fc, quantile=0.95) == {500: 15.0, 1000: 5.0}
-    # Burstier arrivals (variance 4x the mean): twice the margin over the mean.
-    assert upper_demand_by_size(fc, quantile=0.95, dispersion=4.0)[500] == 20.0
-
-
-@pytest.mark.parametrize(("lead", "bucket", "want"), [(30.0, 2.0, 16), (0.0, 5.0, 1), (10.0, 20.0, 2)])
-def test_lead_buckets(lead: float, bucket: float, want: int) -> None:
-    assert lead_buckets(lead, bucket) == want
-
-
-def test_size_mix_and_standing_reserve() -> None:
-    f = ClassForecaster(bucket_s=10.0)
-    for t, size in [(0.0, 1000), (1.0, 1000), (2.0, 1000), (3.0, 500)]:
-        f.observe(t, RequestClass("gpu", size, 0))
-    f.observe(4.0, RequestClass("cpu", 0, 0))
-    assert f.size_mix("gpu") == {1000: 0.75, 500: 0.25}
-    # 8,750 milli split by the mix: 0.75 * 1000 + 0.25 * 500 = 875 milli an arrival, 10 of
-    # them: 7.5 -> 7 whole slices and 2.5 -> 2 halves.
-    assert reserve_by_size(f.size_mix("gpu"), 8750) == {1000: 7.0, 500: 2.0}
-    assert reserve_by_size({}, 8750) == {}
-    assert reserve_by_size({1000: 1.0}, 0) == {}
-
-
-def test_forecast_peak_does_not_lag_a_ramp() -> None:
-    f = ClassForecaster(bucket_s=1.0, alpha=0.5, beta=0.1)
-    cls = RequestClass("gpu", 1000, 0)
-    for b, n in enumerate([1, 1, 1, 9]):  # a ramp in the last bucket
-        f.observe(float(b), cls, n)
-    f.advance(4.0)
-    holt = float(f.forecast(1)[cls][0])
-    assert holt < 9.0  # the smoothed level lags the ramp
-    assert f.forecast_peak(2, window=2)[cls].tolist() == [9.0, 9.0]
-    assert f.forecast_peak(1, window=0)[cls].tolist() == pytest.approx([holt])

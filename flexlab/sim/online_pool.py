@@ -1,0 +1,204 @@
+"""What the online replay drives: the shipped ``SlicePool`` on a virtual clock, the shipped
+``HiLoop``, and a simulated host agent.
+
+Nothing here decides where a slice goes, which warm slice a lease takes or which lease is
+preempted: the pool and the Hi loop do, exactly as under the Dask plugin. This module only
+builds them (hosts from the trace's node list, a policy per mode, the plugin's policy
+stack) and plays the agents: a ``StartSlice`` command becomes a ``slice_ready`` call
+``start_s`` virtual seconds later, a ``StopSlice`` cancels it.
+
+>>> clock = VirtualClock()
+>>> clock.now = 12.5
+>>> clock()
+12.5
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from flexlab.core.catalog import OPENB_MODELS
+from flexlab.core.hiloop import GiveBackToWaitingWork, HiLoop, HiPolicy, Preempt, Prewarm
+from flexlab.core.pool import SlicePool, StartSlice
+from flexlab.core.prewarm import WarmPlanner
+from flexlab.core.request import SliceRequest
+from flexlab.core.snapshot import WHOLE, PoolArrays
+from flexlab.core.topology import DeviceSpec, HostSpec
+from flexlab.sim.openb import NODE_FILE, csv_dir
+
+#: Placement policy per mode, and the one used while the pool cannot place with it yet.
+POLICY = {
+    "whole": "bestfit",
+    "fgd": "fgd",
+    "flexlab": "flexlab",
+    "flexlab+reserve": "flexlab",
+    "flexlab+forecast": "flexlab",
+}
+FALLBACK_POLICY = "bestfit"
+
+
+class VirtualClock:
+    """The pool's clock in the replay: the time of the event being handled."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def openb_hosts(trace_dir: str | Path) -> list[HostSpec]:
+    """The trace's GPU nodes as the pool's hosts: one device per GPU, in node-list order."""
+    with (csv_dir(trace_dir) / NODE_FILE).open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [
+        HostSpec(
+            r["sn"],
+            int(r["cpu_milli"]),
+            int(r["memory_mib"]),
+            tuple(DeviceSpec(OPENB_MODELS[r["model"]], i) for i in range(int(r["gpu"]))),
+        )
+        for r in rows
+    ]
+
+
+def hosts_of(pool: PoolArrays) -> list[HostSpec]:
+    """Hosts of a pool given as arrays (device memory from the catalog)."""
+    out = []
+    for h, name in enumerate(pool.host_names):
+        lo, hi = int(pool.host_dev_start[h]), int(pool.host_dev_start[h + 1])
+        devs = tuple(DeviceSpec(pool.model_keys[int(pool.dev_model[d])], d - lo) for d in range(lo, hi))
+        out.append(HostSpec(name, int(pool.host_cpu_total[h]), int(pool.host_mem_total[h]), devs))
+    return out
+
+
+_TEMPLATES: dict[tuple[int, str], tuple[list[HostSpec], SlicePool, str]] = {}
+
+
+def new_pool(hosts: list[HostSpec], policy: str) -> tuple[SlicePool, VirtualClock, str]:
+    """A fresh pool of ``hosts`` on a virtual clock placing with ``policy``, or with
+    ``FALLBACK_POLICY`` while the pool cannot (the third item says which). Leases get
+    dedicated slices only (``carve_on_register=False``: no shared slices, as in a pool of
+    leases). Registering a thousand hosts takes seconds, so a registered pool is kept per
+    host list and policy and copied."""
+    key = (id(hosts), policy)
+    cached = _TEMPLATES.get(key)
+    if cached is None or cached[0] is not hosts:
+        used = policy
+        try:
+            pool = SlicePool(policy=policy, clock=VirtualClock(), carve_on_register=False)
+        except ValueError:  # InvalidRequest too: a policy the pool cannot place with yet
+            used = FALLBACK_POLICY
+            pool = SlicePool(policy=used, clock=VirtualClock(), carve_on_register=False)
+        for spec in hosts:
+            pool.register_host(spec)
+        pool.events.clear()
+        cached = _TEMPLATES[key] = (hosts, pool, used)
+    pool = copy.deepcopy(cached[1])
+    clock = pool.clock
+    assert isinstance(clock, VirtualClock)
+    return pool, clock, cached[2]
+
+
+def lease_request(req: SliceRequest, *, whole: bool = False, host_resources: bool = True) -> SliceRequest:
+    """A pod's request as a lease asks for it: its text (what warm slices are matched on)
+    names all of it, so that a lease takes only a warm slice of exactly its shape.
+    ``whole``: a share rounded up to the whole device. ``host_resources`` False: without
+    the pod's host CPU and RAM (see ``OnlineConfig.host_resources``)."""
+    if whole and 0 < req.compute_milli < WHOLE:
+        req = replace(req, compute_milli=WHOLE)
+    if not host_resources:
+        req = replace(req, host_cpu_milli=0, host_memory_mib=0)
+    sel = req.selector
+    text = next(iter(sel.models)) if len(sel.models) == 1 else sel.describe()
+    if req.compute_milli == 0:
+        text = f"cpu:{req.host_cpu_milli / 1000:g}"
+    else:
+        text += ":1" if req.compute_milli >= WHOLE else f":{req.compute_milli / 10:g}%"
+        text += f",devices={req.devices}" if req.devices > 1 else ""
+    if req.host_cpu_milli or req.host_memory_mib:
+        text += f",cpu={req.host_cpu_milli / 1000:g},ram={req.host_memory_mib}MiB"
+    return replace(req, spec=text)
+
+
+@dataclass
+class WarmSettings:
+    """The Hi loop's settings (the plugin's ``flexlab.hi.*`` keys)."""
+
+    interval_s: float = 2.0
+    bucket_s: float = 2.0
+    #: Forecast horizon in buckets; 0: the slice start-up plus one interval (the lead time
+    #: a warm slice must be carved ahead by to be ready when its lease comes).
+    horizon: int = 0
+    season: int = 0
+    max_per_class: int = 500
+    max_total: int = 3000
+    #: Share of the pool kept warm in the arrival mix (the standing reserve).
+    reserve: float = 0.1
+    #: Warm slices are given back only above the highest target of this window.
+    scale_down_window_s: float = 60.0
+    hold_after_wait_s: float = 30.0
+
+
+def horizon_buckets(w: WarmSettings, start_s: float) -> int:
+    if w.horizon > 0:
+        return w.horizon
+    return max(1, int(-(-(start_s + w.interval_s) // w.bucket_s)))
+
+
+def make_hiloop(mode: str, w: WarmSettings, *, start_s: float, grace_s: float | None) -> HiLoop | None:
+    """The plugin's policy stack for ``mode``: give-back and pre-warming (reserve only in
+    ``flexlab+reserve``, forecast and reserve in ``flexlab+forecast``), preemption after
+    ``grace_s`` when given. None when the mode runs no policy."""
+    policies: list[HiPolicy] = []
+    if mode in ("flexlab+reserve", "flexlab+forecast"):
+        planner = WarmPlanner(
+            bucket_s=w.bucket_s,
+            horizon=horizon_buckets(w, start_s),
+            season=w.season,
+            max_per_class=w.max_per_class,
+            max_total=w.max_total,
+        )
+        policies += [
+            GiveBackToWaitingWork(),
+            Prewarm(
+                planner,
+                reserve=w.reserve,
+                forecast=mode == "flexlab+forecast",
+                scale_down_window_s=w.scale_down_window_s,
+            ),
+        ]
+    if grace_s is not None:
+        policies.append(Preempt(grace_s=grace_s))
+    return HiLoop(policies, hold_after_wait_s=w.hold_after_wait_s) if policies else None
+
+
+@dataclass
+class SimAgent:
+    """The host agents: each ``StartSlice`` is answered by ``slice_ready`` ``start_s``
+    later; a ``StopSlice`` (or a newer start of the same slice id) makes a pending answer
+    stale. ``take`` returns (ready at, slice id, generation) to schedule."""
+
+    start_s: float
+    _gen: dict[str, int] = field(default_factory=dict)
+    started: int = 0
+    stopped: set[str] = field(default_factory=set)
+
+    def take(self, pool: SlicePool, now: float) -> list[tuple[float, str, int]]:
+        out = []
+        self.stopped = set()
+        for host in list(pool.outbox):
+            for cmd in pool.take_commands(host):
+                g = self._gen[cmd.slice_id] = self._gen.get(cmd.slice_id, 0) + 1
+                if isinstance(cmd, StartSlice):
+                    self.started += 1
+                    out.append((now + self.start_s, cmd.slice_id, g))
+                else:
+                    self.stopped.add(cmd.slice_id)
+        return out
+
+    def current(self, slice_id: str, gen: int) -> bool:
+        return self._gen.get(slice_id) == gen
