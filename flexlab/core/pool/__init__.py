@@ -22,15 +22,19 @@ translates Dask events into calls here and carries out the commands it returns
   stopped, Dask re-runs the tasks that were on it once the lease is placed again, and the
   lease waits (``pending``) with the reason; it is not lost.
 
-The parts, one job each (``SlicePool`` composes them and is the one API):
+The parts, one job each:
 
+* ``facade``: ``SlicePool``, the one API; it composes the parts below and carries out
+  what spans several of them (a host joining or leaving, a lost worker, a lease asked
+  or given back).
 * ``model``: the data (``SliceInfo``, ``LeaseInfo``, ``StartSlice`` / ``StopSlice``,
   ``Binding``, ``Event``) and the names of resources.
 * ``slices``: the slice table: carve, stop and lose slices, carve a device's free capacity
   into shared slices again, the agents' outbox and the event log; a version number that
-  changes with every slice.
+  changes with every slice (what the binder's cache of fitting slices is keyed on).
 * ``binder``: tasks bound to shared slices or waiting, and speed learning.
-* ``leases``: the lease book: ask, place (making room), renew, expire, release, restore.
+* ``leases``: the lease book: ask, place (making room from idle slices), renew, expire,
+  release, restore.
 * ``warm``: pre-warming, handing a warm slice to a lease, dissolving it.
 * ``preempt``: preemption victims and taking a lease's slice away.
 * ``whatif``: the one "what if": placement asked on a copy of the ledger's arrays with
