@@ -241,3 +241,44 @@ def test_an_exception_in_the_transition_hook_is_counted_and_fails_the_suite(
         logging.getLogger("distributed.scheduler").info("Plugin failed with exception", exc_info=True)
     assert fail_on_plugin_exceptions.records, "an INFO record with a flexlab traceback must count"
     fail_on_plugin_exceptions.records.clear()
+
+
+TWO_T4 = [HostSpec(f"t4-{i}", 16_000, 64 * 1024, (DeviceSpec("t4", 0),)) for i in range(2)]
+
+
+def test_a_preempted_lease_whose_ttl_runs_out_fails_its_waiting_work_with_the_cause() -> None:
+    """Preempted, a lease waits to be placed again; when its TTL runs out first, its running
+    (killed by the preemption) and queued tasks fail with LeaseEnded, never hang."""
+    with t4_pool(hi=True, **{"flexlab.hi.preempt-grace": "0.3s"}) as (cluster, client):
+        low = flexlab.lease("gpu:1", ttl=6, owner="low", priority=0, client=client, timeout=20)
+        threads = cluster.flex_plugin.slice_threads
+        futures = low.map(_sleep, [20.0] * (threads + 1), pure=False)
+        high = flexlab.lease("gpu:1", ttl="1h", owner="high", priority=5, client=client, timeout=20)
+        wait(futures, timeout=20)  # the TTL (6 s from activation) plus a few loop passes
+        for f in futures:
+            with pytest.raises(LeaseEnded, match="expired"):
+                f.result()
+        assert low.refresh()["preemptions"] == 1
+        assert low.info["state"] == "expired"
+        high.release()
+
+
+def test_work_on_a_lease_whose_host_is_lost_runs_where_the_lease_is_placed_again() -> None:
+    reset_mock_devices()
+    with (
+        FlexCluster(TWO_T4, cpu_workers=0, loop_interval=0.1, telemetry_interval=0.2) as cluster,
+        Client(cluster) as client,
+    ):
+        lease = flexlab.lease("gpu:0.5", ttl="1h", owner="ana", client=client, timeout=20)
+        first = lease.info["host"]
+        threads = cluster.flex_plugin.slice_threads
+        futures = lease.map(_sleep, [1.0] * (threads + 2), pure=False)
+        time.sleep(0.3)  # some running, two queued
+        agent = next(a for a in cluster.agents if a.host.name == first)
+        client.sync(agent.close)  # the host leaves the pool for good
+        wait(futures, timeout=30)
+        assert [f.result() for f in futures] == ["done"] * len(futures)
+        assert lease.refresh()["host"] != first
+        assert lease.info["state"] == "active"
+        lease.release()
+        assert_no_plugin_errors(cluster)
