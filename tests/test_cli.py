@@ -177,3 +177,10 @@ def test_demo_runs_end_to_end() -> None:
     assert "x those of whole-device allocation" in r.stdout
     for model in ("ascend-910b3", "a100-80gb", "v100s-32gb"):
         assert model in r.stdout
+    # a clean first run: nothing but what the demo means to say (issue 14)
+    noise = [
+        line
+        for line in (r.stdout + r.stderr).splitlines()
+        if any(word in line for word in ("Traceback", "WARNING", "ERROR", "RuntimeWarning"))
+    ]
+    assert noise == [], "\n".join(noise[:10])

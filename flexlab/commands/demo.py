@@ -170,8 +170,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.tasks < 1 or args.window <= 0:
         raise InvalidRequest("--tasks/--window", (args.tasks, args.window), "tasks >= 1 and a window > 0 s")
     # Workers shutting down mid-task log cancellations; the summary is what matters here.
-    for name in ("distributed", "flexlab"):
-        logging.getLogger(name).setLevel(logging.CRITICAL if not args.verbose else logging.INFO)
+    # distributed gives some of its loggers levels of their own (distributed.worker.
+    # state_machine among them), so the parent's level alone does not quiet them.
+    import distributed  # noqa: F401  (creates its loggers)
+
+    level = logging.CRITICAL if not args.verbose else logging.INFO
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("distributed", "flexlab")]
+    for name in ("distributed", "flexlab", *names):
+        logging.getLogger(name).setLevel(level)
     con = Console()
     con.print(
         "[bold]flexlab demo[/bold]: a heterogeneous mock pool (2x Ascend 910B3, V100S, A100-80GB in MIG "
