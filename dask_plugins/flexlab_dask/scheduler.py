@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -46,7 +47,7 @@ from flexlab.core.pool import (
     StopSlice,
 )
 from flexlab.core.prewarm import WarmPlanner
-from flexlab.core.request import SliceRequest, parse_request
+from flexlab.core.request import MAX_PRIORITY, SliceRequest, parse_request
 from flexlab.core.speed import ThroughputTable
 from flexlab.core.units import lease_ttl, parse_duration
 from flexlab_dask import config
@@ -169,6 +170,20 @@ class FlexScheduler(SchedulerPlugin):
         # Leases reclaim idle shared slices whose workers hold results only when no others
         # make room, pre-warming never (Dask would recompute those results).
         self.pool.keep = self._holds_results
+        scheduler.handlers.update(self.rpc_handlers())
+        for addr in scheduler.workers:
+            self._add_worker(scheduler, addr)
+        scheduler.stream_handlers["flexlab-telemetry"] = self.handle_telemetry
+        if self.state_file:
+            self.store = LeaseStore(self.state_file)
+            for stored in self.store.live():
+                self.pool.restore_lease(restore(stored))
+            logger.info("flexlab: %d leases restored from %s", len(self.pool.leases), self.state_file)
+        self._loop_task = asyncio.create_task(self._loop())
+        logger.info("flexlab plugin started (policy %s)", self.policy)
+
+    def rpc_handlers(self) -> dict[str, Callable[..., Any]]:
+        """The ``flexlab_*`` handlers, each behind :meth:`_rpc`'s guard."""
         handlers: dict[str, Callable[..., Any]] = {
             "flexlab_pool_state": self.handle_pool_state,
             "flexlab_explain": self.handle_explain,
@@ -184,17 +199,43 @@ class FlexScheduler(SchedulerPlugin):
             "flexlab_agent_poll": self.handle_agent_poll,
             "flexlab_agent_leave": self.handle_agent_leave,
         }
-        scheduler.handlers.update(handlers)
-        for addr in scheduler.workers:
-            self._add_worker(scheduler, addr)
-        scheduler.stream_handlers["flexlab-telemetry"] = self.handle_telemetry
-        if self.state_file:
-            self.store = LeaseStore(self.state_file)
-            for stored in self.store.live():
-                self.pool.restore_lease(restore(stored))
-            logger.info("flexlab: %d leases restored from %s", len(self.pool.leases), self.state_file)
-        self._loop_task = asyncio.create_task(self._loop())
-        logger.info("flexlab plugin started (policy %s)", self.policy)
+        return {name: self._rpc(name, fn) for name, fn in handlers.items()}
+
+    def _rpc(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """A handler that answers every call with a structured reply: a domain error or input
+        of the wrong type or shape (the caller's fault) is an ``error`` reply; anything else
+        is a bug of the plugin's, counted in :attr:`errors` and logged, then an ``error``
+        reply too. Nothing reaches distributed's comm layer as an exception."""
+
+        def reply(exc: Exception) -> dict[str, Any]:
+            if isinstance(exc, FlexlabError):
+                return _error(exc)
+            if isinstance(exc, (TypeError, ValueError, KeyError, OverflowError, AttributeError)):
+                logger.info("flexlab: %s refused bad input: %s: %s", name, type(exc).__name__, exc)
+                return {"status": "error", "error": "InvalidInput", "message": f"{name}: {exc}"}
+            self.errors.append(f"{name}: {type(exc).__name__}: {exc}")
+            logger.exception("flexlab plugin error in handler %s", name)
+            return {"status": "error", "error": type(exc).__name__, "message": str(exc)}
+
+        if asyncio.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def guarded_async(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return await fn(*args, **kwargs)
+                except Exception as exc:
+                    return reply(exc)
+
+            return guarded_async
+
+        @functools.wraps(fn)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                return reply(exc)
+
+        return guarded
 
     async def close(self) -> None:
         if self._loop_task is not None:
@@ -721,8 +762,25 @@ class FlexScheduler(SchedulerPlugin):
         memory_used_mib: int = 0,
         **kwargs: Any,
     ) -> None:
+        """A slice worker's sample. A malformed one (wrong types, not finite) is dropped: it
+        is the sender's fault, not the plugin's, and a stream handler has nobody to answer."""
+        if (
+            not isinstance(slice, str)
+            or isinstance(utilisation, bool)
+            or not isinstance(utilisation, (int, float))
+            or not math.isfinite(utilisation)
+            or isinstance(memory_used_mib, bool)
+            or not isinstance(memory_used_mib, (int, float))
+            or not math.isfinite(memory_used_mib)
+        ):
+            logger.debug("flexlab: malformed telemetry from %r dropped", worker)
+            return
         self._guard(
-            "telemetry", self.pool.telemetry, slice, utilisation=utilisation, memory_used_mib=memory_used_mib
+            "telemetry",
+            self.pool.telemetry,
+            slice,
+            utilisation=float(utilisation),
+            memory_used_mib=int(min(max(memory_used_mib, 0), 2**62)),
         )
 
     # ------------------------------------------------------------------ clients
@@ -802,8 +860,14 @@ class FlexScheduler(SchedulerPlugin):
             ttl_s = lease_ttl(
                 ttl if ttl is not None else config.get("lease.default-ttl"), config.get("lease.max-ttl")
             )
-            req = parse_request(request)
-            lease = self.pool.create_lease(req, owner=owner, ttl_s=ttl_s, priority=int(priority))
+            _text("owner", owner)
+            if isinstance(priority, bool) or not isinstance(priority, int):
+                raise InvalidRequest("priority", priority, f"an integer in -{MAX_PRIORITY}..{MAX_PRIORITY}")
+            for name, value in (("client_id", client_id), ("token", token)):
+                if value is not None:
+                    _text(name, value)
+            req = parse_request(_text("request", request))
+            lease = self.pool.create_lease(req, owner=owner, ttl_s=ttl_s, priority=priority)
             self.history.arrived(f"lease {req.describe()}")
             if self.hi_enabled:
                 self.hi.observe_lease(time.time(), req)
@@ -895,6 +959,15 @@ class FlexScheduler(SchedulerPlugin):
         """An event on the owner's topic (``client.subscribe_topic("flexlab-<owner>", ...)``)."""
         if self.scheduler is not None and owner:
             self.scheduler.log_event(f"flexlab-{owner}", {"message": message, "time": time.time()})
+
+
+def _text(field: str, value: object, *, limit: int = 256) -> str:
+    """``value`` if it is a non-empty string of at most ``limit`` characters (names, ids)."""
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise InvalidRequest(
+            field, value if not isinstance(value, str) else value[:40], f"a name of 1-{limit} characters"
+        )
+    return value
 
 
 def _finite(x: float) -> float | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from flexlab.core.errors import InvalidRequest
 from flexlab.core.placement.live import LivePolicy
 from flexlab.core.placement.policies import POLICIES, distribution_for
 from flexlab.core.pool import SlicePool
@@ -100,3 +101,11 @@ def test_a_lease_ttl_counts_from_when_it_is_active_not_while_it_waits() -> None:
     assert p.expire() == []
     t[0] = 61.0
     assert [x.lease_id for x in p.expire()] == [lease.lease_id]
+
+
+def test_a_cpu_only_lease_is_refused_cleanly_and_changes_nothing() -> None:
+    p = pool(carve_on_register=False)
+    before = (p.ledger.pool.host_cpu_free.tolist(), dict(p.leases))
+    with pytest.raises(InvalidRequest, match="at least one accelerator"):
+        p.create_lease(parse_request("cpu:cpu=4,ram=8GiB"), owner="ana", ttl_s=60)
+    assert (p.ledger.pool.host_cpu_free.tolist(), dict(p.leases)) == before

@@ -69,6 +69,13 @@ class LeaseBook:
             raise InvalidRequest("owner", owner, "a non-empty user name")
         if not ttl_s > 0:
             raise InvalidRequest("ttl", ttl_s, "a positive number of seconds")
+        if request.devices < 1 or (request.compute_milli <= 0 and request.profile is None):
+            raise InvalidRequest(
+                "request",
+                request.describe(),
+                "a share of at least one accelerator (a lease holds a slice of a device; "
+                "CPU-only work runs as plain Dask tasks)",
+            )
         req = replace(request, owner=owner, priority=priority)
         shared = [s.alloc_id for s in self.table.slices.values() if s.lease_id is None]
         ex = self.whatif.explain(req, freed=shared)
