@@ -799,6 +799,15 @@ class FlexScheduler(SchedulerPlugin):
             waiting = []
             for key, (req, reason) in list(self.pool.pending.items())[:200]:
                 waiting.append({"key": str(key), "request": req.describe(), "reason": reason})
+            plain = self.plain_waiting()
+            if plain:
+                why = (
+                    f"{plain} plain tasks wait for a worker that serves no lease: every worker "
+                    "serves a lease or a warm slice (the Hi loop gives warm slices back to them)"
+                )
+                keys = [ts.key for ts in self.scheduler.unrunnable if ts.worker_restrictions is self._open]
+                for key in keys[: max(0, 200 - len(waiting))]:
+                    waiting.append({"key": str(key), "request": "", "reason": why})
             state["waiting"] = waiting
         return state
 

@@ -282,3 +282,20 @@ def test_work_on_a_lease_whose_host_is_lost_runs_where_the_lease_is_placed_again
         assert lease.info["state"] == "active"
         lease.release()
         assert_no_plugin_errors(cluster)
+
+
+def test_plain_tasks_that_find_no_open_worker_say_why_and_run_once_one_opens() -> None:
+    with t4_pool() as (_cluster, client):
+        lease = flexlab.lease("gpu:1", owner="ana", client=client, timeout=20)  # the whole T4
+        futures = client.map(lambda i: i + 1, range(5), pure=False)
+        deadline = time.monotonic() + 10
+        waiting: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and len(waiting) < 5:
+            waiting = PoolClient(client).state()["waiting"]
+            time.sleep(0.1)
+        assert len(waiting) == 5
+        assert all("serves no lease" in w["reason"] for w in waiting)
+        assert not any(f.done() for f in futures)
+        lease.release()  # its capacity is carved into a shared slice again
+        wait(futures, timeout=30)
+        assert [f.result() for f in futures] == [1, 2, 3, 4, 5]
