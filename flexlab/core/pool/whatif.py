@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from flexlab.core.ledger import Ledger
 from flexlab.core.placement.framework import Decision, Explanation, PlacementProfile, explain, place
+from flexlab.core.placement.policies import make_profile
 from flexlab.core.request import SliceRequest
 from flexlab.core.snapshot import PoolArrays
 
@@ -32,3 +33,14 @@ class WhatIf:
 
     def explain(self, request: SliceRequest, freed: Iterable[str] = ()) -> Explanation:
         return explain(request, self.pool(freed), self.profile)
+
+    def fits_ever(self, request: SliceRequest, freed: Iterable[str] = ()) -> Explanation:
+        """Whether ``request`` could fit with ``freed`` given back: its code and counted
+        reasons. Feasibility is the filters' alone, so no policy's scores are computed (the
+        ``where`` of the answer is first-fit's, not the policy's)."""
+        ids = list(freed)
+        return explain(request, self.pool(ids) if ids else self.ledger.pool, _FEASIBILITY)
+
+
+#: Filters decide whether a request can ever fit; the cheapest score breaks the tie.
+_FEASIBILITY = make_profile("firstfit")
