@@ -81,17 +81,19 @@ def load_openb_workload(
     compress: float = 1.0,
     repeat: int = 1,
     repeat_low: bool = False,
+    sample: int = 1,
 ) -> Workload:
     """An openb pod list as a workload: arrival ``creation_time / compress``, running time
     ``deletion_time - scheduled_time`` (``- creation_time`` for pods never scheduled), at
     least 1 s; priority 1 for qos LS / Guaranteed / Burstable, 0 for BE. ``repeat`` > 1
     submits every pod that many times at its arrival (a saturating load: the pod list
     alone asks for 98% of the GPUs). ``repeat_low``: the extra copies are low priority
-    (best-effort filler behind the trace's own pods)."""
+    (best-effort filler behind the trace's own pods). ``sample`` N keeps every N-th pod of
+    the file (with ``openb_hosts(sample=N)``: the same load on a pool N times smaller)."""
     pods = load_pods(trace_dir, workload)
     path = csv_dir(trace_dir) / f"openb_pod_list_{workload}.csv"
     with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+        rows = list(csv.DictReader(f))[:: max(sample, 1)]
     arr = np.array([float(r["creation_time"] or 0) for r in rows])
     dele = np.array([float(r["deletion_time"] or 0) for r in rows])
     sch = np.array([float(r["scheduled_time"]) if r.get("scheduled_time") else math.nan for r in rows])
@@ -102,7 +104,7 @@ def load_openb_workload(
         arr, dur, prio = (np.tile(x, repeat) for x in (arr, dur, prio))
         if repeat_low:
             prio[n:] = 0
-    shape = np.tile(pods.shape, max(repeat, 1))
+    shape = np.tile(pods.shape[:: max(sample, 1)], max(repeat, 1))
     order = np.argsort(arr, kind="stable")
     return Workload(workload, pods.requests, shape[order], arr[order] / compress, dur[order], prio[order])
 
@@ -145,15 +147,18 @@ class _Replay:
         n = len(wl)
         self.wait = np.full(n, np.nan)
         self.remaining = wl.duration.astype(np.float64).copy()
-        #: (time, sequence, kind, slice id, pod or generation, token)
-        self.events: list[tuple[float, int, int, str, int, int]] = []
+        #: (time, sequence, kind, pod or ticket, departure token)
+        self.events: list[tuple[float, int, int, int, int]] = []
         self.seq = 0
         self.lease_of: dict[int, str] = {}
         self.job_of: dict[str, int] = {}
         self.running: dict[int, tuple[float, int]] = {}  # pod -> (start, departure token)
         self.waiting: set[str] = set()  # leases not active
+        #: Pods waiting and running per priority (is there anyone to preempt for?).
+        self.n_waiting: Counter[int] = Counter()
+        self.n_running: Counter[int] = Counter()
         self.warm: set[str] = set()  # the Hi loop's warm slices, not yet taken
-        self.pass_due = False
+        self.pass_due = self.hi_due = self.freed = False
         self.busy = 0
         self.skipped: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
@@ -162,9 +167,9 @@ class _Replay:
         self.samples: list[tuple[float, float, float]] = []
         self.end_arrivals = float(wl.arrival.max(initial=0.0))
 
-    def push(self, t: float, kind: int, slice_id: str = "", a: int = 0, b: int = 0) -> None:
+    def push(self, t: float, kind: int, a: int = 0, b: int = 0) -> None:
         self.seq += 1
-        heapq.heappush(self.events, (t, self.seq, kind, slice_id, a, b))
+        heapq.heappush(self.events, (t, self.seq, kind, a, b))
 
     # -- the handlers -----------------------------------------------------------------------
     def arrive(self, j: int, now: float) -> None:
@@ -193,12 +198,13 @@ class _Replay:
         if lease.state == "active":
             self.start(j, now)
         else:
-            self.waiting.add(lease.lease_id)
+            self._wait(j)
 
-    def ready(self, slice_id: str, gen: int, now: float) -> None:
-        if not self.agent.current(slice_id, gen):
+    def ready(self, ticket: int, now: float) -> None:
+        slice_id = self.agent.resolve(ticket)
+        if slice_id is None:
             return  # stopped (or started again) since
-        self.pool.slice_ready(slice_id, f"worker-{slice_id}-{gen}")
+        self.pool.slice_ready(slice_id, f"worker-{ticket}")
         s = self.pool.slices.get(slice_id)
         lease = self.pool.leases.get(s.lease_id or "") if s is not None else None
         if lease is not None and lease.state == "active":
@@ -206,8 +212,15 @@ class _Replay:
             if j not in self.running:
                 self.start(j, now)
 
+    def _wait(self, j: int) -> None:
+        self.waiting.add(self.lease_of[j])
+        self.n_waiting[int(self.wl.priority[j])] += 1
+
     def start(self, j: int, now: float) -> None:
-        self.waiting.discard(self.lease_of[j])
+        if self.lease_of[j] in self.waiting:
+            self.waiting.discard(self.lease_of[j])
+            self.n_waiting[int(self.wl.priority[j])] -= 1
+        self.n_running[int(self.wl.priority[j])] += 1
         if math.isnan(self.wait[j]):
             self.wait[j] = now - float(self.wl.arrival[j])
         self.seq += 1
@@ -217,6 +230,7 @@ class _Replay:
 
     def _stop_running(self, j: int, now: float) -> None:
         begun, _token = self.running.pop(j)
+        self.n_running[int(self.wl.priority[j])] -= 1
         done = min(now - begun, float(self.remaining[j]))
         useful = self.useful[int(self.wl.shape[j])]
         self.busy -= useful
@@ -247,12 +261,21 @@ class _Replay:
         elif m.action is Action.DISSOLVE:
             self.warm.difference_update(o.slices)
             self.counts["given_back"] += len(o.slices)
+            self.freed = True
         elif m.lease_id in self.job_of:
             j = self.job_of[m.lease_id]
             if j in self.running:
                 self._stop_running(j, now)
                 self.counts["preemptions"] += 1
-            self.waiting.add(m.lease_id)
+                self._wait(j)
+
+    def preemption_possible(self) -> bool:
+        """A pod waits while one of lower priority runs."""
+        if self.cfg.grace_s is None:
+            return False
+        waiting = [p for p, n in self.n_waiting.items() if n > 0]
+        running = [p for p, n in self.n_running.items() if n > 0]
+        return bool(waiting and running) and max(waiting) > min(running)
 
     def sample(self, now: float) -> None:
         warm = sum(
@@ -264,8 +287,8 @@ class _Replay:
 
     def flush(self, now: float) -> None:
         """Carry out the pool's commands: the agents start and stop slice workers."""
-        for t, sid, gen in self.agent.take(self.pool, now):
-            self.push(t, READY, sid, gen)
+        for t, ticket in self.agent.take(self.pool, now):
+            self.push(t, READY, a=ticket)
         gone = self.agent.stopped & self.warm
         if gone:  # the pool reclaimed warm slices for leases that fitted nowhere else
             self.warm -= gone
@@ -279,31 +302,39 @@ class _Replay:
             self.push(float(self.wl.arrival[j]), ARRIVE, a=j)
         self.push(0.0, SAMPLE)
         if self.hi is not None:
+            self.hi_due = True
             self.push(0.0, HI)
         while self.events:
-            now, _seq, kind, sid, a, b = heapq.heappop(self.events)
+            now, _seq, kind, a, b = heapq.heappop(self.events)
             self.clock.now = now
             if kind == ARRIVE:
                 self.arrive(a, now)
             elif kind == READY:
-                self.ready(sid, a, now)
+                self.ready(a, now)
             elif kind == DEPART:
                 self.depart(a, b, now)
             elif kind == PASS:
-                self.pass_due = False
+                self.pass_due = self.freed = False
                 self.pool.retry_leases()
             elif kind == HI:
+                self.hi_due = False
                 self.hi_step(now)
-                if now < self.end_arrivals or (cfg.grace_s is not None and self.waiting):
-                    self.push(now + cfg.warm.interval_s, HI)
             elif kind == SAMPLE:
                 self.sample(now)
                 if now < self.end_arrivals:
                     self.push(now + cfg.sample_s, SAMPLE)
             self.flush(now)
-            if self.waiting and not self.pass_due:
+            # The plugin's tick retries waiting leases every second; a pass places nothing
+            # unless capacity was given back since the last one (releases and preemptions
+            # retry at once), so only those passes are run.
+            if self.waiting and self.freed and not self.pass_due:
                 self.pass_due = True
                 self.push(now + cfg.pass_s, PASS)
+            # The Hi loop runs every interval while pods arrive, then while it may preempt.
+            hi_useful = now < self.end_arrivals or self.preemption_possible()
+            if self.hi is not None and not self.hi_due and hi_useful:
+                self.hi_due = True
+                self.push(now + cfg.warm.interval_s, HI)
             if progress is not None:
                 progress(now)
         return self.result(time.perf_counter() - t0)

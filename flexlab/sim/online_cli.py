@@ -48,6 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the extra copies of --repeat are low priority (best-effort filler behind the trace's pods)",
     )
     parser.add_argument(
+        "--sample",
+        type=int,
+        default=1,
+        help="keep every N-th node and every N-th pod: the same load on a pool N times smaller",
+    )
+    parser.add_argument(
         "--slice-start", type=float, default=30.0, help="seconds from StartSlice to slice_ready (default 30)"
     )
     parser.add_argument(
@@ -172,13 +178,14 @@ def main(args: argparse.Namespace) -> int:
         console.print(f"unknown modes {bad}; allowed: {', '.join(MODES)}")
         return 2
     try:
-        hosts = openb_hosts(args.trace_dir)
+        hosts = openb_hosts(args.trace_dir, sample=args.sample)
         wl = load_openb_workload(
             args.trace_dir,
             args.workload,
             compress=args.compress,
             repeat=args.repeat,
             repeat_low=args.repeat_low,
+            sample=args.sample,
         )
     except TraceNotFound as exc:
         console.print(f"{exc}\n{DOWNLOAD_HINT}")
@@ -192,7 +199,9 @@ def main(args: argparse.Namespace) -> int:
             res = simulate(hosts, wl, mode, config=cfg, progress=_advance(bar, task, end))
             bar.update(task, completed=end or 1.0)
             results.append(res.summary())
-    title = f"openb {args.workload} online through the pool (arrivals / {args.compress:g}, x{args.repeat})"
+    title = f"openb {args.workload} online through the pool (arrivals / {args.compress:g}, x{args.repeat}" + (
+        f", 1 node and pod in {args.sample})" if args.sample > 1 else ")"
+    )
     table = Table(title=title)
     for c in COLUMNS:
         table.add_column(c)
@@ -207,6 +216,7 @@ def main(args: argparse.Namespace) -> int:
         "compress": args.compress,
         "repeat": args.repeat,
         "repeat_low": args.repeat_low,
+        "sample": args.sample,
         "config": asdict(cfg),
         "online": results,
     }

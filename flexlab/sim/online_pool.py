@@ -16,18 +16,16 @@ stack) and plays the agents: a ``StartSlice`` command becomes a ``slice_ready`` 
 from __future__ import annotations
 
 import copy
-import csv
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from flexlab.core.catalog import OPENB_MODELS
 from flexlab.core.hiloop import GiveBackToWaitingWork, HiLoop, HiPolicy, Preempt, Prewarm
 from flexlab.core.pool import SlicePool, StartSlice
 from flexlab.core.prewarm import WarmPlanner
 from flexlab.core.request import SliceRequest
-from flexlab.core.snapshot import WHOLE, PoolArrays
-from flexlab.core.topology import DeviceSpec, HostSpec
-from flexlab.sim.openb import NODE_FILE, csv_dir
+from flexlab.core.snapshot import WHOLE
+from flexlab.core.topology import HostSpec
+from flexlab.sim.openb import load_host_specs
 
 #: Placement policy per mode, and the one used while the pool cannot place with it yet.
 POLICY = {
@@ -50,29 +48,10 @@ class VirtualClock:
         return self.now
 
 
-def openb_hosts(trace_dir: str | Path) -> list[HostSpec]:
-    """The trace's GPU nodes as the pool's hosts: one device per GPU, in node-list order."""
-    with (csv_dir(trace_dir) / NODE_FILE).open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [
-        HostSpec(
-            r["sn"],
-            int(r["cpu_milli"]),
-            int(r["memory_mib"]),
-            tuple(DeviceSpec(OPENB_MODELS[r["model"]], i) for i in range(int(r["gpu"]))),
-        )
-        for r in rows
-    ]
-
-
-def hosts_of(pool: PoolArrays) -> list[HostSpec]:
-    """Hosts of a pool given as arrays (device memory from the catalog)."""
-    out = []
-    for h, name in enumerate(pool.host_names):
-        lo, hi = int(pool.host_dev_start[h]), int(pool.host_dev_start[h + 1])
-        devs = tuple(DeviceSpec(pool.model_keys[int(pool.dev_model[d])], d - lo) for d in range(lo, hi))
-        out.append(HostSpec(name, int(pool.host_cpu_total[h]), int(pool.host_mem_total[h]), devs))
-    return out
+def openb_hosts(trace_dir: str | Path, *, sample: int = 1) -> list[HostSpec]:
+    """The trace's GPU nodes as the hosts agents would register (``load_host_specs``);
+    ``sample`` N keeps every N-th node (a smaller pool with the same mix of nodes)."""
+    return load_host_specs(trace_dir)[:: max(sample, 1)]
 
 
 _TEMPLATES: dict[tuple[int, str], tuple[list[HostSpec], SlicePool, str]] = {}
@@ -134,7 +113,9 @@ class WarmSettings:
     #: a warm slice must be carved ahead by to be ready when its lease comes).
     horizon: int = 0
     season: int = 0
-    max_per_class: int = 500
+    #: Warm slices at most per request text and in all (the plugin's defaults, 4 and 8,
+    #: are for a small pool; 3,000 is about half the openb pool's devices).
+    max_per_class: int = 3000
     max_total: int = 3000
     #: Share of the pool kept warm in the arrival mix (the standing reserve).
     reserve: float = 0.1
@@ -179,26 +160,32 @@ def make_hiloop(mode: str, w: WarmSettings, *, start_s: float, grace_s: float | 
 @dataclass
 class SimAgent:
     """The host agents: each ``StartSlice`` is answered by ``slice_ready`` ``start_s``
-    later; a ``StopSlice`` (or a newer start of the same slice id) makes a pending answer
-    stale. ``take`` returns (ready at, slice id, generation) to schedule."""
+    later, unless a ``StopSlice`` of that slice on that host (or a newer start of it) came
+    in between. ``take`` returns (ready at, ticket) to schedule; ``resolve(ticket)`` gives
+    the slice id to call ``slice_ready`` with, or None when the start went stale."""
 
     start_s: float
-    _gen: dict[str, int] = field(default_factory=dict)
     started: int = 0
+    #: Slice ids stopped by the commands of the last ``take``.
     stopped: set[str] = field(default_factory=set)
+    _gen: dict[tuple[str, str], int] = field(default_factory=dict)
+    _tickets: dict[int, tuple[str, str, int]] = field(default_factory=dict)
 
-    def take(self, pool: SlicePool, now: float) -> list[tuple[float, str, int]]:
+    def take(self, pool: SlicePool, now: float) -> list[tuple[float, int]]:
         out = []
         self.stopped = set()
         for host in list(pool.outbox):
             for cmd in pool.take_commands(host):
-                g = self._gen[cmd.slice_id] = self._gen.get(cmd.slice_id, 0) + 1
+                key = (host, cmd.slice_id)
+                g = self._gen[key] = self._gen.get(key, 0) + 1
                 if isinstance(cmd, StartSlice):
                     self.started += 1
-                    out.append((now + self.start_s, cmd.slice_id, g))
+                    self._tickets[self.started] = (host, cmd.slice_id, g)
+                    out.append((now + self.start_s, self.started))
                 else:
                     self.stopped.add(cmd.slice_id)
         return out
 
-    def current(self, slice_id: str, gen: int) -> bool:
-        return self._gen.get(slice_id) == gen
+    def resolve(self, ticket: int) -> str | None:
+        host, sid, g = self._tickets.pop(ticket)
+        return sid if self._gen.get((host, sid)) == g else None

@@ -10,13 +10,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flexlab.core.pool import Command, StartSlice, StopSlice
 from flexlab.core.request import Selector, SliceRequest
 from flexlab.core.topology import DeviceSpec, HostSpec
 from flexlab.sim import online_cli
 from flexlab.sim.online import MODES, OnlineConfig, Workload, load_openb_workload, simulate
 from flexlab.sim.online_batch import BATCH_TRUE_RATES, batch_experiment, makespan_lower_bound
 from flexlab.sim.online_metrics import wait_stats
-from flexlab.sim.online_pool import FALLBACK_POLICY, POLICY, WarmSettings, lease_request, openb_hosts
+from flexlab.sim.online_pool import (
+    FALLBACK_POLICY,
+    POLICY,
+    SimAgent,
+    WarmSettings,
+    lease_request,
+    openb_hosts,
+)
 
 GPU = Selector(kinds=frozenset({"gpu"}))
 T4 = Selector(kinds=frozenset({"gpu"}), models=frozenset({"t4"}))
@@ -154,6 +162,33 @@ def test_forecast_keeps_warm_slices_that_a_steady_stream_takes() -> None:
     assert warm.completed == plain.completed == 60
     # 1, 2, 1, 2 a bucket: "as the last bucket" errs by 1 every time, Holt by less
     assert 0.0 < warm.forecast_mase < 1.0
+
+
+class _Outbox:
+    def __init__(self, outbox: dict[str, list[Command]]) -> None:
+        self.outbox = outbox
+
+    def take_commands(self, host: str) -> list[Command]:
+        return self.outbox.pop(host, [])
+
+
+def _start(sid: str, host: str) -> StartSlice:
+    return StartSlice(sid, host, (f"{host}/t4#0",), "t4", 1000, 0, None, sid, "u", {}, 1)
+
+
+def test_the_agent_answers_a_slice_started_again_on_another_host() -> None:
+    # Lease L1 is preempted on h1 and placed again on h2 under the same slice id; the
+    # agents see h2's commands first. Only the first start on h1 goes stale.
+    agent = SimAgent(start_s=5.0)
+    outbox: dict[str, list[Command]] = {
+        "h2": [_start("L1", "h2")],
+        "h1": [_start("L1", "h1"), StopSlice("L1", "h1", "preempted")],
+    }
+    (again, ready), (first, _) = agent.take(_Outbox(outbox), 10.0)  # type: ignore[arg-type]
+    assert again == first == 15.0
+    assert agent.stopped == {"L1"}
+    assert agent.resolve(ready) == "L1"
+    assert agent.resolve(ready + 1) is None
 
 
 def test_unknown_mode_is_refused() -> None:
