@@ -15,7 +15,8 @@ from flexlab.core.request import Selector, SliceRequest
 from flexlab.core.topology import DeviceSpec, HostSpec
 from flexlab.sim import online_cli
 from flexlab.sim.online import MODES, OnlineConfig, Workload, load_openb_workload, simulate
-from flexlab.sim.online_batch import BATCH_TRUE_RATES, batch_experiment, makespan_lower_bound
+from flexlab.sim.online_batch import BATCH_TRUE_RATES, batch_experiment, batch_tasks, makespan_lower_bound
+from flexlab.sim.online_binder import run_batch_binder
 from flexlab.sim.online_metrics import wait_stats
 from flexlab.sim.online_pool import (
     FALLBACK_POLICY,
@@ -254,6 +255,15 @@ def test_cli_refuses_unknown_mode(tiny_trace: Path) -> None:
     assert online_cli.main(args) == 2
 
 
+def test_binder_learns_speeds_between_rounds_of_a_batch() -> None:
+    tasks = batch_tasks(120, seed=3)
+    once = [run_batch_binder(tasks, BATCH_TRUE_RATES, aware=a, waves=1, seed=3) for a in (True, False)]
+    assert once[0] == once[1]  # nothing measured when the batch is bound
+    rounds = [run_batch_binder(tasks, BATCH_TRUE_RATES, aware=a, waves=4, seed=3) for a in (True, False)]
+    assert rounds[0] < rounds[1]  # later rounds go by the measured speeds
+    assert rounds[0] > makespan_lower_bound(tasks, {"a100-80gb": 4, "t4": 12}, BATCH_TRUE_RATES)
+
+
 @pytest.mark.parametrize(
     ("works", "counts", "rates", "bound"),
     [
@@ -277,5 +287,10 @@ def test_batch_experiment_default_figures() -> None:
     assert res.aware_s == pytest.approx(12596, rel=1e-3)
     assert res.blind_s == pytest.approx(17843, rel=1e-3)
     assert res.lower_bound_s == pytest.approx(11770, rel=1e-3)
+    # The shipped binder binds at submission: a batch submitted at once is bound before
+    # any duration is measured, so speed-aware binding is blind binding.
+    assert res.binder_s[1][0] == res.binder_s[1][1] == pytest.approx(30483, rel=1e-3)
+    assert res.binder_s[4] == pytest.approx((29107, 34812), rel=1e-3)
+    assert res.binder_s[10] == pytest.approx((30042, 51274), rel=1e-3)
     assert res.aware_s < res.aware_push_s  # pull by comparative advantage beats batch order
     assert set(BATCH_TRUE_RATES) == {(c, m) for c in ("training", "inference") for m in ("a100-80gb", "t4")}
