@@ -109,3 +109,18 @@ def test_a_cpu_only_lease_is_refused_cleanly_and_changes_nothing() -> None:
     with pytest.raises(InvalidRequest, match="at least one accelerator"):
         p.create_lease(parse_request("cpu:cpu=4,ram=8GiB"), owner="ana", ttl_s=60)
     assert (p.ledger.pool.host_cpu_free.tolist(), dict(p.leases)) == before
+
+
+def test_an_idle_slice_whose_host_cpu_a_lease_took_is_given_up_not_a_crash() -> None:
+    """Reclaiming gives idle slices back and puts back those the lease did not need; one
+    whose host CPU the lease took on another device cannot come back, and simply goes."""
+    host = HostSpec("two", 8_000, 64 * 1024, (DeviceSpec("t4", 0), DeviceSpec("v100s-32gb", 1)))
+    p = SlicePool(policy="binpack", carve_on_register=False)
+    p.register_host(host)
+    warm = p.prewarm(parse_request("t4:0.5,cpu=6"), "test")
+    assert warm is not None
+    lease = p.create_lease(parse_request("v100s:1,cpu=6"), owner="ana", ttl_s=60)
+    assert lease.slice_id in p.slices
+    assert warm.slice_id not in p.slices
+    assert any("took its host's CPU or RAM" in e.message for e in p.events)
+    p.ledger.check_invariants()

@@ -200,7 +200,20 @@ class LeaseBook:
                     host=s.host,
                 )
             else:
-                self.ledger.reinstate(old)
+                try:
+                    self.ledger.reinstate(old)
+                except LedgerConflict:
+                    # The lease took what it held beside its device (host CPU or RAM, on
+                    # another device of the same host): it was idle, so it simply goes.
+                    self.table.drop(s.slice_id, f"its host's CPU or RAM went to lease {lease.lease_id}")
+                    self.table.emit(
+                        "reclaim",
+                        f"idle slice {s.slice_id} given up: "
+                        f"lease {lease.lease_id} took its host's CPU or RAM",
+                        slice_id=s.slice_id,
+                        lease_id=lease.lease_id,
+                        host=s.host,
+                    )
         if alloc is not None:
             self.table.recarve_shared(alloc.host, [x.device for x in alloc.slices])
         return alloc
