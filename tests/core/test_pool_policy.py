@@ -122,5 +122,5 @@ def test_an_idle_slice_whose_host_cpu_a_lease_took_is_given_up_not_a_crash() -> 
     lease = p.create_lease(parse_request("v100s:1,cpu=6"), owner="ana", ttl_s=60)
     assert lease.slice_id in p.slices
     assert warm.slice_id not in p.slices
-    assert any("took its host's CPU or RAM" in e.message for e in p.events)
+    assert any("its host's CPU or RAM went to lease" in e.message for e in p.events)
     p.ledger.check_invariants()

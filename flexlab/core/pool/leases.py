@@ -191,32 +191,28 @@ class LeaseBook:
             if old is None:
                 continue
             if alloc is not None and set(s.devices) & used:
-                self.table.drop(s.slice_id, f"re-carved for lease {lease.lease_id}")  # released above
-                self.table.emit(
-                    "reclaim",
-                    f"idle shared slice {s.slice_id} reclaimed for lease {lease.lease_id}",
-                    slice_id=s.slice_id,
-                    lease_id=lease.lease_id,
-                    host=s.host,
-                )
+                self._reclaimed(s, lease, "reclaimed for")
             else:
                 try:
                     self.ledger.reinstate(old)
                 except LedgerConflict:
                     # The lease took what it held beside its device (host CPU or RAM, on
                     # another device of the same host): it was idle, so it simply goes.
-                    self.table.drop(s.slice_id, f"its host's CPU or RAM went to lease {lease.lease_id}")
-                    self.table.emit(
-                        "reclaim",
-                        f"idle slice {s.slice_id} given up: "
-                        f"lease {lease.lease_id} took its host's CPU or RAM",
-                        slice_id=s.slice_id,
-                        lease_id=lease.lease_id,
-                        host=s.host,
-                    )
+                    self._reclaimed(s, lease, "given up: its host's CPU or RAM went to")
         if alloc is not None:
             self.table.recarve_shared(alloc.host, [x.device for x in alloc.slices])
         return alloc
+
+    def _reclaimed(self, s: SliceInfo, lease: LeaseInfo, what: str) -> None:
+        """Stop an idle slice whose capacity (already released) went to ``lease``."""
+        self.table.drop(s.slice_id, f"{what} lease {lease.lease_id}")
+        self.table.emit(
+            "reclaim",
+            f"idle slice {s.slice_id} {what} lease {lease.lease_id}",
+            slice_id=s.slice_id,
+            lease_id=lease.lease_id,
+            host=s.host,
+        )
 
     def _reserve_for(self, lease: LeaseInfo) -> Allocation | None:
         """Reserve ``lease``'s slice where it was, else where placement says; None when
