@@ -124,3 +124,25 @@ def test_an_idle_slice_whose_host_cpu_a_lease_took_is_given_up_not_a_crash() -> 
     assert warm.slice_id not in p.slices
     assert any("its host's CPU or RAM went to lease" in e.message for e in p.events)
     p.ledger.check_invariants()
+
+
+def test_a_release_tries_each_waiting_shape_once_and_keeps_priority_order() -> None:
+    p = pool(carve_on_register=False)
+    holders = [p.create_lease(parse_request("v100s:1"), owner=f"h{i}", ttl_s=60) for i in range(4)]
+    waiting = [p.create_lease(parse_request("v100s:1"), owner=f"w{i}", ttl_s=60) for i in range(30)]
+    high = p.create_lease(parse_request("v100s:1"), owner="boss", ttl_s=60, priority=5)
+    assert all(x.state == "pending" for x in [*waiting, high])
+    calls: list[str] = []
+    place = p.book.place
+
+    def counting(lease: object) -> bool:
+        calls.append(lease.lease_id)  # type: ignore[attr-defined]
+        return place(lease)  # type: ignore[arg-type]
+
+    p.book.place = counting  # type: ignore[method-assign]
+    p.release_lease(holders[0].lease_id, "h0")
+    # the high-priority lease takes the device; the first low one fails and the other 29
+    # of that shape are not tried again in that pass
+    assert calls == [high.lease_id, waiting[0].lease_id]
+    assert high.slice_id in p.slices
+    assert all(x.slice_id is None for x in waiting)

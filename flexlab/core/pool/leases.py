@@ -150,10 +150,30 @@ class LeaseBook:
         return True
 
     def retry(self) -> None:
-        """Place waiting leases that fit now: higher priority first, then the oldest."""
+        """Place waiting leases that fit now: higher priority first, then the oldest.
+
+        Within one pass capacity only shrinks (each placement takes some), so once a shape
+        failed, later leases of the same shape would fail too and are not tried again: a
+        release costs one placement per waiting shape, not one per waiting lease. Leases
+        that go back to where they were (``placed_on``) are always tried."""
+        failed: set[tuple[object, ...]] = set()
         for lease in sorted(self.leases.values(), key=lambda x: (-x.priority, x.created)):
-            if lease.state in ("pending", "recovering") and lease.slice_id not in self.table.slices:
-                self.place(lease)
+            if lease.state not in ("pending", "recovering") or lease.slice_id in self.table.slices:
+                continue
+            r = lease.request
+            shape = (
+                r.selector,
+                r.compute_milli,
+                r.memory_mib,
+                r.profile,
+                r.devices,
+                r.host_cpu_milli,
+                r.host_memory_mib,
+            )
+            if lease.placed_on is None and shape in failed:
+                continue
+            if not self.place(lease) and lease.placed_on is None:
+                failed.add(shape)
 
     def host_back(self, host: str) -> None:
         """A host (re)joined: place the leases that were on it there again."""
