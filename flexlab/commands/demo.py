@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from flexlab.commands.logs import set_levels
 from flexlab.core.errors import InvalidRequest
 from flexlab.mock.mix import DemoTask, run_task, workload
 
@@ -170,14 +171,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.tasks < 1 or args.window <= 0:
         raise InvalidRequest("--tasks/--window", (args.tasks, args.window), "tasks >= 1 and a window > 0 s")
     # Workers shutting down mid-task log cancellations; the summary is what matters here.
-    # distributed gives some of its loggers levels of their own (distributed.worker.
-    # state_machine among them), so the parent's level alone does not quiet them.
-    import distributed  # noqa: F401  (creates its loggers)
-
-    level = logging.CRITICAL if not args.verbose else logging.INFO
-    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("distributed", "flexlab")]
-    for name in ("distributed", "flexlab", *names):
-        logging.getLogger(name).setLevel(level)
+    set_levels(logging.CRITICAL if not args.verbose else logging.INFO, ("distributed", "flexlab"))
     con = Console()
     con.print(
         "[bold]flexlab demo[/bold]: a heterogeneous mock pool (2x Ascend 910B3, V100S, A100-80GB in MIG "

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from flexlab.commands.logs import set_levels
 from flexlab.sim.live_compare import LiveComparison
 from flexlab.sim.openb_cli import LIVE_POLICIES, LIVE_SEEDS, check_inputs, parse_seeds
 
@@ -81,9 +82,7 @@ def main(args: argparse.Namespace) -> int:
 
     # The scheduler logs its start, every host registration and its close at INFO, through
     # loggers distributed configured one by one: keep the bar readable.
-    for name in [*logging.root.manager.loggerDict, "flexlab.scheduler"]:
-        if name.startswith(("distributed", "flexlab.scheduler")):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    set_levels(logging.WARNING, ("distributed", "flexlab.scheduler"))
     with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task("openb live", total=None)
 
