@@ -247,19 +247,22 @@ TWO_T4 = [HostSpec(f"t4-{i}", 16_000, 64 * 1024, (DeviceSpec("t4", 0),)) for i i
 
 
 def test_a_preempted_lease_whose_ttl_runs_out_fails_its_waiting_work_with_the_cause() -> None:
-    """Preempted, a lease waits to be placed again; when its TTL runs out first, its running
-    (killed by the preemption) and queued tasks fail with LeaseEnded, never hang."""
+    """Preempted, a lease waits to be placed again; when its TTL runs out first, the tasks
+    queued on it fail with LeaseEnded, never hang. (Tasks are submitted once it is preempted:
+    an in-process slice worker cannot kill a running thread, so a running task would finish
+    before the worker stops; with worker processes it is killed and comes back queued.)"""
     with t4_pool(hi=True, **{"flexlab.hi.preempt-grace": "0.3s"}) as (cluster, client):
         low = flexlab.lease("gpu:1", ttl=6, owner="low", priority=0, client=client, timeout=20)
+        high = flexlab.lease("gpu:1", ttl="1h", owner="high", priority=5, client=client, timeout=20)
+        assert low.refresh()["preemptions"] == 1
+        assert low.info["state"] == "pending"
         threads = cluster.flex_plugin.slice_threads
         futures = low.map(_sleep, [20.0] * (threads + 1), pure=False)
-        high = flexlab.lease("gpu:1", ttl="1h", owner="high", priority=5, client=client, timeout=20)
         wait(futures, timeout=20)  # the TTL (6 s from activation) plus a few loop passes
         for f in futures:
             with pytest.raises(LeaseEnded, match="expired"):
                 f.result()
-        assert low.refresh()["preemptions"] == 1
-        assert low.info["state"] == "expired"
+        assert low.refresh()["state"] == "expired"
         high.release()
 
 
