@@ -62,8 +62,6 @@ SLICE_WORKER_PREFIX = "flexlab-slice-"
 #: Never a worker's address: keeps the open-worker set non-empty (Dask reads an empty
 #: ``worker_restrictions`` as "any worker", which would let plain tasks onto leased slices).
 NO_OPEN_WORKER = "flexlab://no-open-worker"
-#: How long the reason of an ended lease is kept to fail work that still names it.
-ENDED_KEEP_S = 3600.0
 
 
 def _raise_unschedulable(message: str) -> None:
@@ -126,8 +124,6 @@ class FlexScheduler(SchedulerPlugin):
         self._open: set[str] = {NO_OPEN_WORKER}
         #: Workers serving a lease or a warm slice (plain tasks are kept off them).
         self._reserved_workers: set[str] = set()
-        #: Lease resource -> (lease id, why it ended, when): work still naming it fails.
-        self._ended: dict[str, tuple[str, str, float]] = {}
         #: Leases whose creating call has not returned to its caller yet:
         #: lease id -> (Dask client id, the call's token). Released if the caller gives up.
         self._unclaimed: dict[str, tuple[str, str]] = {}
@@ -628,21 +624,19 @@ class FlexScheduler(SchedulerPlugin):
         """Work that still names an ended lease fails with the reason: its slice is gone, so
         Dask would otherwise keep it in ``no-worker`` for ever. Tasks that were running there
         come back from the stopped worker and fail on the next pass (one loop interval)."""
-        now = time.time()
-        for lease in self.pool.leases.values():
-            if lease.state in ("released", "expired") and lease.resource not in self._ended:
-                self._ended[lease.resource] = (lease.lease_id, f"it {lease.state}: {lease.reason}", now)
-                self._unclaimed.pop(lease.lease_id, None)
-        for res in [r for r, (_, _, t) in self._ended.items() if now - t > ENDED_KEEP_S]:
-            del self._ended[res]
-        if self.scheduler is None or not self._ended:
+        # The pool keeps ended leases for ``lease.keep-ended``: that is how long work still
+        # naming one fails with its cause.
+        ended = {x.resource: x for x in self.pool.leases.values() if x.state in ("released", "expired")}
+        for lease in ended.values():
+            self._unclaimed.pop(lease.lease_id, None)
+        if self.scheduler is None or not ended:
             return
         doomed: list[tuple[Any, LeaseEnded]] = []
         for ts in list(self.scheduler.unrunnable):
             for res in ts.resource_restrictions or ():
-                ended = self._ended.get(res)
-                if ended is not None:
-                    doomed.append((ts.key, LeaseEnded(ended[0], ended[1])))
+                gone = ended.get(res)
+                if gone is not None:
+                    doomed.append((ts.key, LeaseEnded(gone.lease_id, f"it {gone.state}: {gone.reason}")))
                     break
         for key, exc in doomed:
             self._err_task(key, exc)
