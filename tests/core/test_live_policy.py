@@ -10,7 +10,7 @@ import pytest
 from flexlab.core.errors import InvalidRequest
 from flexlab.core.placement import POLICIES, ShapeDistribution, distribution_for, place
 from flexlab.core.placement.live import PRIOR_MIX, LivePolicy, fixed_state
-from flexlab.core.placement.testing import ModelSpec, Req, Sel, build_pool
+from flexlab.core.placement.testing import ModelSpec, Req, Sel, build_pool, three_t4_hosts
 from flexlab.core.request import SliceRequest
 from flexlab.core.snapshot import PoolArrays
 
@@ -18,15 +18,7 @@ T4 = ModelSpec("t4", granularity=10, memory_mib=16000)
 
 
 def three_hosts() -> PoolArrays:
-    """Hosts 0, 1, 2 with 32, 16 and 8 cores; two T4s each (devices 0-1, 2-3, 4-5)."""
-    return build_pool(
-        [
-            ("big", 32000, 65536, ["t4", "t4"]),
-            ("mid", 16000, 65536, ["t4", "t4"]),
-            ("small", 8000, 65536, ["t4", "t4"]),
-        ],
-        [T4],
-    )
+    return three_t4_hosts(T4)
 
 
 def one_host_quarter_used() -> PoolArrays:

@@ -19,7 +19,7 @@ from flexlab.core.placement import (
 )
 from flexlab.core.placement.framework import Candidates
 from flexlab.core.placement.scores import BestFitScore
-from flexlab.core.placement.testing import ModelSpec, Req, Sel, build_pool
+from flexlab.core.placement.testing import ModelSpec, Req, Sel, build_pool, three_t4_hosts
 from flexlab.core.snapshot import PoolArrays
 
 T4 = ModelSpec("t4", granularity=1, memory_mib=15360)
@@ -27,15 +27,7 @@ A10 = ModelSpec("a10", granularity=1, memory_mib=23028)
 
 
 def three_hosts() -> PoolArrays:
-    """Hosts 0, 1, 2 with 32, 16 and 8 cores; two T4s each (devices 0-1, 2-3, 4-5)."""
-    return build_pool(
-        [
-            ("big", 32000, 65536, ["t4", "t4"]),
-            ("mid", 16000, 65536, ["t4", "t4"]),
-            ("small", 8000, 65536, ["t4", "t4"]),
-        ],
-        [T4],
-    )
+    return three_t4_hosts(T4)
 
 
 def one_shape(

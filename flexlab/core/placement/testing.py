@@ -120,3 +120,15 @@ def tiny_pool() -> PoolArrays:
         ],
         TINY_MODELS,
     )
+
+
+def three_t4_hosts(t4: ModelSpec) -> PoolArrays:
+    """Hosts 0, 1, 2 with 32, 16 and 8 cores; two ``t4`` each (devices 0-1, 2-3, 4-5)."""
+    return build_pool(
+        [
+            ("big", 32000, 65536, ["t4", "t4"]),
+            ("mid", 16000, 65536, ["t4", "t4"]),
+            ("small", 8000, 65536, ["t4", "t4"]),
+        ],
+        [t4],
+    )
