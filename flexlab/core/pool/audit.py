@@ -56,11 +56,11 @@ def audit(pool: SlicePool) -> list[str]:
     for lease in pool.leases.values():
         if lease.state != "active":
             continue
-        s = slices.get(lease.slice_id or "")
-        if s is None:
+        own = slices.get(lease.slice_id or "")
+        if own is None:
             broken.append(f"active lease {lease.lease_id} has no slice ({lease.slice_id})")
-        elif s.lease_id != lease.lease_id:
-            broken.append(f"active lease {lease.lease_id} on slice {s.slice_id} of {s.lease_id}")
+        elif own.lease_id != lease.lease_id:
+            broken.append(f"active lease {lease.lease_id} on slice {own.slice_id} of {own.lease_id}")
     gone = [key for key, (sid, _) in pool.task_slice.items() if sid not in slices]
     if gone:
         broken.append(f"{len(gone)} tasks bound to slices that are gone, e.g. {gone[0]}")
