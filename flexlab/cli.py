@@ -140,10 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     from flexlab.commands.runtime import add_parsers as add_runtime
 
     add_runtime(sub)
+    from flexlab.commands.certs import add_parser as add_certs
     from flexlab.commands.dashboard import add_parser as add_dashboard
     from flexlab.commands.demo import add_parser as add_demo
     from flexlab.commands.lab import add_parser as add_lab
 
+    add_certs(sub)
     add_demo(sub)
     add_lab(sub)
     add_dashboard(sub)

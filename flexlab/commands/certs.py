@@ -1,0 +1,249 @@
+"""``flexlab certs DIR``: a pool CA and the certificate and key of each part of a pool.
+
+Writes, with the ``cryptography`` library, an ECDSA P-256 CA valid for ``--ca-days`` and,
+signed by it, one certificate per role valid for ``--days``: ``scheduler``, ``agent`` and
+``worker`` (server and client use, with the ``--host`` names and addresses as SANs) and
+``client`` (client use only: operators, the Jupyter server extension, the dashboard).
+Keys are written 0600, the folder 0700 when this command makes it. An existing CA is never
+replaced without ``--force``::
+
+    flexlab certs /etc/flexlab/tls --host 10.0.0.5 --host gpu-a.example.org
+    flexlab up --host 10.0.0.5 --tls /etc/flexlab/tls
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import ipaddress
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from flexlab.core.errors import InvalidRequest
+from flexlab.tls import CA_CERT, CA_KEY, ROLES, cert_file, key_file
+
+DEFAULT_HOSTS = ("127.0.0.1", "localhost")
+_DNS_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9*]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$")
+
+#: Who should hold each file, printed after writing them.
+HOLDERS: dict[str, str] = {
+    CA_CERT: "every part of the pool (it is public)",
+    CA_KEY: "the operator only, offline if you can (it signs new certificates)",
+    "scheduler": "the machine that runs `flexlab up`",
+    "agent": "every machine that runs `flexlab agent` (and `flexlab up` with its local agent)",
+    "worker": "every machine that runs `flexlab agent` (its slice workers use it)",
+    "client": "operators, the Jupyter server extension and the dashboard; never users",
+}
+
+
+@dataclass(frozen=True)
+class Written:
+    path: Path
+    holder: str
+    secret: bool
+
+
+def _san_entries(hosts: Sequence[str]) -> list[object]:
+    from cryptography import x509
+
+    out: list[object] = []
+    for host in hosts:
+        try:
+            out.append(x509.IPAddress(ipaddress.ip_address(host.strip("[]"))))
+        except ValueError:
+            if not _DNS_NAME.match(host):
+                raise InvalidRequest(
+                    "--host", host, "an IPv4 or IPv6 address or a DNS name such as gpu-a.example.org"
+                ) from None
+            out.append(x509.DNSName(host.lower()))
+    return out
+
+
+def _write(path: Path, data: bytes, *, secret: bool) -> None:
+    mode = 0o600 if secret else 0o644
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)  # an existing file keeps its old mode through O_CREAT
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def write_pool_certs(
+    directory: str | Path,
+    hosts: Sequence[str] = DEFAULT_HOSTS,
+    *,
+    days: int = 365,
+    ca_days: int = 1825,
+    force: bool = False,
+    name: str = "flexlab pool",
+) -> list[Written]:
+    """Write the pool CA and every role's certificate and key into ``directory``.
+
+    Raises ``InvalidRequest`` (and writes nothing) for a bad host or validity, or when the
+    folder already holds a CA and ``force`` is off.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    if not 1 <= days <= 3650:
+        raise InvalidRequest("--days", days, "1 to 3650 days")
+    if not days <= ca_days <= 7300:
+        raise InvalidRequest("--ca-days", ca_days, f"{days} (--days) to 7300 days")
+    if not hosts:
+        raise InvalidRequest("--host", "none", "at least one address or DNS name")
+    sans = _san_entries(hosts)
+    folder = Path(directory)
+    if folder.exists() and not folder.is_dir():
+        raise InvalidRequest("DIR", str(folder), "a folder (or a path where one can be made)")
+    if (folder / CA_CERT).exists() and not force:
+        raise InvalidRequest(
+            "DIR",
+            str(folder),
+            f"a folder without a pool CA ({CA_CERT} is there; --force makes a new CA, after which "
+            "every part of the pool needs the new files)",
+        )
+    if not folder.exists():
+        folder.mkdir(parents=True, mode=0o700)
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start = now - datetime.timedelta(minutes=5)  # clocks of the pool's machines drift a little
+
+    def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+        return key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, name),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{name} CA"),
+        ]
+    )
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(now + datetime.timedelta(days=ca_days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ca_ski, critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    files: list[tuple[str, bytes, str, bool]] = [
+        (CA_CERT, ca_cert.public_bytes(serialization.Encoding.PEM), HOLDERS[CA_CERT], False),
+        (CA_KEY, pem_key(ca_key), HOLDERS[CA_KEY], True),
+    ]
+    aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski)
+    for role in ROLES:
+        key = ec.generate_private_key(ec.SECP256R1())
+        usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+        if role != "client":  # the scheduler, agents and workers also accept connections
+            usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(
+                x509.Name(
+                    [
+                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, name),
+                        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
+                        x509.NameAttribute(NameOID.COMMON_NAME, f"flexlab {role}"),
+                    ]
+                )
+            )
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=True,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(aki, critical=False)
+        )
+        if role != "client":
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)  # type: ignore[arg-type]
+        cert = builder.sign(ca_key, hashes.SHA256())
+        files.append((cert_file(role), cert.public_bytes(serialization.Encoding.PEM), HOLDERS[role], False))
+        files.append((key_file(role), pem_key(key), HOLDERS[role], True))
+
+    written = []
+    for fname, data, holder, secret in files:
+        _write(folder / fname, data, secret=secret)
+        written.append(Written(folder / fname, holder, secret))
+    return written
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    hosts = args.host or list(DEFAULT_HOSTS)
+    written = write_pool_certs(args.dir, hosts, days=args.days, ca_days=args.ca_days, force=args.force)
+    print(f"flexlab certs: a pool CA and certificates for {', '.join(hosts)} in {args.dir}")
+    width = max(len(w.path.name) for w in written)
+    for w in written:
+        mode = "0600" if w.secret else "0644"
+        print(f"  {w.path.name:<{width}}  {mode}  {w.holder}")
+    print(
+        f"Scheduler: flexlab up --tls {args.dir} --host ADDRESS    "
+        f"agents: flexlab agent tls://ADDRESS:8786 --tls DIR\n"
+        "Each machine needs ca.pem and its own files only; docs/security.md explains the trust model."
+    )
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "certs",
+        help="make a pool CA and the TLS certificates of the scheduler, agents, workers and clients",
+        description="Write a pool CA and a certificate and key for each part of a pool into DIR, for "
+        "mutual TLS on every connection (flexlab up/agent/status/lab/dashboard --tls DIR). Keys are "
+        "written 0600. See docs/security.md.",
+    )
+    p.add_argument("dir", metavar="DIR", help="folder to write into (made 0700 if it does not exist)")
+    p.add_argument(
+        "--host",
+        action="append",
+        metavar="ADDRESS",
+        help="an address or DNS name the scheduler, agents or workers are reached at, for the "
+        "certificates' SANs (repeatable; default: 127.0.0.1 and localhost)",
+    )
+    p.add_argument("--days", type=int, default=365, help="validity of each part's certificate (default 365)")
+    p.add_argument("--ca-days", type=int, default=1825, help="validity of the CA (default 1825, 5 years)")
+    p.add_argument("--force", action="store_true", help="replace a CA already in DIR (and every certificate)")
+    p.set_defaults(func=cmd_certs)
