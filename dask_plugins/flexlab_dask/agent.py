@@ -62,7 +62,8 @@ class HostAgent:
     ``processes=True`` starts each slice worker as its own process whose environment pins
     it to the slice; ``False`` runs them in this process (mock pools, Binder, tests).
     ``provider`` names the telemetry provider of every slice, or picks it per slice (a host
-    with devices of several vendors).
+    with devices of several vendors). ``tls``: the folder ``flexlab certs`` wrote; the agent
+    connects with its ``agent`` certificate and its slice workers with the ``worker`` one.
     """
 
     def __init__(
@@ -79,8 +80,10 @@ class HostAgent:
         telemetry_interval: float = 1.0,
         layouts: dict[str, list[str]] | None = None,
         on_stop: Callable[[str], None] | None = None,
+        tls: str | None = None,
     ) -> None:
         self.scheduler = scheduler
+        self.tls = tls
         self.layouts = dict(layouts or {})
         self.on_stop = on_stop
         self.host = host
@@ -100,7 +103,12 @@ class HostAgent:
         self._applying: asyncio.Future[None] | None = None
 
     async def start(self) -> HostAgent:
-        self._rpc = rpc(self.scheduler)
+        connection_args: dict[str, Any] = {}
+        if self.tls:
+            from flexlab.tls import pool_security
+
+            connection_args = pool_security(self.tls, client="agent").get_connection_args("client")
+        self._rpc = rpc(self.scheduler, connection_args=connection_args)
         self._task = asyncio.create_task(self._run())
         return self
 
@@ -180,11 +188,16 @@ class HostAgent:
                 self.listen_host,
                 "--interval",
                 str(self.telemetry_interval),
+                *(["--tls", self.tls] if self.tls else []),
             ]
             proc = subprocess.Popen(argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL)
             self.running[sid] = _Running(cmd, process=proc)
         else:
             kwargs = worker_kwargs(cmd, provider=provider, interval=self.telemetry_interval, env=env)
+            if self.tls:
+                from flexlab.tls import pool_security
+
+                kwargs["security"] = pool_security(self.tls, worker="worker")
             w = Worker(self.scheduler, host=self.listen_host, **kwargs)
             self.running[sid] = _Running(cmd, worker=w)
             await w

@@ -57,7 +57,9 @@ class FlexCluster(LocalCluster):
     in-process host agent. ``cpu_workers``: plain Dask workers for the CPU-only host.
     ``processes``: False (default) runs slice workers as threads of this process, so a
     laptop or a Binder pod holds a dozen of them; True starts each as its own process.
-    ``state_file``: where leases are kept (default: in memory only).
+    ``state_file``: where leases are kept (default: in memory only). ``tls``: a folder that
+    ``flexlab certs`` wrote: every connection is then mutual TLS (``tls://`` addresses), the
+    scheduler, agents, workers and ``Client(cluster)`` each with their own certificate.
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class FlexCluster(LocalCluster):
         telemetry_interval: float = 1.0,
         wait_for_slices: float = 30.0,
         plugin: FlexScheduler | None = None,
+        tls: str | None = None,
         **kwargs: Any,
     ) -> None:
         self.flex_hosts = list(hosts) if hosts is not None else default_mock_pool()
@@ -83,7 +86,13 @@ class FlexCluster(LocalCluster):
         self.telemetry_interval = telemetry_interval
         self.wait_for_slices = wait_for_slices
         self.agents: list[HostAgent] = []
+        self.tls = tls
         kwargs.setdefault("host", "127.0.0.1")
+        if tls:
+            from flexlab.tls import pool_security
+
+            kwargs["protocol"] = "tls://"
+            kwargs["security"] = pool_security(tls, scheduler="scheduler", worker="worker", client="client")
         kwargs.setdefault("protocol", "tcp://")
         kwargs.setdefault("dashboard_address", None)
         scheduler_kwargs = dict(kwargs.pop("scheduler_kwargs", None) or {})
@@ -110,6 +119,7 @@ class FlexCluster(LocalCluster):
                 provider="mock",
                 processes=self.flex_processes,
                 telemetry_interval=self.telemetry_interval,
+                tls=self.tls,
             )
             self.agents.append(await agent.start())
         await self._wait_ready()

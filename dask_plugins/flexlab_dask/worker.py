@@ -125,7 +125,9 @@ def worker_kwargs(
     }
 
 
-async def _run(scheduler: str, cmd: dict[str, Any], provider: str, host: str, interval: float) -> None:
+async def _run(
+    scheduler: str, cmd: dict[str, Any], provider: str, host: str, interval: float, tls: str | None = None
+) -> None:
     env = {k: v for k, v in os.environ.items() if k.startswith(("FLEXLAB_", "CUDA_", "ASCEND_", "MLU_"))}
     if provider != "mock":
         from flexlab.providers.memcap import apply_memory_cap
@@ -133,6 +135,10 @@ async def _run(scheduler: str, cmd: dict[str, Any], provider: str, host: str, in
         result = apply_memory_cap()
         logger.info("flexlab: slice %s memory cap: %s", cmd["slice_id"], result)
     kwargs = worker_kwargs(cmd, provider=provider, interval=interval, env=env)
+    if tls:
+        from flexlab.tls import pool_security
+
+        kwargs["security"] = pool_security(tls, worker="worker")
     async with Worker(scheduler, host=host, **kwargs) as w:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -150,9 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--provider", default="mock")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--interval", type=float, default=1.0, help="telemetry interval in seconds")
+    parser.add_argument(
+        "--tls", metavar="DIR", default=None, help="mutual TLS with the worker certificate in DIR"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    asyncio.run(_run(args.scheduler, json.loads(args.slice), args.provider, args.host, args.interval))
+    asyncio.run(
+        _run(args.scheduler, json.loads(args.slice), args.provider, args.host, args.interval, args.tls)
+    )
     return 0
 
 
