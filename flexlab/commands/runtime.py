@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flexlab.core.errors import FlexlabError, InvalidRequest
+from flexlab.tls import check_listen, is_loopback, pool_address, pool_security, role_files, tls_dir
 
 if TYPE_CHECKING:
     from flexlab.providers.base import DeviceProvider
@@ -119,6 +120,7 @@ class HardwareHost:
 async def _serve_agents(scheduler: str, args: argparse.Namespace) -> None:
     from flexlab_dask.agent import HostAgent
 
+    tls = tls_dir(args.tls)
     agents: list[HostAgent] = []
     if args.provider == "mock":
         hosts, layouts = _mock_hosts(args.spec)
@@ -127,7 +129,13 @@ async def _serve_agents(scheduler: str, args: argparse.Namespace) -> None:
         for h in hosts:
             agents.append(
                 HostAgent(
-                    scheduler, h, provider="mock", processes=not args.threads, layouts=layouts.get(h.name)
+                    scheduler,
+                    h,
+                    provider="mock",
+                    processes=not args.threads,
+                    layouts=layouts.get(h.name),
+                    listen_host=args.listen,
+                    tls=tls,
                 )
             )
     else:
@@ -149,6 +157,8 @@ async def _serve_agents(scheduler: str, args: argparse.Namespace) -> None:
                 layouts=hw.layouts,
                 env_for=hw.env_for,
                 on_stop=hw.release,
+                listen_host=args.listen,
+                tls=tls,
             )
         )
     for a in agents:
@@ -177,7 +187,13 @@ def cmd_agent(args: argparse.Namespace) -> int:
         return 0
     if not args.scheduler:
         raise InvalidRequest("scheduler", None, "an address such as tcp://127.0.0.1:8786")
-    asyncio.run(_serve_agents(args.scheduler, args))
+    tls = tls_dir(args.tls)
+    address = pool_address(args.scheduler, tls=bool(tls))
+    if tls:
+        role_files(tls, "agent")  # a missing file is named now, not as a failed handshake later
+        role_files(tls, "worker")
+    _warn_once(check_listen("slice workers (--listen)", args.listen, tls=bool(tls), insecure=args.insecure))
+    asyncio.run(_serve_agents(address, args))
     return 0
 
 
@@ -185,13 +201,35 @@ async def _up(args: argparse.Namespace) -> None:
     from distributed import Scheduler
     from flexlab_dask.scheduler import FlexScheduler
 
+    tls = tls_dir(args.tls)
+    security = pool_security(tls, scheduler="scheduler") if tls else None
     plugin = FlexScheduler(state_file=args.state_file, policy=args.policy)
+    # No --dashboard: Dask's HTTP routes (info, JSON, metrics) on a free loopback port, never
+    # on port 8787 of the scheduler's interface: they are plain, unauthenticated HTTP.
+    dashboard = (
+        {"dashboard_address": args.dashboard}
+        if args.dashboard
+        else {
+            "dashboard_address": "127.0.0.1:0",
+            "dashboard": False,
+        }
+    )
     async with Scheduler(
-        host=args.host, port=args.port, dashboard_address=args.dashboard, plugins=[plugin]
+        host=args.host,
+        port=args.port,
+        protocol="tls" if tls else "tcp",
+        security=security,
+        plugins=[plugin],
+        **dashboard,
     ) as s:
         print(f"flexlab scheduler at {s.address}")
-        print(f"  connect:  Client('{s.address}')   or   flexlab status --scheduler {s.address}")
-        print(f"  add more machines:  flexlab agent {s.address}")
+        with_tls = f" --tls {tls}" if tls else ""
+        if tls:
+            print(f"  connect:  flexlab.connect('{s.address}', tls='{tls}')   (the client certificate)")
+        else:
+            print(f"  connect:  Client('{s.address}')")
+        print(f"  status:   flexlab status --scheduler {s.address}{with_tls}")
+        print(f"  add more machines:  flexlab agent {s.address}{with_tls}")
         sys.stdout.flush()
         args.scheduler = s.address
         if args.no_agent:
@@ -204,10 +242,44 @@ async def _up(args: argparse.Namespace) -> None:
             await _serve_agents(s.address, args)
 
 
+def _warn_once(warning: str | None) -> None:
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
+    tls = tls_dir(args.tls)
+    if tls:  # a missing file is named before anything starts
+        role_files(tls, "scheduler")
+        if not args.no_agent:
+            role_files(tls, "agent")
+            role_files(tls, "worker")
+    _warn_once(check_listen("the scheduler", args.host, tls=bool(tls), insecure=args.insecure))
+    if not args.no_agent:
+        _warn_once(
+            check_listen("slice workers (--listen)", args.listen, tls=bool(tls), insecure=args.insecure)
+        )
+    if args.dashboard:
+        dash_host = args.dashboard.rpartition(":")[0]
+        if not is_loopback(dash_host):
+            print(
+                f"flexlab: warning: the Dask dashboard listens on {args.dashboard}: plain HTTP without "
+                "authentication (read-only views of the pool's tasks and workers)",
+                file=sys.stderr,
+            )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_up(args))
     return 0
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"invalid interval {text!r}; allowed: seconds from 0.1 to 3600")
+    return value
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -215,8 +287,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from flexlab.client import PoolClient
 
+    tls = tls_dir(args.tls)
+    address = pool_address(args.scheduler, tls=bool(tls))
+    security = pool_security(tls, client="client") if tls else None
     try:
-        client = Client(args.scheduler, timeout=args.timeout)
+        client = Client(address, timeout=args.timeout, security=security)
     except OSError as exc:
         print(f"flexlab: cannot reach a scheduler at {args.scheduler}: {exc}", file=sys.stderr)
         return 2
@@ -228,9 +303,14 @@ def cmd_status(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        state = PoolClient(client).state()
+        pool = PoolClient(client)
+        if args.watch:
+            from flexlab.commands.watch import watch
+
+            return watch(pool.pool_state, address=args.scheduler, interval=args.interval)
+        state = pool.pool_state()
     if args.json:
-        print(json.dumps(state, indent=2, default=str))
+        print(json.dumps(state.to_json(), indent=2))
         return 0
     from flexlab.commands.render import print_pool
 
@@ -255,6 +335,29 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         )
         p.add_argument(
             "--register-timeout", type=float, default=30.0, help="seconds to wait for the scheduler"
+        )
+        p.add_argument(
+            "--listen",
+            default="127.0.0.1",
+            metavar="ADDRESS",
+            help="address slice workers listen on; another machine's scheduler must reach it "
+            "(default 127.0.0.1: a scheduler on this machine)",
+        )
+        tls_options(p)
+
+    def tls_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--tls",
+            metavar="DIR",
+            default=None,
+            help="mutual TLS with the certificates `flexlab certs DIR` wrote (default: $FLEXLAB_TLS, "
+            "else the dask config flexlab.tls, else none); see docs/security.md",
+        )
+        p.add_argument(
+            "--insecure",
+            action="store_true",
+            help="allow listening beyond loopback without TLS: anyone who reaches the port can run "
+            "code on the pool",
         )
 
     up = sub.add_parser("up", help="start a scheduler with the flexlab plugin and a local agent")
@@ -287,9 +390,27 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     agent.set_defaults(func=cmd_agent)
 
     status = sub.add_parser("status", help="show the pool: hosts, devices, slices, leases, waiting work")
-    status.add_argument("--scheduler", default=f"tcp://127.0.0.1:{DEFAULT_PORT}", help="scheduler address")
+    status.add_argument(
+        "--scheduler",
+        default=f"127.0.0.1:{DEFAULT_PORT}",
+        help=f"scheduler address (default 127.0.0.1:{DEFAULT_PORT}, tcp:// or with --tls tls://)",
+    )
     status.add_argument("--json", action="store_true", help="print the raw pool state as JSON")
     status.add_argument("--timeout", default="5s", help="how long to try to connect")
+    status.add_argument(
+        "--watch",
+        action="store_true",
+        help="a live view in the terminal, redrawn in place (q or Ctrl-C quits)",
+    )
+    status.add_argument(
+        "--interval", type=_interval, default=1.0, help="seconds between redraws with --watch (default 1)"
+    )
+    status.add_argument(
+        "--tls",
+        metavar="DIR",
+        default=None,
+        help="connect with the client certificate in DIR (default: $FLEXLAB_TLS or flexlab.tls)",
+    )
     status.set_defaults(func=cmd_status)
 
 
