@@ -37,6 +37,7 @@ from flexlab.core.errors import (
     UnknownName,
     Unschedulable,
 )
+from flexlab.core.poolstate import LeaseView, PoolState, from_json
 from flexlab.core.request import parse_request
 from flexlab.core.units import parse_duration
 
@@ -87,20 +88,25 @@ def scheduler_address() -> str | None:
     return os.environ.get(SCHEDULER_ENV) or dask.config.get("flexlab.scheduler-address", None) or None
 
 
-def connect(address: str | None = None, *, embedded: bool = False) -> Client:
+def connect(address: str | None = None, *, embedded: bool = False, tls: str | None = None) -> Client:
     """The Dask client of the pool: ``address``, else the current default client, else the
     configured scheduler (:func:`scheduler_address`), else (``embedded``) a new in-process mock
     pool (``FlexCluster``) that lives as long as this process.
 
+    ``tls``: the folder holding the pool's ``ca.pem``, ``client.pem`` and ``client-key.pem``
+    (default: ``$FLEXLAB_TLS``, else the dask config ``flexlab.tls``); with it the connection
+    is mutual TLS and the address ``tls://``. See ``docs/security.md``.
+
     >>> client = flexlab.client.connect()  # doctest: +SKIP
+    >>> client = flexlab.connect("tls://10.0.0.5:8786", tls="/etc/flexlab/tls")  # doctest: +SKIP
     """
     if address:
-        return Client(address)
+        return _connect_to(address, tls)
     with contextlib.suppress(ValueError):
         return default_client()
     configured = scheduler_address()
     if configured:
-        return Client(configured)
+        return _connect_to(configured, tls)
     if not embedded:
         raise ValueError(
             f"no Dask client and no pool configured: set ${SCHEDULER_ENV} or the dask config "
@@ -109,6 +115,18 @@ def connect(address: str | None = None, *, embedded: bool = False) -> Client:
     from flexlab_dask import FlexCluster
 
     return Client(FlexCluster())
+
+
+def _connect_to(address: str, tls: str | None) -> Client:
+    from flexlab.tls import client_security, pool_address, tls_dir
+
+    folder = tls_dir(tls)
+    if folder:
+        return Client(pool_address(address, tls=True), security=client_security(folder))
+    if address.startswith("tls://") and not dask.config.get("distributed.comm.tls.ca-file", None):
+        # Dask's own message ("TLS expects a `ssl_context` argument") does not say what to do.
+        pool_address(address, tls=False)
+    return Client(address)
 
 
 def _call(client: Client, handler: str, **kwargs: Any) -> dict[str, Any]:
@@ -287,7 +305,12 @@ class PoolClient:
         self.client = _client(client)
 
     def state(self) -> dict[str, Any]:
+        """The pool state's wire JSON (``docs/wire.md``); :meth:`pool_state` reads it typed."""
         return _call(self.client, "flexlab_pool_state")
+
+    def pool_state(self) -> PoolState:
+        """The pool state, typed and checked (:class:`~flexlab.core.poolstate.PoolState`)."""
+        return PoolState.from_json(self.state())
 
     def explain(self, spec: str, *, lease: bool = False) -> dict[str, Any]:
         """Where ``spec`` would go now, or the counted reasons why not; ``lease``: as a new
@@ -307,3 +330,7 @@ class PoolClient:
 
     def leases(self, owner: str | None = None) -> list[dict[str, Any]]:
         return list(_call(self.client, "flexlab_lease_list", owner=owner)["leases"])
+
+    def lease_views(self, owner: str | None = None) -> list[LeaseView]:
+        """:meth:`leases`, typed and checked."""
+        return [from_json(LeaseView, x, f"leases[{i}]") for i, x in enumerate(self.leases(owner))]

@@ -38,6 +38,13 @@ class FlexlabJupyter(ExtensionApp):
         help="Address of the flexlab pool's Dask scheduler, e.g. tcp://10.0.0.5:8786. Empty: "
         "$FLEXLAB_SCHEDULER, then the dask config flexlab.scheduler-address, else the embedded pool.",
     )
+    tls_dir = Unicode(
+        "",
+        config=True,
+        help="Folder with the pool's ca.pem, client.pem and client-key.pem (flexlab certs) for mutual "
+        "TLS to the scheduler. Empty: $FLEXLAB_TLS, then the dask config flexlab.tls, else plain tcp. "
+        "Kernels this server starts get the same folder through $FLEXLAB_TLS (docs/security.md).",
+    )
     embedded = Bool(
         True,
         config=True,
@@ -72,12 +79,22 @@ class FlexlabJupyter(ExtensionApp):
 
     def initialize_settings(self) -> None:
         from flexlab.client import scheduler_address
+        from flexlab.tls import TLS_ENV, tls_dir
 
         address = self.scheduler_address or scheduler_address()
+        tls = tls_dir(self.tls_dir) if address else None
         self.manager = PoolManager(
-            address, embedded=self.embedded, threads=self.api_threads, connect_timeout=self.connect_timeout
+            address,
+            embedded=self.embedded,
+            threads=self.api_threads,
+            connect_timeout=self.connect_timeout,
+            tls=tls,
         )
         self._env_set = False
+        self._tls_env_set = False
+        if tls and not os.environ.get(TLS_ENV):
+            os.environ[TLS_ENV] = tls
+            self._tls_env_set = True
         if self.manager.embedded:
             self.manager.start()  # ~0.3 s; kernels started from now on must see its address
             self.log.info("flexlab: started the embedded mock pool at %s", self.manager.address)
@@ -101,3 +118,7 @@ class FlexlabJupyter(ExtensionApp):
             await manager.aclose()
         if getattr(self, "_env_set", False):
             os.environ.pop(SCHEDULER_ENV, None)
+        if getattr(self, "_tls_env_set", False):
+            from flexlab.tls import TLS_ENV
+
+            os.environ.pop(TLS_ENV, None)

@@ -52,8 +52,11 @@ class PoolManager:
         threads: int = 4,
         connect_timeout: float = 10.0,
         cluster_kwargs: dict[str, Any] | None = None,
+        tls: str | None = None,
     ) -> None:
         self.configured_address = address or None
+        #: The folder with the pool's client certificate (mutual TLS), or None.
+        self.tls = tls or None
         self.embedded = embedded and not self.configured_address
         self.connect_timeout = connect_timeout
         self.cluster_kwargs = dict(cluster_kwargs or {})
@@ -85,10 +88,18 @@ class PoolManager:
 
             if self.configured_address:
                 try:
-                    self._client = Client(
-                        self.configured_address, timeout=self.connect_timeout, set_as_default=False
+                    from flexlab.tls import client_security, pool_address
+
+                    security = client_security(self.tls) if self.tls else None
+                    address = (
+                        pool_address(self.configured_address, tls=True)
+                        if self.tls
+                        else self.configured_address
                     )
-                except (OSError, TimeoutError) as exc:
+                    self._client = Client(
+                        address, timeout=self.connect_timeout, set_as_default=False, security=security
+                    )
+                except (OSError, TimeoutError, InvalidRequest) as exc:
                     raise PoolUnavailable(
                         f"cannot reach the flexlab scheduler at {self.configured_address}: {exc}"
                     ) from exc

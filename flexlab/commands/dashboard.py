@@ -128,10 +128,16 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     # Voila starts while the pool does: the notebook's client waits for the scheduler.
     scheduler_port = free_port() if embedded else 0
     address = args.scheduler or f"tcp://127.0.0.1:{scheduler_port}"
+    from flexlab.tls import TLS_ENV, client_security, pool_address, role_files, tls_dir
+
+    tls = tls_dir(args.tls) if not embedded else None
+    if tls:  # the notebook's kernel connects with the client certificate too
+        role_files(tls, "client")
+        address = pool_address(address, tls=True)
     cluster = client = load = None
     with tempfile.TemporaryDirectory(prefix="flexlab-dashboard-") as tmp:
         nb = notebook_path(Path(tmp))
-        env = {**os.environ, SCHEDULER_ENV: address}
+        env = {**os.environ, SCHEDULER_ENV: address, **({TLS_ENV: tls} if tls else {})}
         cmd = voila_command(nb, port, open_browser=not args.no_browser, preheat=args.preheat)
         proc = subprocess.Popen(cmd, env=env)
         stopping = False
@@ -157,7 +163,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
                 from flexlab.dashboard.load import SyntheticLoad
 
                 make_client: Any = Client  # distributed is untyped
-                client = make_client(address, timeout="30s")
+                client = make_client(address, timeout="30s", security=client_security(tls))
                 load = SyntheticLoad(client).start()
             print(f"flexlab dashboard: http://127.0.0.1:{port}/  (Ctrl-C stops it)", flush=True)
             while proc.poll() is None:
@@ -196,6 +202,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=int,
         default=None,
         help=f"port for Voila (default {DEFAULT_PORT}, or a free one; 0 = any)",
+    )
+    p.add_argument(
+        "--tls",
+        metavar="DIR",
+        default=None,
+        help="with --scheduler: connect with the client certificate in DIR (default: $FLEXLAB_TLS, "
+        "else the dask config flexlab.tls)",
     )
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
     p.add_argument("--no-load", action="store_true", help="embedded pool: no synthetic load")

@@ -44,6 +44,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "else the embedded mock pool)",
     )
     p.add_argument(
+        "--tls",
+        metavar="DIR",
+        help="connect to the pool with the client certificate in DIR (flexlab certs); kernels started "
+        "from the lab get it too (default: $FLEXLAB_TLS, else the dask config flexlab.tls)",
+    )
+    p.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"port of the server (default {DEFAULT_PORT})"
     )
     p.add_argument("--ip", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
@@ -68,6 +74,8 @@ def lab_argv(args: argparse.Namespace) -> list[str]:
         argv.append("--allow-root")
     if args.scheduler:
         argv.append(f"--FlexlabJupyter.scheduler_address={args.scheduler}")
+    if getattr(args, "tls", None):
+        argv.append(f"--FlexlabJupyter.tls_dir={args.tls}")
     extra = list(args.jupyter_args or [])
     if extra[:1] == ["--"]:
         extra = extra[1:]
@@ -85,6 +93,11 @@ def cmd_lab(args: argparse.Namespace) -> int:
     argv = lab_argv(args)
     if args.scheduler:
         os.environ["FLEXLAB_SCHEDULER"] = args.scheduler  # kernels use the same pool
+    if args.tls:
+        from flexlab.tls import TLS_ENV, role_files
+
+        role_files(args.tls, "client")  # a missing file is named now, not as a 503 later
+        os.environ[TLS_ENV] = args.tls  # and the same client certificate (docs/security.md)
     print(f"flexlab lab: jupyter lab {' '.join(argv)}", file=sys.stderr)
     LabApp.launch_instance(argv=argv)
     return 0

@@ -48,7 +48,10 @@ def connect(address: str | None = None, *, synthetic_load: bool = True) -> PoolC
     make_client: Any = Client  # distributed is untyped
     address = address or os.environ.get(SCHEDULER_ENV) or None
     if address:
-        client = make_client(address, timeout="30s")
+        from flexlab.tls import client_security
+
+        # $FLEXLAB_TLS (set by `flexlab dashboard --tls`): the client certificate; else plain tcp
+        client = make_client(address, timeout="30s", security=client_security())
         return PoolConnection(client, address, title=f"flexlab pool at {address}")
     from flexlab_dask import FlexCluster
 
