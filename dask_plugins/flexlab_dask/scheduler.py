@@ -881,7 +881,7 @@ class FlexScheduler(SchedulerPlugin):
         if client_id and token:
             self._unclaimed[lease.lease_id] = (str(client_id), str(token))
         self._flush_commands()
-        self._persist()
+        self._persist(lease.lease_id)  # placing a new lease changes no other lease
         return {"status": "OK", "lease": self._lease_dict(lease.lease_id)}
 
     def handle_lease_get(
@@ -943,18 +943,27 @@ class FlexScheduler(SchedulerPlugin):
         return lease_dict(self.pool, self.pool.leases[lease_id])
 
     # ------------------------------------------------------------------ helpers
-    def _persist(self) -> None:
+    def _persist(self, *only: str) -> None:
         """Write the leases that changed since the last write (the loop calls this every
-        pass: rewriting every row each second would grow with the lease count)."""
+        pass: rewriting every row each second would grow with the lease count).
+
+        ``only``: just these leases, for a handler that changed nothing else (a new lease:
+        looking at every lease for each of 1,000 requests at once blocked the loop for
+        seconds); the next pass of the loop writes anything else."""
         if self.store is None:
             return
         saved = self._saved
-        for lease in self.pool.leases.values():
+        leases = (
+            [self.pool.leases[x] for x in only if x in self.pool.leases]
+            if only
+            else self.pool.leases.values()
+        )
+        for lease in leases:
             sig = (lease.state, lease.expires_at, lease.ttl_s, lease.priority, lease.placed_on)
             if saved.get(lease.lease_id) != sig:
                 self.store.save(lease)
                 saved[lease.lease_id] = sig
-        if len(saved) > len(self.pool.leases):  # leases the pool forgot (retention)
+        if not only and len(saved) > len(self.pool.leases):  # leases the pool forgot (retention)
             for lid in [x for x in saved if x not in self.pool.leases]:
                 del saved[lid]
 
