@@ -37,6 +37,16 @@ from distributed import Scheduler, SchedulerPlugin
 from flexlab.core.errors import FlexlabError, InvalidRequest, LeaseEnded, Unschedulable
 from flexlab.core.hiloop import Action, GiveBackToWaitingWork, HiLoop, Preempt, Prewarm
 from flexlab.core.history import History
+from flexlab.core.metrics import (
+    Family,
+    LeaseOutcome,
+    MetricLimits,
+    MetricsRecorder,
+    RuntimeFacts,
+    WaitReasons,
+    collect,
+)
+from flexlab.core.metrics import request_class as metric_class
 from flexlab.core.placement.live import LivePolicy
 from flexlab.core.pool import (
     LEASE_PREFIX,
@@ -159,6 +169,14 @@ class FlexScheduler(SchedulerPlugin):
         self._hi_last = 0.0
         #: Aggregated telemetry over time (one sampler, many readers).
         self.history = History(maxlen=3600)
+        #: Prometheus metrics (``flexlab.core.metrics``) at the HTTP server's ``/metrics``.
+        self.metrics = MetricsRecorder(started=time.time())
+        self.metric_limits = MetricLimits(
+            max_slice_series=int(config.get("metrics.max-slice-series", 200)),
+            max_owners=int(config.get("metrics.max-owners", 20)),
+        )
+        self._wait_reasons = WaitReasons()
+        self._metrics_route: Any = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, scheduler: Scheduler) -> None:
@@ -176,6 +194,9 @@ class FlexScheduler(SchedulerPlugin):
                 self.pool.restore_lease(restore(stored))
             logger.info("flexlab: %d leases restored from %s", len(self.pool.leases), self.state_file)
         self._loop_task = asyncio.create_task(self._loop())
+        from flexlab_dask.metrics import install
+
+        self._metrics_route = self._guard("metrics", install, scheduler, self.metric_families)
         logger.info("flexlab plugin started (policy %s)", self.policy)
 
     def rpc_handlers(self) -> dict[str, Callable[..., Any]]:
@@ -234,6 +255,9 @@ class FlexScheduler(SchedulerPlugin):
         return guarded
 
     async def close(self) -> None:
+        if self._metrics_route is not None:
+            self._metrics_route.remove()
+            self._metrics_route = None
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -265,6 +289,26 @@ class FlexScheduler(SchedulerPlugin):
         self._flush_commands()
         self._persist()
         self.record_history()
+        self.metrics.observe(self.pool, now, plain_waiting=self.plain_waiting())
+
+    def metric_families(self) -> list[Family]:
+        """The pool's Prometheus metrics now (``flexlab.core.metrics.collect``)."""
+        facts = RuntimeFacts(
+            policy=self.policy,
+            plugin_errors=len(self.errors),
+            agents_last_seen=dict(self._agents),
+            plain_waiting=self.plain_waiting(),
+            hi=self.hi if self.hi_enabled else None,
+            warm=self.warm if self.hi_enabled else None,
+        )
+        return collect(
+            self.pool,
+            self.metrics,
+            now=time.time(),
+            facts=facts,
+            limits=self.metric_limits,
+            reasons=self._wait_reasons,
+        )
 
     # ------------------------------------------------------------------ Hi Scheduler
     def hi_step(self, now: float) -> None:
@@ -465,6 +509,7 @@ class FlexScheduler(SchedulerPlugin):
         return req
 
     def _restrict(self, ts: Any, key: Any, b: Binding) -> None:
+        self.metrics.task_placed(b.status, b.code.value)
         if b.status == "bound":
             # Shared by the tasks bound to one slice; Dask only reads it.
             ts.resource_restrictions = b.resources
@@ -859,6 +904,7 @@ class FlexScheduler(SchedulerPlugin):
         """A new lease. With ``client_id`` and ``token`` the caller is still waiting for it: it
         is given back if that client leaves, or the caller abandons ``token``, before a
         ``flexlab_lease_get(..., claim=True)`` saw it active (:meth:`handle_lease_abandon`)."""
+        cls = "unknown"  # the request class, once it parses (for the metrics)
         try:
             ttl_s = lease_ttl(
                 ttl if ttl is not None else config.get("lease.default-ttl"), config.get("lease.max-ttl")
@@ -870,13 +916,18 @@ class FlexScheduler(SchedulerPlugin):
                 if value is not None:
                     _text(name, value)
             req = parse_request(_text("request", request))
+            cls = metric_class(replace(req, priority=priority))
             lease = self.pool.create_lease(req, owner=owner, ttl_s=ttl_s, priority=priority)
+            placed = lease.slice_id in self.pool.slices
+            outcome: LeaseOutcome = "warm" if lease.state == "active" else "placed" if placed else "waiting"
+            self.metrics.lease_asked(cls, outcome, lease.lease_id)
             self.history.arrived(f"lease {req.describe()}")
             if self.hi_enabled:
                 self.hi.observe_lease(time.time(), req)
             if lease.state == "active":  # it took a pre-warmed slice whose worker is up
                 self._notify(owner, f"lease {lease.lease_id} is ready (pre-warmed)")
         except FlexlabError as exc:
+            self.metrics.lease_asked(cls, "refused")
             return _error(exc)
         if client_id and token:
             self._unclaimed[lease.lease_id] = (str(client_id), str(token))
