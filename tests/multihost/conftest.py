@@ -1,0 +1,38 @@
+"""Fixtures of the multi-host tests: a pool on four network namespaces (scheduler + three
+host agents), a client on it, and the leases of three owners."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .harness import Lab, netns_available
+from .pool import Pool
+
+SKIP = netns_available()
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    """Namespaces, links and processes of one run; all gone after the test, pass or fail."""
+    if SKIP is not None:
+        pytest.skip(SKIP)
+    lab = Lab(tmp_path)
+    try:
+        yield lab
+    finally:
+        lab.close()
+        assert lab.leftovers() == [], f"the lab left {lab.leftovers()}"
+
+
+@pytest.fixture
+def pool(lab: Lab, tmp_path: Path) -> Iterator[Pool]:
+    """A running pool: scheduler, three agents with one T4 each, a client, three leases."""
+    p = Pool(lab, tmp_path)
+    try:
+        p.start()
+        yield p
+    finally:
+        p.close()
