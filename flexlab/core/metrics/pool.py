@@ -475,15 +475,15 @@ def _hi(pool: SlicePool, recorder: MetricsRecorder, now: float, facts: RuntimeFa
         ("class",),
     )
     last = Family(
-        "flexlab_lease_arrivals_last_bucket",
+        "flexlab_lease_arrivals_last_window",
         "gauge",
-        "Lease arrivals in the forecaster's last closed bucket, by request class",
+        "Lease arrivals in the forecaster's last closed window (flexlab.hi.bucket seconds), by request class",
         ("class",),
     )
     predicted = Family(
-        "flexlab_lease_arrivals_last_bucket_forecast",
+        "flexlab_lease_arrivals_last_window_forecast",
         "gauge",
-        "What was forecast for the last closed bucket, by request class",
+        "What was forecast for that last closed window, by request class",
         ("class",),
     )
     if planner is not None and planner.forecaster is not None:

@@ -1,0 +1,52 @@
+"""Each scheduler's /metrics has its own pool's series, and loses them when the plugin closes."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+
+import pytest
+from distributed import Client
+from flexlab_dask import FlexCluster
+
+from flexlab.core.topology import DeviceSpec, HostSpec
+from flexlab.mock.model import reset_mock_devices
+
+pytestmark = pytest.mark.slow
+
+
+def _metrics(cluster: FlexCluster) -> str:
+    url = f"http://127.0.0.1:{cluster.scheduler.http_server.port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return str(r.read().decode())
+
+
+def _hosts(text: str) -> set[str]:
+    return set(re.findall(r'^flexlab_device_compute_capacity\{[^}]*host="([^"]+)"', text, re.M))
+
+
+def test_two_schedulers_in_one_process_serve_their_own_pools() -> None:
+    reset_mock_devices()
+    solo = [HostSpec("solo", 8000, 65536, (DeviceSpec("t4", 0),))]
+    with (
+        FlexCluster(dashboard_address="127.0.0.1:0", loop_interval=0.2) as a,
+        FlexCluster(solo, dashboard_address="127.0.0.1:0", loop_interval=0.2) as b,
+        Client(a) as client,
+    ):
+        text_a, text_b = _metrics(a), _metrics(b)
+        assert _hosts(text_a) == {"ascend-a", "nvidia-b", "mixed-c"}
+        assert _hosts(text_b) == {"solo"}
+        for text in (text_a, text_b):  # one family each, distributed's series beside them
+            assert text.count("# TYPE flexlab_device_compute_capacity gauge") == 1
+            assert "# TYPE dask_scheduler_workers gauge" in text
+
+        async def close_plugin(dask_scheduler):  # type: ignore[no-untyped-def]
+            await dask_scheduler.plugins["flexlab"].close()
+
+        client.run_on_scheduler(close_plugin)
+        after = _metrics(a)
+        assert "flexlab_" not in after
+        assert "# TYPE dask_scheduler_workers gauge" in after
+        assert _hosts(_metrics(b)) == {"solo"}
+        assert a.flex_plugin.errors == []
+        assert b.flex_plugin.errors == []
