@@ -118,15 +118,12 @@ def connect(address: str | None = None, *, embedded: bool = False, tls: str | No
 
 
 def _connect_to(address: str, tls: str | None) -> Client:
-    from flexlab.tls import client_security, pool_address, tls_dir
+    from flexlab.tls import client_address, client_security, tls_dir
 
+    # Dask's own message for a tls:// address without a certificate ("TLS expects a
+    # `ssl_context` argument") does not say what to do; client_address does.
     folder = tls_dir(tls)
-    if folder:
-        return Client(pool_address(address, tls=True), security=client_security(folder))
-    if address.startswith("tls://") and not dask.config.get("distributed.comm.tls.ca-file", None):
-        # Dask's own message ("TLS expects a `ssl_context` argument") does not say what to do.
-        pool_address(address, tls=False)
-    return Client(address)
+    return Client(client_address(address, folder), security=client_security(folder) if folder else None)
 
 
 def _call(client: Client, handler: str, **kwargs: Any) -> dict[str, Any]:

@@ -164,3 +164,16 @@ def pool_address(address: str, *, tls: bool) -> str:
             "--tls", None, f"the pool's TLS folder (--tls DIR, ${TLS_ENV} or flexlab.tls): {address} uses TLS"
         )
     return address
+
+
+def client_address(address: str, folder: str | None) -> str:
+    """:func:`pool_address` for a client with the TLS folder ``folder`` (or none). Without one,
+    a ``tls://`` address is left to Dask's own TLS settings when they name a CA
+    (``distributed.comm.tls.ca-file``); otherwise it is refused with what to do."""
+    if folder:
+        return pool_address(address, tls=True)
+    import dask.config
+
+    if address.startswith("tls://") and dask.config.get("distributed.comm.tls.ca-file", None):
+        return address
+    return pool_address(address, tls=False)

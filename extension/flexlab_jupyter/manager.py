@@ -88,14 +88,10 @@ class PoolManager:
 
             if self.configured_address:
                 try:
-                    from flexlab.tls import client_security, pool_address
+                    from flexlab.tls import client_address, client_security
 
                     security = client_security(self.tls) if self.tls else None
-                    address = (
-                        pool_address(self.configured_address, tls=True)
-                        if self.tls
-                        else self.configured_address
-                    )
+                    address = client_address(self.configured_address, self.tls)
                     self._client = Client(
                         address, timeout=self.connect_timeout, set_as_default=False, security=security
                     )

@@ -164,7 +164,16 @@ async def _serve_agents(scheduler: str, args: argparse.Namespace) -> None:
     for a in agents:
         await a.start()
     for a in agents:
-        await asyncio.wait_for(a.registered.wait(), timeout=args.register_timeout)
+        try:
+            await asyncio.wait_for(a.registered.wait(), timeout=args.register_timeout)
+        except asyncio.TimeoutError:
+            for b in agents:
+                await b.close(leave=False)
+            raise FlexlabError(
+                f"host {a.host.name} could not register with {scheduler} in {args.register_timeout:g} s: "
+                "no flexlab scheduler there, or it refused this agent's TLS certificate (another pool's "
+                "CA, or none; see docs/security.md)"
+            ) from None
         print(
             f"flexlab agent: host {a.host.name} registered with {scheduler} ({len(a.host.devices)} devices)"
         )
