@@ -238,6 +238,7 @@ async def _up(args: argparse.Namespace) -> None:
         else:
             print(f"  connect:  Client('{s.address}')")
         print(f"  status:   flexlab status --scheduler {s.address}{with_tls}")
+        print(f"  metrics:  http://{s.http_server.address}:{s.http_server.port}/metrics   (Prometheus)")
         print(f"  add more machines:  flexlab agent {s.address}{with_tls}")
         sys.stdout.flush()
         args.scheduler = s.address
@@ -373,7 +374,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     up.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     up.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any)")
     up.add_argument(
-        "--dashboard", default=None, help="Dask dashboard address, e.g. 127.0.0.1:8787 (default off)"
+        "--dashboard",
+        default=None,
+        help="Dask dashboard address, e.g. 127.0.0.1:8787 (default off: Dask's HTTP routes on a free "
+        "loopback port); the pool's Prometheus metrics are at /metrics of that address (docs/metrics.md)",
     )
     up.add_argument("--state-file", default=None, help="SQLite file that keeps leases (default: see docs)")
     from flexlab.core.placement.policies import POLICIES
