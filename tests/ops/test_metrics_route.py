@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import subprocess
+import sys
+import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from distributed import Client
@@ -50,3 +56,36 @@ def test_two_schedulers_in_one_process_serve_their_own_pools() -> None:
         assert _hosts(_metrics(b)) == {"solo"}
         assert a.flex_plugin.errors == []
         assert b.flex_plugin.errors == []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_flexlab_up_serves_metrics_at_its_dashboard_address(tmp_path: Path) -> None:
+    port, http = _free_port(), _free_port()
+    env = {**os.environ, "DASK_FLEXLAB__STATE_FILE": str(tmp_path / "leases.sqlite")}
+    log = (tmp_path / "up.log").open("w")
+    args = ["up", "--port", str(port), "--dashboard", f"127.0.0.1:{http}", "--provider", "mock", "--threads"]
+    up = subprocess.Popen(
+        [sys.executable, "-m", "flexlab.cli", *args], stdout=log, stderr=subprocess.STDOUT, env=env
+    )
+    try:
+        text = ""
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and "flexlab_hosts 3.0" not in text:
+            time.sleep(0.5)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=10) as r:
+                    text = r.read().decode()
+            except OSError:
+                assert up.poll() is None, (tmp_path / "up.log").read_text()
+        assert "flexlab_hosts 3.0" in text, (tmp_path / "up.log").read_text()
+        assert _hosts(text) == {"ascend-a", "nvidia-b", "mixed-c"}
+        assert f"metrics:  http://127.0.0.1:{http}/metrics" in (tmp_path / "up.log").read_text()
+    finally:
+        up.terminate()
+        up.wait(timeout=60)
+        log.close()
