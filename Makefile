@@ -10,7 +10,7 @@ export YARN_ENABLE_IMMUTABLE_INSTALLS := true
 endif
 LAB_OVERRIDES := {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}
 
-.PHONY: setup demo test test-browser lint chromium bench-openb clean
+.PHONY: setup demo test test-browser lint chromium prometheus bench-openb clean
 
 EXT_SOURCES := $(wildcard extension/src/*.ts extension/style/*.css extension/schema/*.json) \
 	extension/package.json extension/yarn.lock
@@ -37,9 +37,17 @@ chromium:
 	command -v chromium >/dev/null || { apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
 
+## Debian's Prometheus and promtool for the metrics tests (they start their own server on a
+## free loopback port). The package would start a server on :9090: a container's policy-rc.d
+## forbids that; where systemd runs, it is stopped and disabled again.
+prometheus:
+	command -v prometheus >/dev/null && command -v promtool >/dev/null || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus && \
+		if [ -d /run/systemd/system ]; then systemctl disable --now prometheus || true; fi; }
+
 ## Everything CI runs: tests (slow ones included), ruff, mypy, import-linter, then the
 ## browser tests in their own pytest run (Playwright and pytest-jupyter cannot share one).
-test: $(STAMP) chromium
+test: $(STAMP) chromium prometheus
 	$(PY) -m pytest -q
 	FLEXLAB_BROWSER_TESTS=1 $(PY) -m pytest -q -p no:warnings tests/browser \
 		--screenshot=only-on-failure --output=test-artifacts/playwright
