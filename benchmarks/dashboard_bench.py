@@ -2,7 +2,8 @@
 
 Each round moves every slice's utilisation (what happens every second), and every
 ``--reslice``-th round also re-carves one device (the pool map then resends its geometry).
-Two modes: ``headless`` (Bokeh models alone) and ``widget`` (the root inside a
+``decode`` is reading the state's wire JSON into the typed ``PoolState`` (what the
+dashboard's fetch does, off the event loop). Two modes: ``headless`` (Bokeh models alone) and ``widget`` (the root inside a
 ``jupyter_bokeh.BokehModel``, as in Voila: every change is serialised into PATCH-DOC
 messages; the comm is a no-op, so the socket is not counted).
 
@@ -20,20 +21,23 @@ import statistics
 import time
 from typing import Any
 
+from flexlab.core.poolstate import PoolState
 from flexlab.dashboard import Dashboard
 from flexlab.dashboard.synthetic import synthetic_history, synthetic_state
 
 
 def run(devices: int, rounds: int, reslice: int, widget: bool, seed: int = 0) -> dict[str, dict[str, float]]:
     rng = random.Random(seed)
-    state = synthetic_state(devices, seed=seed)
-    frames = synthetic_history(state, 600, seed=seed)
+    typed = synthetic_state(devices, seed=seed)
+    frames = synthetic_history(typed, 600, seed=seed)
+    # The rounds edit the wire JSON, read back as the dashboard's fetch reads it ("decode").
+    state = typed.to_json()
     dash = Dashboard()
     if widget:
         from jupyter_bokeh import BokehModel
 
         BokehModel(dash.root)
-    dash.apply(state, frames)  # first paint: renderers and colours are created once
+    dash.apply(typed, frames)  # first paint: renderers and colours are created once
     times: dict[str, list[float]] = {}
     slices = [s for h in state["hosts"] for d in h["devices"] for s in d["slices"]]
     for r in range(rounds):
@@ -47,7 +51,10 @@ def run(devices: int, rounds: int, reslice: int, widget: bool, seed: int = 0) ->
         t = frames[-1]["time"] + 1
         frames = [*frames[1:], dict(copy.deepcopy(frames[-1]), time=t)]
         state["time"] = t
-        dash.apply(state, frames[-1:])
+        t0 = time.perf_counter()
+        typed = PoolState.from_json(state)
+        times.setdefault("decode", []).append(1000 * (time.perf_counter() - t0))
+        dash.apply(typed, frames[-1:])
         for k, v in dash.timings.items():
             times.setdefault(k, []).append(v)
     return {

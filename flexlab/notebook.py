@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import html
 import shlex
-from dataclasses import dataclass
 from typing import Any
 
 from flexlab.client import Lease, PoolClient, connect, current_user, lease
 from flexlab.core.errors import InvalidRequest
+from flexlab.core.poolstate import DeviceState, LeaseView, MenuChoice, PoolState, vendor_name
 from flexlab.core.units import format_compute, format_memory
 
 LIVE = ("pending", "active", "recovering")
@@ -66,50 +66,10 @@ def add_memory(spec: str, memory: str | None) -> str:
     return f"{spec},{memory}" if ":" in spec else f"{spec}:{memory}"
 
 
-@dataclass(frozen=True)
-class DeviceChoice:
-    """One entry of a device selector: a request selector and the pool's devices it names."""
-
-    value: str  # the selector of the request string ("any", "npu", "huawei", "a100-80gb")
-    label: str  # what a menu shows
-    devices: tuple[dict[str, Any], ...]  # the pool's devices (pool_state's device dicts)
-
-    @property
-    def share_step(self) -> int:
-        """The share step in milli: the coarsest granularity of its fraction-sliced devices."""
-        steps = [int(d.get("granularity_milli") or 10) for d in self.devices if d.get("mode") != "profile"]
-        return max([10, *steps])
-
-    @property
-    def can_share(self) -> bool:
-        return any(d.get("mode") != "profile" for d in self.devices)
-
-    @property
-    def profiles(self) -> list[str]:
-        """The profile menu of its profile-sliced devices, in catalog order."""
-        out: list[str] = []
-        for d in self.devices:
-            for p in d.get("profiles") or []:
-                if p not in out:
-                    out.append(p)
-        return out
-
-
-def device_choices(state: dict[str, Any]) -> list[DeviceChoice]:
-    """Any accelerator, then each kind, vendor and model present in the pool."""
-    devices = [d for h in state.get("hosts", []) for d in h.get("devices", [])]
-    out = [DeviceChoice("any", "Any accelerator", tuple(devices))]
-    for key, label in (("kind", "Any {} ({})"), ("vendor", "{} ({})"), ("model", "{} ({})")):
-        groups: dict[str, list[dict[str, Any]]] = {}
-        for d in devices:
-            groups.setdefault(str(d[key]), []).append(d)
-        for value, ds in sorted(groups.items()):
-            shown = {"kind": value.upper(), "vendor": _VENDOR.get(value, value), "model": ds[0]["name"]}[key]
-            out.append(DeviceChoice(value, label.format(shown, len(ds)), tuple(ds)))
-    return out
-
-
-_VENDOR = {"nvidia": "NVIDIA", "huawei": "Huawei", "cambricon": "Cambricon", "mock": "Mock"}
+def device_choices(state: PoolState) -> tuple[MenuChoice, ...]:
+    """The request form's device menu, as the scheduler computed it from the pool
+    (:func:`flexlab.core.poolstate.device_menu`): the JupyterLab panel shows the same one."""
+    return state.menu
 
 
 def where() -> dict[str, Any]:
@@ -138,45 +98,41 @@ def where() -> dict[str, Any]:
 class PoolStatus:
     """What ``%flex status`` shows: the pool by host and device, and the caller's leases."""
 
-    def __init__(self, state: dict[str, Any], leases: list[dict[str, Any]], owner: str) -> None:
+    def __init__(self, state: PoolState, leases: list[LeaseView], owner: str) -> None:
         self.state = state
         self.leases = leases
         self.owner = owner
 
-    def _slices(self, d: dict[str, Any]) -> list[str]:
+    def _slices(self, d: DeviceState) -> list[str]:
         out = []
-        for s in d.get("slices", []):
-            shape = s.get("profile") or format_compute(int(s["compute_milli"]))
-            who = "shared" if s.get("owner") is None else ("you" if s["owner"] == self.owner else s["owner"])
-            out.append(f"{shape} {who} {s.get('utilisation', 0.0):.0%}")
-        free = int(d.get("free_compute_milli", 0))
-        if free:
-            out.append(f"{format_compute(free)} free")
+        for s in d.slices:
+            shape = s.profile or format_compute(s.compute_milli)
+            who = "shared" if s.owner is None else ("you" if s.owner == self.owner else s.owner)
+            out.append(f"{shape} {who} {s.utilisation:.0%}")
+        if d.free_compute_milli:
+            out.append(f"{format_compute(d.free_compute_milli)} free")
         return out
 
-    def _lease_line(self, x: dict[str, Any]) -> list[str]:
-        shape = x.get("profile") or (
-            format_compute(int(x["compute_milli"])) if x.get("compute_milli") else ""
-        )
-        where_ = ", ".join(x.get("devices") or []) or x.get("reason", "")
-        ttl = int(x.get("ttl_left_s", 0))
+    def _lease_line(self, x: LeaseView) -> list[str]:
+        where_ = ", ".join(x.devices) or x.reason
+        ttl = int(x.ttl_left_s)
         return [
-            str(x["lease_id"]),
-            str(x["state"]),
-            str(x["request"]),
-            f"{where_} {shape}".strip(),
+            x.lease_id,
+            x.state,
+            x.request,
+            f"{where_} {x.shape}".strip(),
             f"{ttl // 3600}h{ttl % 3600 // 60:02d}m",
-            f"{float(x.get('utilisation') or 0.0):.0%}",
+            f"{x.utilisation:.0%}",
         ]
 
     def __repr__(self) -> str:
         lines = []
-        for h in self.state.get("hosts", []):
-            lines.append(f"{h['name']}")
-            for d in h.get("devices", []):
+        for h in self.state.hosts:
+            lines.append(f"{h.name}")
+            for d in h.devices:
                 lines.append(
-                    f"  {d['id']:<28} {_VENDOR.get(d['vendor'], d['vendor']):<9} {d['model']:<14} "
-                    f"util {d.get('utilisation', 0.0):>4.0%}  " + " | ".join(self._slices(d))
+                    f"  {d.id:<28} {vendor_name(d.vendor):<9} {d.model:<14} "
+                    f"util {d.utilisation:>4.0%}  " + " | ".join(self._slices(d))
                 )
         lines.append(f"leases of {self.owner}:" if self.leases else f"no leases of {self.owner}")
         lines.extend("  " + "  ".join(self._lease_line(x)) for x in self.leases)
@@ -185,13 +141,12 @@ class PoolStatus:
     def _repr_html_(self) -> str:
         e = html.escape
         rows = []
-        for h in self.state.get("hosts", []):
-            for d in h.get("devices", []):
-                rows.append(
-                    f"<tr><td>{e(h['name'])}</td><td>{e(_VENDOR.get(d['vendor'], d['vendor']))}</td>"
-                    f"<td>{e(d['name'])} #{d['index']}</td><td>{d.get('utilisation', 0.0):.0%}</td>"
-                    f"<td>{e(' · '.join(self._slices(d)))}</td></tr>"
-                )
+        for h, d in self.state.devices():
+            rows.append(
+                f"<tr><td>{e(h.name)}</td><td>{e(vendor_name(d.vendor))}</td>"
+                f"<td>{e(d.name)} #{d.index}</td><td>{d.utilisation:.0%}</td>"
+                f"<td>{e(' · '.join(self._slices(d)))}</td></tr>"
+            )
         pool = (
             "<table><thead><tr><th>host</th><th>vendor</th><th>device</th><th>util</th>"
             f"<th>slices</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
@@ -216,8 +171,8 @@ def status(client: Any = None, owner: str | None = None) -> PoolStatus:
     """The pool and ``owner``'s live leases."""
     pc = PoolClient(client or pool_client())
     who = owner or current_user()
-    leases = [x for x in pc.leases(owner=who) if x.get("state") in LIVE]
-    return PoolStatus(pc.state(), leases, who)
+    leases = [x for x in pc.lease_views(owner=who) if x.live]
+    return PoolStatus(pc.pool_state(), leases, who)
 
 
 # ------------------------------------------------------------------ the magics

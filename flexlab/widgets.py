@@ -22,8 +22,9 @@ import ipywidgets as w
 
 from flexlab.client import Lease, PoolClient, current_user, lease
 from flexlab.core.errors import FlexlabError
+from flexlab.core.poolstate import MenuChoice
 from flexlab.core.units import format_compute, format_memory
-from flexlab.notebook import LIVE, DeviceChoice, compose_request, device_choices, pool_client
+from flexlab.notebook import compose_request, device_choices, pool_client
 
 TTLS = ("15m", "30m", "1h", "2h", "4h", "8h", "1d")
 
@@ -45,7 +46,7 @@ class LeasePicker(w.VBox):
         self.owner = owner or current_user()
         #: Leases made with this picker, the last one last.
         self.made: list[Lease] = []
-        self._choices: list[DeviceChoice] = []
+        self._choices: tuple[MenuChoice, ...] = ()
 
         self.device = w.Dropdown(description="Device")
         self.mode = w.ToggleButtons(
@@ -107,7 +108,7 @@ class LeasePicker(w.VBox):
 
     def refresh(self) -> None:
         """Read the pool again: device choices, the preview and the leases."""
-        choices = device_choices(self.pool.state())
+        choices = device_choices(self.pool.pool_state())
         if [c.value for c in choices] != [c.value for c in self._choices]:
             self._choices = choices
             current = self.device.value
@@ -174,19 +175,19 @@ class LeasePicker(w.VBox):
         self.refresh()
 
     # ------------------------------------------------------------------ the form
-    def _choice(self) -> DeviceChoice | None:
+    def _choice(self) -> MenuChoice | None:
         return next((c for c in self._choices if c.value == self.device.value), None)
 
     def _device_changed(self, *_: Any) -> None:
         choice = self._choice()
         if choice is None:
             return
-        step = max(1, choice.share_step // 10)
+        step = max(1, choice.share_step_milli // 10)
         self.compute.step = step
         self.compute.min = step
         self.compute.value = max(step, round(self.compute.value / step) * step)
-        self.profile.options = choice.profiles
-        modes = [m for m, ok in (("share", choice.can_share), ("profile", bool(choice.profiles))) if ok]
+        self.profile.options = list(choice.profiles)
+        modes = [m for m, ok in (("share", choice.share), ("profile", bool(choice.profiles))) if ok]
         self.mode.options = [(m.capitalize(), m) for m in modes]
         self.mode.layout.display = None if len(modes) > 1 else "none"
         self.mode.value = modes[0]
@@ -225,20 +226,17 @@ class LeasePicker(w.VBox):
 
     def _render_leases(self) -> None:
         rows = []
-        for x in self.pool.leases(owner=self.owner):
-            if x.get("state") not in LIVE:
+        for x in self.pool.lease_views(owner=self.owner):
+            if not x.live:
                 continue
-            shape = x.get("profile") or (
-                format_compute(int(x["compute_milli"])) if x.get("compute_milli") else ""
-            )
-            where_ = ", ".join(x.get("devices") or []) or html.escape(str(x.get("reason", "")))
-            ttl = int(x.get("ttl_left_s", 0))
+            where_ = ", ".join(x.devices) or x.reason
+            ttl = int(x.ttl_left_s)
             label = w.HTML(
-                f"<b>{html.escape(x['lease_id'])}</b> {html.escape(x['state'])} · "
-                f"<code>{html.escape(x['request'])}</code> · {html.escape(where_)} {html.escape(shape)} · "
-                f"{ttl // 3600}h{ttl % 3600 // 60:02d}m left · util {float(x.get('utilisation') or 0):.0%}"
+                f"<b>{html.escape(x.lease_id)}</b> {html.escape(x.state)} · "
+                f"<code>{html.escape(x.request)}</code> · {html.escape(where_)} {html.escape(x.shape)} · "
+                f"{ttl // 3600}h{ttl % 3600 // 60:02d}m left · util {x.utilisation:.0%}"
             )
             button = w.Button(description="Release", button_style="danger", layout=w.Layout(width="90px"))
-            button.on_click(lambda _, lid=x["lease_id"]: self.release(lid))
+            button.on_click(lambda _, lid=x.lease_id: self.release(lid))
             rows.append(w.HBox([button, label]))
         self.leases_box.children = rows or [w.HTML(f"<i>No leases of {html.escape(self.owner)}.</i>")]

@@ -135,9 +135,10 @@ def test_status_names_the_policy_first(policy: dict[str, Any], line: str) -> Non
     from rich.console import Console
 
     from flexlab.commands.render import print_pool
+    from flexlab.core.poolstate import PoolState
 
     con = Console(record=True, width=200)
-    print_pool({"hosts": [], "policy": policy}, con)
+    print_pool(PoolState.from_json({"time": 0.0, "hosts": [], "policy": policy}), con)
     assert con.export_text().startswith(line)
 
 

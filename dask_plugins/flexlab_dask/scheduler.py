@@ -56,12 +56,13 @@ from flexlab.core.pool import (
     StartSlice,
     StopSlice,
 )
+from flexlab.core.poolstate import PluginInfo, WaitingWork
 from flexlab.core.prewarm import WarmPlanner
 from flexlab.core.request import MAX_PRIORITY, SliceRequest, parse_request
 from flexlab.core.speed import ThroughputTable
 from flexlab.core.units import lease_ttl, parse_duration
 from flexlab_dask import config
-from flexlab_dask.state import host_from_dict, pool_state
+from flexlab_dask.state import build_pool_state, host_from_dict
 from flexlab_dask.store import LeaseStore, restore
 
 logger = logging.getLogger("flexlab.scheduler")
@@ -824,20 +825,11 @@ class FlexScheduler(SchedulerPlugin):
 
     # ------------------------------------------------------------------ clients
     def handle_pool_state(self) -> dict[str, Any]:
-        state = pool_state(self.pool)
-        state["plugin"] = {
-            "errors": len(self.errors),
-            "stats": dict(self._stats),
-            "policy": self.policy,
-            "agents": {h: round(time.time() - t, 1) for h, t in self._agents.items()},
-        }
-        state["hi"] = self.hi_state()
-        # The Hi loop's forecast in the dashboard's terms (leases count as "lease <request>").
-        state["forecast"] = {f"lease {k}": v for k, v in self.warm.series(time.time()).items()}
+        """The typed pool state (``flexlab.core.poolstate``) as its wire JSON."""
+        waiting: list[WaitingWork] = []
         if self.scheduler is not None:
-            waiting = []
             for key, (req, reason) in list(self.pool.pending.items())[:200]:
-                waiting.append({"key": str(key), "request": req.describe(), "reason": reason})
+                waiting.append(WaitingWork(key=str(key), request=req.describe(), reason=reason))
             plain = self.plain_waiting()
             if plain:
                 why = (
@@ -846,9 +838,21 @@ class FlexScheduler(SchedulerPlugin):
                 )
                 keys = [ts.key for ts in self.scheduler.unrunnable if ts.worker_restrictions is self._open]
                 for key in keys[: max(0, 200 - len(waiting))]:
-                    waiting.append({"key": str(key), "request": "", "reason": why})
-            state["waiting"] = waiting
-        return state
+                    waiting.append(WaitingWork(key=str(key), request="", reason=why))
+        state = build_pool_state(
+            self.pool,
+            waiting=waiting,
+            plugin=PluginInfo(
+                errors=len(self.errors),
+                stats=dict(self._stats),
+                policy=self.policy,
+                agents={h: round(time.time() - t, 1) for h, t in self._agents.items()},
+            ),
+            hi=self.hi_state(),
+            # The Hi loop's forecast in the dashboard's terms (leases count as "lease <request>").
+            forecast={f"lease {k}": v for k, v in self.warm.series(time.time()).items()},
+        )
+        return {"status": "OK", **state.to_json()}
 
     def handle_history(self, since: float = 0.0) -> dict[str, Any]:
         """Aggregated telemetry frames newer than ``since`` (seconds since the epoch)."""

@@ -34,7 +34,6 @@ logger = logging.getLogger("flexlab.jupyter")
 T = TypeVar("T")
 
 #: What ``GET /leases`` lists: leases that still hold (or wait for) a slice.
-LIVE_STATES = ("pending", "active", "recovering")
 
 
 class PoolUnavailable(FlexlabError):
@@ -154,7 +153,7 @@ class PoolManager:
     async def pool(self, owner: str) -> models.PoolModel:
         from flexlab.client import PoolClient
 
-        state = await self._run(lambda c: PoolClient(c).state())
+        state = await self._run(lambda c: PoolClient(c).pool_state())
         return models.make_pool(state, owner)
 
     async def explain(self, request: str, *, lease: bool = True) -> models.ExplainModel:
@@ -174,9 +173,9 @@ class PoolManager:
     async def leases(self, owner: str, *, include_ended: bool = False) -> models.LeaseListModel:
         from flexlab.client import PoolClient
 
-        leases = await self._run(lambda c: PoolClient(c).leases(owner=owner))
+        leases = await self._run(lambda c: PoolClient(c).lease_views(owner=owner))
         if not include_ended:
-            leases = [x for x in leases if x.get("state") in LIVE_STATES]
+            leases = [x for x in leases if x.live]
         return models.make_lease_list(leases)
 
     async def create_lease(

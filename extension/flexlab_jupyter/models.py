@@ -5,9 +5,10 @@ TypeScript interfaces in ``extension/src/models.ts`` and the schemas of ``openap
 ``tests/jupyter/test_models.py`` checks that the three agree field by field. Every field has
 a comment here and a doc comment there.
 
-The builders (``make_*``) translate the scheduler plugin's answers
-(``flexlab_dask.state.pool_state`` / ``lease_dict``, ``handle_explain``, ``handle_events``)
-into these models: internal fields (worker addresses, Dask resource names) stay behind.
+The builders (``make_*``) translate the typed pool state (``flexlab.core.poolstate``: the
+scheduler's one model, which ``tests/jupyter/test_models.py`` also checks against these) and
+the plugin's answers (``handle_explain``, ``handle_events``) into these models: internal
+fields (worker addresses, Dask resource names) stay behind.
 Nothing here imports Jupyter or Dask.
 """
 
@@ -15,8 +16,20 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypedDict
 
+from flexlab.core.poolstate import (
+    DeviceState,
+    HostState,
+    LeaseView,
+    MenuChoice,
+    PoolEvent,
+    PoolState,
+    SliceState,
+    from_json,
+)
+
 LeaseState = Literal["pending", "active", "recovering", "released", "expired"]
 ExplainCode = Literal["SUCCESS", "UNSCHEDULABLE", "UNRESOLVABLE", "ERROR"]
+MenuGroup = Literal["any", "kind", "vendor", "model"]
 
 
 class SliceModel(TypedDict):
@@ -97,6 +110,19 @@ class PolicyModel(TypedDict):
     shapes: list[PolicyShapeModel]  # the most likely of them, most likely first
 
 
+class DeviceChoiceModel(TypedDict):
+    """One entry of the request form's device selector, as the scheduler computed it."""
+
+    value: str  # the selector word of the request string ("any", "npu", "huawei", "a100-80gb")
+    label: str  # what the menu shows ("Huawei (4)")
+    group: MenuGroup  # "any", "kind", "vendor" or "model"
+    devices: list[str]  # the ids of the pool's devices it selects
+    share: bool  # whether fraction-sliced devices are among them (a share can be asked)
+    share_step_milli: int  # the share step in milli-units: the coarsest granularity of those devices
+    profiles: list[str]  # the profile menu of its profile-sliced devices (empty: none)
+    max_memory_mib: int  # the largest device memory among them, MiB
+
+
 class PoolModel(TypedDict):
     """``GET /flexlab/api/pool``: the pool by host and device."""
 
@@ -105,6 +131,7 @@ class PoolModel(TypedDict):
     hosts: list[HostModel]  # the pool's hosts
     waiting: int  # tasks waiting for capacity
     policy: PolicyModel  # the placement policy and what it learned
+    menu: list[DeviceChoiceModel]  # the request form's device selector, in order
 
 
 class LeaseModel(TypedDict):
@@ -238,11 +265,6 @@ class ExplainBody(_RequestBody, total=False):
 
 
 # ------------------------------------------------------------------------------ builders
-_SLICE_FIELDS = tuple(SliceModel.__annotations__)
-_DEVICE_FIELDS = tuple(k for k in DeviceModel.__annotations__ if k != "slices")
-_HOST_FIELDS = tuple(k for k in HostModel.__annotations__ if k != "devices")
-_LEASE_FIELDS = tuple(k for k in LeaseModel.__annotations__ if k != "attach_code")
-_EVENT_FIELDS = tuple(EventModel.__annotations__)
 _LIVE = ("pending", "active", "recovering")
 
 
@@ -257,84 +279,144 @@ def attach_code(lease_id: str, owner: str) -> str:
     )
 
 
-def make_slice(d: dict[str, Any]) -> SliceModel:
-    return {k: d.get(k) for k in _SLICE_FIELDS}  # type: ignore[return-value]
+def make_slice(s: SliceState) -> SliceModel:
+    return {
+        "slice_id": s.slice_id,
+        "compute_milli": s.compute_milli,
+        "memory_mib": s.memory_mib,
+        "profile": s.profile,
+        "lease_id": s.lease_id,
+        "owner": s.owner,
+        "state": s.state,
+        "tasks": s.tasks,
+        "utilisation": s.utilisation,
+        "memory_used_mib": s.memory_used_mib,
+        "policy": s.policy,
+    }
 
 
-def make_device(d: dict[str, Any]) -> DeviceModel:
-    out: dict[str, Any] = {k: d.get(k) for k in _DEVICE_FIELDS}
-    out["profiles"] = list(d.get("profiles") or [])
-    out["free_profiles"] = list(d.get("free_profiles") or [])
-    out["slices"] = sorted(
-        (make_slice(s) for s in d.get("slices", [])),
-        key=lambda s: (s["lease_id"] is None, -s["compute_milli"], s["slice_id"]),
-    )
-    return out  # type: ignore[return-value]
+def make_device(d: DeviceState) -> DeviceModel:
+    return {
+        "id": d.id,
+        "vendor": d.vendor,
+        "model": d.model,
+        "name": d.name,
+        "kind": d.kind,
+        "index": d.index,
+        "mode": d.mode,
+        "memory_mib": d.memory_mib,
+        "free_compute_milli": d.free_compute_milli,
+        "free_memory_mib": d.free_memory_mib,
+        "schedulable": d.schedulable,
+        "utilisation": d.utilisation,
+        "memory_used_mib": d.memory_used_mib,
+        "granularity_milli": d.granularity_milli,
+        "profiles": list(d.profiles),
+        "free_profiles": list(d.free_profiles),
+        "slices": sorted(
+            (make_slice(s) for s in d.slices),
+            key=lambda s: (s["lease_id"] is None, -s["compute_milli"], s["slice_id"]),
+        ),
+    }
 
 
-def make_host(d: dict[str, Any]) -> HostModel:
-    out: dict[str, Any] = {k: d.get(k) for k in _HOST_FIELDS}
-    out["address"] = str(out["address"] or "")
-    out["devices"] = [make_device(x) for x in d.get("devices", [])]
-    return out  # type: ignore[return-value]
+def make_host(h: HostState) -> HostModel:
+    return {
+        "name": h.name,
+        "address": h.address,
+        "cpu_milli": h.cpu_milli,
+        "free_cpu_milli": h.free_cpu_milli,
+        "memory_mib": h.memory_mib,
+        "free_memory_mib": h.free_memory_mib,
+        "devices": [make_device(d) for d in h.devices],
+    }
 
 
-def make_policy(state: dict[str, Any]) -> PolicyModel:
+def make_policy(state: PoolState) -> PolicyModel:
     """The REST policy model from the pool state's ``policy`` section (from a scheduler
     without one: the name its plugin reports, nothing learned)."""
-    raw = state.get("policy")
-    if not isinstance(raw, dict):
-        raw = {"name": (state.get("plugin") or {}).get("policy")}
+    p = state.policy
     shapes: list[PolicyShapeModel] = [
         {
-            "compute_milli": int(x.get("compute_milli", 0)),
-            "devices": int(x.get("devices", 0)),
-            "host_cpu_milli": int(x.get("host_cpu_milli", 0)),
-            "host_memory_mib": int(x.get("host_memory_mib", 0)),
-            "models": [str(m) for m in x.get("models") or []],
-            "weight": float(x.get("weight", 0.0)),
+            "compute_milli": x.compute_milli,
+            "devices": x.devices,
+            "host_cpu_milli": x.host_cpu_milli,
+            "host_memory_mib": x.host_memory_mib,
+            "models": list(x.models),
+            "weight": x.weight,
         }
-        for x in raw.get("shapes") or []
+        for x in p.shapes
     ]
     return {
-        "name": str(raw.get("name") or ""),
-        "description": str(raw.get("description") or ""),
-        "learns": bool(raw.get("learns", False)),
-        "seeded": bool(raw.get("seeded", False)),
-        "window": int(raw.get("window", 0)),
-        "in_window": int(raw.get("in_window", 0)),
-        "observations": int(raw.get("observations", 0)),
-        "rebuilds": int(raw.get("rebuilds", 0)),
-        "prior_weight": float(raw.get("prior_weight", 0.0)),
-        "prior_weight_left": float(raw.get("prior_weight_left", 0.0)),
-        "shapes_total": int(raw.get("shapes_total", len(shapes))),
+        "name": p.name or (state.plugin.policy if state.plugin else None) or "",
+        "description": p.description,
+        "learns": p.learns,
+        "seeded": p.seeded,
+        "window": p.window,
+        "in_window": p.in_window,
+        "observations": p.observations,
+        "rebuilds": p.rebuilds,
+        "prior_weight": p.prior_weight,
+        "prior_weight_left": p.prior_weight_left,
+        "shapes_total": p.shapes_total,
         "shapes": shapes,
     }
 
 
-def make_pool(state: dict[str, Any], user: str) -> PoolModel:
-    """The REST pool model from ``flexlab_dask.state.pool_state``'s answer."""
+def make_choice(c: MenuChoice) -> DeviceChoiceModel:
     return {
-        "time": float(state.get("time", 0.0)),
-        "user": user,
-        "hosts": [make_host(h) for h in state.get("hosts", [])],
-        "waiting": len(state.get("waiting") or []),
-        "policy": make_policy(state),
+        "value": c.value,
+        "label": c.label,
+        "group": c.group,
+        "devices": list(c.devices),
+        "share": c.share,
+        "share_step_milli": c.share_step_milli,
+        "profiles": list(c.profiles),
+        "max_memory_mib": c.max_memory_mib,
     }
 
 
-def make_lease(d: dict[str, Any]) -> LeaseModel:
-    """The REST lease model from ``flexlab_dask.state.lease_dict``'s answer."""
-    out: dict[str, Any] = {k: d.get(k) for k in _LEASE_FIELDS}
-    out["devices"] = list(out["devices"] or [])
-    out["reason"] = str(out["reason"] or "")
-    out["utilisation"] = float(out["utilisation"] or 0.0)
-    out["memory_used_mib"] = int(out["memory_used_mib"] or 0)
-    out["attach_code"] = attach_code(str(d["lease_id"]), str(d["owner"]))
-    return out  # type: ignore[return-value]
+def make_pool(state: PoolState, user: str) -> PoolModel:
+    """The REST pool model from the typed pool state."""
+    return {
+        "time": state.time,
+        "user": user,
+        "hosts": [make_host(h) for h in state.hosts],
+        "waiting": len(state.waiting),
+        "policy": make_policy(state),
+        "menu": [make_choice(c) for c in state.menu],
+    }
 
 
-def make_lease_list(leases: list[dict[str, Any]]) -> LeaseListModel:
+def make_lease(x: LeaseView | dict[str, Any]) -> LeaseModel:
+    """The REST lease model from a lease (or its wire JSON, checked)."""
+    le = x if isinstance(x, LeaseView) else from_json(LeaseView, x, "lease")
+    return {
+        "lease_id": le.lease_id,
+        "owner": le.owner,
+        "request": le.request,
+        "state": le.state,
+        "reason": le.reason,
+        "priority": le.priority,
+        "ttl_s": le.ttl_s,
+        "created": le.created,
+        "expires_at": le.expires_at,
+        "ttl_left_s": le.ttl_left_s,
+        "slice_id": le.slice_id,
+        "host": le.host,
+        "devices": list(le.devices),
+        "model": le.model,
+        "compute_milli": le.compute_milli,
+        "memory_mib": le.memory_mib,
+        "profile": le.profile,
+        "utilisation": le.utilisation,
+        "memory_used_mib": le.memory_used_mib,
+        "policy": le.policy,
+        "attach_code": attach_code(le.lease_id, le.owner),
+    }
+
+
+def make_lease_list(leases: list[LeaseView] | list[dict[str, Any]]) -> LeaseListModel:
     models = [make_lease(x) for x in leases]
     models.sort(key=lambda m: (m["state"] not in _LIVE, -m["created"]))
     return {"leases": models}
@@ -398,10 +480,19 @@ def make_explain(resp: dict[str, Any], *, request: str, lease: bool) -> ExplainM
     }
 
 
-def make_event(d: dict[str, Any]) -> EventModel:
-    out: dict[str, Any] = {k: d.get(k) for k in _EVENT_FIELDS}
-    out["decision_id"] = str(out["decision_id"] or "")
-    return out  # type: ignore[return-value]
+def make_event(x: PoolEvent | dict[str, Any]) -> EventModel:
+    e = x if isinstance(x, PoolEvent) else from_json(PoolEvent, x, "event")
+    return {
+        "seq": e.seq,
+        "time": e.time,
+        "kind": e.kind,
+        "message": e.message,
+        "owner": e.owner,
+        "lease_id": e.lease_id,
+        "slice_id": e.slice_id,
+        "host": e.host,
+        "decision_id": e.decision_id,
+    }
 
 
 def make_event_list(events: list[dict[str, Any]], since: int) -> EventListModel:

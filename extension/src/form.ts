@@ -7,12 +7,17 @@ import { Debouncer } from '@lumino/polling';
 import { ApiError, createLease, explain } from './api';
 import { h } from './dom';
 import { formatShare, reasonText } from './format';
-import { ExplainModel, LeaseModel, PoolModel } from './models';
 import {
-  IDeviceChoice,
+  DeviceChoiceModel,
+  ExplainModel,
+  LeaseModel,
+  PoolModel
+} from './models';
+import {
   IRequestValues,
   composeRequest,
   deviceChoices,
+  groupHeading,
   slicingOf
 } from './request';
 
@@ -182,10 +187,10 @@ export class RequestForm {
       const groups = new Map<string, HTMLOptGroupElement>();
       for (const c of choices) {
         let parent: HTMLElement = this._device;
-        if (c.group !== 'Any') {
+        if (c.group !== 'any') {
           let g = groups.get(c.group);
           if (!g) {
-            g = h('optgroup', { label: `${c.group}s` });
+            g = h('optgroup', { label: groupHeading(c.group) });
             groups.set(c.group, g);
             this._device.append(g);
           }
@@ -216,7 +221,7 @@ export class RequestForm {
     return TTLS.includes(d) ? TTLS : [d, ...TTLS];
   }
 
-  private _choice(): IDeviceChoice | undefined {
+  private _choice(): DeviceChoiceModel | undefined {
     return this._choices.find(c => c.value === this._device.value);
   }
 
@@ -411,7 +416,7 @@ export class RequestForm {
   private _profileRow: HTMLElement;
   private _memoryRow: HTMLElement;
   private _mode: 'share' | 'profile' = 'share';
-  private _choices: IDeviceChoice[] = [];
+  private _choices: DeviceChoiceModel[] = [];
   private _choicesKey = '';
   private _explainSeq = 0;
   private _lastExplain: ExplainModel | null = null;

@@ -19,6 +19,9 @@ export type ExplainCode =
   | 'UNRESOLVABLE'
   | 'ERROR';
 
+/** The group of a device selector entry. */
+export type MenuGroup = 'any' | 'kind' | 'vendor' | 'model';
+
 /** A slice of one device: shared (any owner's tasks) or held by a lease. */
 export interface SliceModel {
   /** The slice's id in the pool ("s3"; a lease's slice is named after it, "L2"). */
@@ -145,6 +148,26 @@ export interface PolicyModel {
   shapes: PolicyShapeModel[];
 }
 
+/** One entry of the request form's device selector, as the scheduler computed it. */
+export interface DeviceChoiceModel {
+  /** The selector word of the request string ("any", "npu", "huawei", "a100-80gb"). */
+  value: string;
+  /** What the menu shows ("Huawei (4)"). */
+  label: string;
+  /** "any", "kind", "vendor" or "model". */
+  group: MenuGroup;
+  /** The ids of the pool's devices it selects. */
+  devices: string[];
+  /** Whether fraction-sliced devices are among them (a share can be asked). */
+  share: boolean;
+  /** The share step in milli-units: the coarsest granularity of those devices. */
+  share_step_milli: number;
+  /** The profile menu of its profile-sliced devices (empty: none). */
+  profiles: string[];
+  /** The largest device memory among them, MiB. */
+  max_memory_mib: number;
+}
+
 /** `GET /flexlab/api/pool`: the pool by host and device. */
 export interface PoolModel {
   /** When the scheduler took this snapshot, seconds since the epoch. */
@@ -157,6 +180,8 @@ export interface PoolModel {
   waiting: number;
   /** The placement policy and what it learned. */
   policy: PolicyModel;
+  /** The request form's device selector, in order. */
+  menu: DeviceChoiceModel[];
 }
 
 /** A slice reserved for one owner (`flexlab.lease`), as the REST API shows it. */

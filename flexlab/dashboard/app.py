@@ -34,9 +34,9 @@ logger = logging.getLogger("flexlab.dashboard")
 
 
 class PoolSource(Protocol):
-    """What the dashboard reads: ``flexlab.PoolClient`` or a recording."""
+    """What the dashboard reads: ``flexlab.PoolClient``, a synthetic pool or a recording."""
 
-    def state(self) -> dict[str, Any]: ...
+    def pool_state(self) -> PoolState: ...
 
     def history(self, since: float = 0.0) -> list[dict[str, Any]]: ...
 
@@ -82,12 +82,12 @@ class Dashboard:
             "header": self.header,
         }
 
-    def fetch(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def fetch(self) -> tuple[PoolState, list[dict[str, Any]]]:
         """One state call and one history call (frames newer than the last seen)."""
         if self.pool is None:
             raise RuntimeError("Dashboard has no pool to read: pass Dashboard(PoolClient(client))")
-        state = self.pool.state()
-        since = self.window.last_time or float(state.get("time", time.time())) - self.window.seconds
+        state = self.pool.pool_state()
+        since = self.window.last_time or state.time - self.window.seconds
         return state, self.pool.history(since=since)
 
     def apply(self, state: PoolState, new_frames: Sequence[Frame]) -> None:

@@ -4,8 +4,9 @@ Every component follows distributed's dashboard pattern: a ``source`` (its main
 ``ColumnDataSource``), a ``root`` (the Bokeh layout to show) and ``update(state, frames)``,
 which reads only its arguments, never the network or the hardware:
 
-* ``state``: what ``PoolClient.state()`` returns (``flexlab_dask/state.py``: hosts ->
-  devices -> slices, leases, recent events, waiting tasks);
+* ``state``: the typed pool state (:class:`flexlab.core.poolstate.PoolState`, what
+  ``PoolClient.pool_state()`` returns: hosts -> devices -> slices, leases, recent events,
+  waiting tasks);
 * ``frames``: the recent telemetry frames of ``PoolClient.history()``, oldest first
   (``flexlab/core/history.py``: busy share and memory by vendor, by model and in total,
   leased share, waiting count, arrivals per request class, once a second).
@@ -21,8 +22,12 @@ from typing import Any
 import numpy as np
 from bokeh.models import ColumnDataSource, LayoutDOM
 
-PoolState = Mapping[str, Any]
+from flexlab.core.poolstate import DeviceState, HostState, PoolState
+
 Frame = Mapping[str, Any]
+
+
+__all__ = ["Component", "Frame", "FrameWindow", "PoolState", "TimeTable", "devices", "replace_data"]
 
 
 class Component(abc.ABC):
@@ -36,11 +41,9 @@ class Component(abc.ABC):
         """Show ``state`` and ``frames``."""
 
 
-def devices(state: PoolState) -> Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+def devices(state: PoolState) -> Iterable[tuple[HostState, DeviceState]]:
     """(host, device) pairs of a pool state, in the state's order."""
-    for host in state.get("hosts", ()):
-        for dev in host.get("devices", ()):
-            yield host, dev
+    return state.devices()
 
 
 class FrameWindow:

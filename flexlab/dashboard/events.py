@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from bokeh.layouts import column
 from bokeh.models import ColumnDataSource
 from bokeh.models.widgets import DataTable, Div, HTMLTemplateFormatter, TableColumn
 
+from flexlab.core.poolstate import PoolEvent
 from flexlab.dashboard.base import Component, Frame, PoolState, replace_data
 from flexlab.dashboard.theme import CATEGORY_COLORS, MUTED, event_category
 
@@ -26,18 +27,18 @@ _CHIP = (
 )
 
 
-def fold(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def fold(events: Sequence[PoolEvent]) -> list[dict[str, Any]]:
     """Rows of (kind, message) with their count, newest first."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
-    for e in sorted(events, key=lambda e: int(e["seq"])):
-        key = (str(e.get("kind")), str(e.get("message")))
+    for e in sorted(events, key=lambda e: e.seq):
+        key = (e.kind, e.message)
         r = rows.get(key)
         if r is None:
-            rows[key] = r = {"count": 0, "first": float(e["time"]), "event": e}
+            rows[key] = r = {"count": 0, "first": e.time, "event": e}
         r["count"] += 1
-        r["last"] = float(e["time"])
+        r["last"] = e.time
         r["event"] = e
-    return sorted(rows.values(), key=lambda r: (-r["last"], -int(r["event"]["seq"])))
+    return sorted(rows.values(), key=lambda r: (-r["last"], -r["event"].seq))
 
 
 class EventLog(Component):
@@ -48,7 +49,7 @@ class EventLog(Component):
     def __init__(self, *, width: int = 1400, keep: int = 500, rows: int = 200) -> None:
         self.keep = keep
         self.rows = rows
-        self._events: dict[int, Mapping[str, Any]] = {}
+        self._events: dict[int, PoolEvent] = {}
         self.source = ColumnDataSource({k: [] for k in self.TABLE_COLUMNS}, name="events")
         table = DataTable(
             source=self.source,
@@ -71,8 +72,8 @@ class EventLog(Component):
         self.root = column(self.summary, table, name="events_panel")
 
     def update(self, state: PoolState, frames: Sequence[Frame] = ()) -> None:
-        for e in state.get("events", ()):
-            self._events[int(e["seq"])] = e
+        for e in state.events:
+            self._events[e.seq] = e
         if len(self._events) > self.keep:
             for seq in sorted(self._events)[: len(self._events) - self.keep]:
                 del self._events[seq]
@@ -80,22 +81,18 @@ class EventLog(Component):
         data: dict[str, list[Any]] = {k: [] for k in self.TABLE_COLUMNS}
         for r in rows:
             e = r["event"]
-            cat = event_category(str(e.get("kind")))
-            where = " ".join(
-                dict.fromkeys(str(x) for x in (e.get("host"), e.get("slice_id"), e.get("lease_id")) if x)
-            )
+            cat = event_category(e.kind)
+            where = " ".join(dict.fromkeys(x for x in (e.host, e.slice_id, e.lease_id) if x))
             data["time"].append(time.strftime("%H:%M:%S", time.localtime(r["last"])))
             data["category"].append(cat)
             data["color"].append(CATEGORY_COLORS[cat])
-            data["kind"].append(str(e.get("kind")))
-            data["message"].append(
-                f"×{r['count']} {e.get('message')}" if r["count"] > 1 else str(e.get("message"))
-            )
-            data["owner"].append(str(e.get("owner") or ""))
+            data["kind"].append(e.kind)
+            data["message"].append(f"×{r['count']} {e.message}" if r["count"] > 1 else e.message)
+            data["owner"].append(e.owner or "")
             data["where"].append(where)
-            data["decision"].append(str(e.get("decision_id") or ""))
+            data["decision"].append(e.decision_id)
         replace_data(self.source, data)
-        counts = Counter(event_category(str(e.get("kind"))) for e in self._events.values())
+        counts = Counter(event_category(e.kind) for e in self._events.values())
         chips = " ".join(
             f'<span style="background:{CATEGORY_COLORS[c]};color:white;padding:1px 6px;border-radius:3px;'
             f'font-size:11px">{c} {counts.get(c, 0)}</span>'

@@ -24,7 +24,6 @@ Definitions (all compute in milli-devices; 1000 = one device):
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -78,26 +77,32 @@ def holes(state: PoolState) -> Holes:
     """The idle holes of a pool state (see the module docstring)."""
     out = Holes()
     for _, d in devices(state):
-        if not d.get("schedulable", True):
+        if not d.schedulable:
             continue
-        model, devmem = str(d["model"]), int(d.get("memory_mib") or 0)
-        prof = d.get("mode") == "profile"
-        free_profiles = frozenset(d.get("free_profiles") or ())
-        free_c = int(d.get("free_compute_milli") or 0)
+        model, devmem = d.model, d.memory_mib
+        prof = d.mode == "profile"
+        free_profiles = frozenset(d.free_profiles)
+        free_c = d.free_compute_milli
         if prof and not free_profiles:
             free_c = 0  # rounding residue of a fully carved profile layout, not capacity
         if free_c > 0:
-            out.add(model, free_c, int(d.get("free_memory_mib") or 0), devmem, "free", prof, free_profiles)
-        for s in d.get("slices", ()):
-            if s.get("owner") or s.get("lease_id") or s.get("state") not in ("ready", "starting"):
+            out.add(model, free_c, d.free_memory_mib, devmem, "free", prof, free_profiles)
+        for s in d.slices:
+            if s.owner or s.lease_id or s.state not in ("ready", "starting"):
                 continue
-            head = max(0, int(s["compute_milli"]) - max(0, int(s.get("load_milli") or 0)))
+            head = max(0, s.compute_milli - max(0, s.load_milli))
             if head <= 0:
                 continue
-            mem = max(0, int(s["memory_mib"]) - int(s.get("memory_used_mib") or 0))
-            idle = int(s.get("tasks") or 0) == 0 and s.get("profile")
+            mem = max(0, s.memory_mib - s.memory_used_mib)
+            idle = s.tasks == 0 and s.profile
             out.add(
-                model, head, mem, devmem, "headroom", prof, frozenset([s["profile"]]) if idle else frozenset()
+                model,
+                head,
+                mem,
+                devmem,
+                "headroom",
+                prof,
+                frozenset([s.profile]) if idle and s.profile else frozenset(),
             )
     return out
 
@@ -106,7 +111,7 @@ def common_shapes(
     state: PoolState, frames: Sequence[Frame], *, window_s: float = 300.0, coverage: float = 0.95
 ) -> list[tuple[str, float]]:
     """(request text, weight) of the common accelerator shapes; weights sum to 1."""
-    now = max((float(f["time"]) for f in frames), default=float(state.get("time", time.time())))
+    now = max((float(f["time"]) for f in frames), default=state.time)
     counts: Counter[str] = Counter()
     for f in frames:
         if float(f["time"]) >= now - window_s:
@@ -123,11 +128,10 @@ def common_shapes(
             break
         kept[spec] = float(n)
         cum += n
-    for w in state.get("waiting", ()):
-        kept.setdefault(str(w.get("request")), 1.0)
-    for le in state.get("leases", ()):
-        if le.get("state") == "pending":
-            kept.setdefault(str(le.get("request")), 1.0)
+    for w in state.waiting:
+        kept.setdefault(w.request, 1.0)
+    for le in state.pending_leases:
+        kept.setdefault(le.request, 1.0)
     usable: dict[str, float] = {}
     for spec, weight in kept.items():
         r = parsed(spec)
@@ -233,7 +237,7 @@ class FragmentationPanel(Component):
 
     def update(self, state: PoolState, frames: Sequence[Frame]) -> None:
         f = self.last = measure(state, frames, window_s=self.window_s)
-        vendor = {str(d["model"]): str(d["vendor"]) for _, d in devices(state)}
+        vendor = {d.model: d.vendor for _, d in devices(state)}
         models = sorted(f.per_model, key=lambda m: (f.per_model[m][0], m))
         self._models_y.factors = models
         self._idle_x.end = 1.15 * max([f.per_model[m][0] / 1000 for m in models] or [1.0]) or 1.0

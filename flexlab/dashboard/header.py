@@ -25,14 +25,13 @@ _CARD = (
 def policy_card(state: PoolState) -> tuple[str, str]:
     """The placement policy's name and what it learned, from the pool state's ``policy``
     section (a scheduler without one: the name its plugin reports)."""
-    pol = state.get("policy") or {}
-    name = str(pol.get("name") or (state.get("plugin") or {}).get("policy") or "?")
-    if not pol.get("learns"):
+    pol = state.policy
+    name = state.policy_name
+    if not pol.learns:
         return name, "fixed rule"
-    left = float(pol.get("prior_weight_left", 0.0))
-    if left > 0:
-        return name, f"learning: {int(pol.get('observations', 0))} requests seen"
-    return name, f"learned from {int(pol.get('in_window', 0))} requests"
+    if pol.prior_weight_left > 0:
+        return name, f"learning: {pol.observations} requests seen"
+    return name, f"learned from {pol.in_window} requests"
 
 
 class Header(Component):
@@ -56,21 +55,20 @@ class Header(Component):
         update_ms: float | None = None,
     ) -> None:
         self.ticks += 1
-        vendors = Counter(str(d["vendor"]) for _, d in devices(state))
+        vendors = Counter(d.vendor for _, d in devices(state))
         n_dev = sum(vendors.values())
-        hosts = len(state.get("hosts", ()))
+        hosts = len(state.hosts)
         last = frames[-1] if frames else None
         busy = 100 * float(last["total"][0]) if last else 0.0
         mem = 100 * float(last["total"][1]) / float(last["total"][2]) if last and last["total"][2] else 0.0
         leased = 100 * float(last["leased"]) if last else 0.0
-        n_wait = len(state.get("waiting", ())) + sum(
-            1 for le in state.get("leases", ()) if le.get("state") == "pending"
-        )
-        n_leases = sum(1 for le in state.get("leases", ()) if le.get("state") == "active")
-        plugin = state.get("plugin") or {}
+        n_wait = len(state.waiting) + len(state.pending_leases)
+        n_leases = sum(1 for le in state.leases if le.state == "active")
+        errors = state.plugin.errors if state.plugin else 0
+        agents = len(state.plugin.agents) if state.plugin else 0
         stranded = fragmentation.stranded / 1000 if fragmentation else 0.0
         idle = fragmentation.idle / 1000 if fragmentation else 0.0
-        t = float(state.get("time", time.time()))
+        t = state.time
         policy, learned = policy_card(state)
         cards = [
             (
@@ -92,9 +90,9 @@ class Header(Component):
             ("placement policy", policy, learned, "#5e35b1"),
             (
                 "plugin",
-                f"{plugin.get('errors', 0)} errors",
-                f"{len(plugin.get('agents') or {})} agents",
-                "#d32f2f" if plugin.get("errors") else "#b0bec5",
+                f"{errors} errors",
+                f"{agents} agents",
+                "#d32f2f" if errors else "#b0bec5",
             ),
         ]
         html = "".join(

@@ -9,19 +9,19 @@ held but idle, which is what TTL reclaim is for.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from bokeh.layouts import column
 from bokeh.models import ColumnDataSource, FactorRange, HoverTool, Range1d
 from bokeh.models.widgets import DataTable, Div, TableColumn
 from bokeh.plotting import figure
 
+from flexlab.core.poolstate import LeaseView
 from flexlab.dashboard.base import Component, Frame, PoolState, replace_data
 from flexlab.dashboard.theme import MUTED, Theme
 
 
-def _size(le: dict[str, Any]) -> float:
-    return float(le.get("compute_milli") or 0) / 1000.0 * max(1, len(le.get("devices") or ()))
+def _size(le: LeaseView) -> float:
+    return (le.compute_milli or 0) / 1000.0 * max(1, len(le.devices))
 
 
 def _left(seconds: float) -> str:
@@ -34,21 +34,21 @@ def _left(seconds: float) -> str:
     return f"{rem // 60}m" if s >= 120 else f"{s}s"
 
 
-def by_owner(leases: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+def by_owner(leases: Sequence[LeaseView]) -> dict[str, dict[str, float]]:
     """Per owner: active and pending lease counts, held and busy device-equivalents, memory."""
     out: dict[str, dict[str, float]] = {}
     for le in leases:
         e = out.setdefault(
-            str(le.get("owner")), {"active": 0, "pending": 0, "held": 0.0, "busy": 0.0, "memory_gib": 0.0}
+            le.owner, {"active": 0, "pending": 0, "held": 0.0, "busy": 0.0, "memory_gib": 0.0}
         )
-        if le.get("state") == "pending":
+        if le.state == "pending":
             e["pending"] += 1
             continue
         e["active"] += 1
         size = _size(le)
         e["held"] += size
-        e["busy"] += size * float(le.get("utilisation") or 0.0)
-        e["memory_gib"] += float(le.get("memory_mib") or 0) / 1024.0
+        e["busy"] += size * le.utilisation
+        e["memory_gib"] += (le.memory_mib or 0) / 1024.0
     return out
 
 
@@ -103,26 +103,23 @@ class LeasesPanel(Component):
         self.root = column(self.summary, fig, table, name="leases_panel")
 
     def update(self, state: PoolState, frames: Sequence[Frame] = ()) -> None:
-        leases = sorted(
-            state.get("leases", ()),
-            key=lambda le: (le.get("state") != "pending", str(le.get("owner")), str(le.get("lease_id"))),
-        )
+        leases = sorted(state.leases, key=lambda le: (le.state != "pending", le.owner, le.lease_id))
         rows = []
         for le in leases[: self.max_rows]:  # waiting ones first
             where = ""
-            if le.get("devices"):
-                what = le.get("profile") or f"{float(le.get('compute_milli') or 0) / 10:.0f}%"
-                where = f"{what} of {', '.join(le['devices'])}"
+            if le.devices:
+                what = le.profile or f"{(le.compute_milli or 0) / 10:.0f}%"
+                where = f"{what} of {', '.join(le.devices)}"
             rows.append(
                 {
-                    "lease_id": le.get("lease_id"),
-                    "owner": le.get("owner"),
-                    "request": le.get("request"),
-                    "state": le.get("state"),
+                    "lease_id": le.lease_id,
+                    "owner": le.owner,
+                    "request": le.request,
+                    "state": le.state,
                     "where": where,
-                    "util": f"{100 * float(le.get('utilisation') or 0):.0f}%" if where else "",
-                    "ttl_left": _left(float(le.get("ttl_left_s") or 0)),
-                    "reason": le.get("reason") or "",
+                    "util": f"{100 * le.utilisation:.0f}%" if where else "",
+                    "ttl_left": _left(le.ttl_left_s),
+                    "reason": le.reason,
                 }
             )
         replace_data(self.source, {k: [r[k] for r in rows] for k in self.TABLE_COLUMNS})

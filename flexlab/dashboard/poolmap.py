@@ -26,6 +26,7 @@ from bokeh.models import ColumnDataSource, CustomJS, HoverTool, LinearColorMappe
 from bokeh.models.widgets import Div, RadioButtonGroup
 from bokeh.plotting import figure
 
+from flexlab.core.poolstate import DeviceState, HostState
 from flexlab.dashboard.base import Component, Frame, PoolState
 from flexlab.dashboard.theme import FRAME, FREE, HEAT, MUTED, TEXT, Theme, vendor_label
 
@@ -56,12 +57,12 @@ class Grid:
     labels: bool
 
 
-def grid(hosts: Sequence[Mapping[str, Any]], width_px: int = 820) -> Grid:
+def grid(hosts: Sequence[HostState], width_px: int = 820) -> Grid:
     """Hosts in rows of devices, in the fewest columns whose rows fit ``MAX_HEIGHT`` pixels
     with boxes ``BOX_ASPECT`` times wider than tall (host names on the left up to
     ``MANY_HOSTS`` hosts)."""
     n = max(1, len(hosts))
-    per_host = max([len(h.get("devices", ())) for h in hosts] or [1]) or 1
+    per_host = max([len(h.devices) for h in hosts] or [1]) or 1
     labels = len(hosts) <= MANY_HOSTS
     for cols in range(1, n + 1):
         rows = math.ceil(n / cols)
@@ -75,7 +76,7 @@ def grid(hosts: Sequence[Mapping[str, Any]], width_px: int = 820) -> Grid:
     origin = {}
     for i, h in enumerate(hosts):
         c, r = divmod(i, rows)
-        origin[str(h["name"])] = (c * block + label_w, float(rows - 1 - r))
+        origin[h.name] = (c * block + label_w, float(rows - 1 - r))
     return Grid(origin, cols, rows, width, int(min(MAX_HEIGHT, rows * row_px)), labels)
 
 
@@ -179,10 +180,10 @@ class PoolMap(Component):
         self.root = column(mode, fig, self.legend, name="poolmap_panel")
 
     def update(self, state: PoolState, frames: Sequence[Frame] = ()) -> None:
-        hosts = sorted(state.get("hosts", ()), key=lambda h: _natural(str(h["name"])))
-        self.theme.learn_models([(str(d["vendor"]), str(d["model"])) for h in hosts for d in h["devices"]])
+        hosts = sorted(state.hosts, key=lambda h: _natural(h.name))
+        self.theme.learn_models([(d.vendor, d.model) for h in hosts for d in h.devices])
         g = grid(hosts, self.width)
-        labels = sum(len(h["devices"]) for h in hosts) <= MANY_DEVICES  # else: dense, no text
+        labels = sum(len(h.devices) for h in hosts) <= MANY_DEVICES  # else: dense, no text
         key = (g.columns, g.rows, round(g.width, 3), g.height_px)
         if key != self._grid_key:
             self._grid_key = key
@@ -193,11 +194,11 @@ class PoolMap(Component):
         sl_rows: list[tuple[Any, ...]] = []
         host_cols: dict[str, list[Any]] = {"x": [], "y": [], "name": []}
         for h in hosts:
-            x, y = g.origin[str(h["name"])]
+            x, y = g.origin[h.name]
             host_cols["x"].append(x)
             host_cols["y"].append(y + (BOX_BOTTOM + BOX_TOP) / 2)
-            host_cols["name"].append(str(h["name"]) if g.labels else "")
-            for i, d in enumerate(h["devices"]):
+            host_cols["name"].append(h.name if g.labels else "")
+            for i, d in enumerate(h.devices):
                 self._device(dev_rows, sl_rows, h, d, x + i, y, labels)
         devs = self._columns(self.DEVICE_COLUMNS, dev_rows)
         slices = self._columns(self.SLICE_COLUMNS, sl_rows)
@@ -236,8 +237,8 @@ class PoolMap(Component):
         self,
         dev_rows: list[tuple[Any, ...]],
         sl_rows: list[tuple[Any, ...]],
-        h: Mapping[str, Any],
-        d: Mapping[str, Any],
+        h: HostState,
+        d: DeviceState,
         x: float,
         y: float,
         labels: bool,
@@ -245,53 +246,53 @@ class PoolMap(Component):
         left, right = x + GAP / 2, x + 1 - GAP / 2
         bottom, top = y + BOX_BOTTOM, y + BOX_TOP
         strip = top - (STRIP if labels else DENSE_STRIP) * (BOX_TOP - BOX_BOTTOM)
-        vendor, model = str(d["vendor"]), str(d["model"])
+        vendor, model = d.vendor, d.model
         color = self.theme.model_color(vendor, model)
         # Dense maps: the model's colour frames the box and slices are parted by white lines.
         frame = FRAME if labels else color
-        name = short_name(str(d.get("name", model))) + _MODE_LABEL.get((vendor, str(d.get("mode"))), "")
+        name = short_name(d.name or model) + _MODE_LABEL.get((vendor, d.mode), "")
         dev_rows.append(
             (
                 left, right, bottom, top, strip, color,
-                frame if d.get("schedulable", True) else "#d32f2f", name if labels else "", left + 0.03,
-                (strip + top) / 2, h["name"], d["id"], name, vendor_label(vendor),
-                float(d.get("utilisation", 0.0)), int(d.get("free_compute_milli", 0)),
+                frame if d.schedulable else "#d32f2f", name if labels else "", left + 0.03,
+                (strip + top) / 2, h.name, d.id, name, vendor_label(vendor),
+                d.utilisation, d.free_compute_milli,
             )
         )  # fmt: skip
         inner = right - left
         cursor = left
         height = strip - bottom
         # Leased slices first, then shared ones, each in the pool's order.
-        for s in sorted(d.get("slices", ()), key=lambda s: s.get("owner") is None):
-            share = min(1.0, int(s["compute_milli"]) / 1000)
+        for s in sorted(d.slices, key=lambda s: s.owner is None):
+            share = min(1.0, s.compute_milli / 1000)
             w = inner * share
-            util = float(s.get("utilisation", 0.0))
-            owner = s.get("owner")
-            state = s.get("state", "")
+            util = s.utilisation
+            owner = s.owner
+            state = s.state
             text = ""
             if labels and w > 0.22:
-                text = str(s.get("profile") or f"{100 * share:.0f}%") + (f" {owner}" if owner else "")
+                text = (s.profile or f"{100 * share:.0f}%") + (f" {owner}" if owner else "")
             sl_rows.append(
                 (
                     cursor, cursor + w, bottom, strip, bottom + util * height, self.theme.owner_color(owner),
-                    _STATE_LINE.get(state, "#d32f2f") if labels else "white", h["name"], d["id"], name,
-                    s["slice_id"], share,
-                    int(s["memory_mib"]) / 1024, owner or "shared", state, int(s.get("tasks", 0)), util,
-                    int(s.get("memory_used_mib", 0)) / 1024, text,
+                    _STATE_LINE.get(state, "#d32f2f") if labels else "white", h.name, d.id, name,
+                    s.slice_id, share,
+                    s.memory_mib / 1024, owner or "shared", state, s.tasks, util,
+                    s.memory_used_mib / 1024, text,
                 )
             )  # fmt: skip
             cursor += w
 
-    def _legend(self, hosts: Sequence[Mapping[str, Any]]) -> str:
+    def _legend(self, hosts: Sequence[HostState]) -> str:
         models: dict[str, dict[str, tuple[str, int]]] = {}
         owners: set[str] = set()
         for h in hosts:
-            for d in h["devices"]:
-                vendor, model = str(d["vendor"]), str(d["model"])
-                name = short_name(str(d.get("name", model)))
+            for d in h.devices:
+                vendor, model = d.vendor, d.model
+                name = short_name(d.name or model)
                 color, n = models.setdefault(vendor, {}).get(name, (self.theme.model_color(vendor, model), 0))
                 models[vendor][name] = (color, n + 1)
-                owners.update(str(s["owner"]) for s in d.get("slices", ()) if s.get("owner"))
+                owners.update(s.owner for s in d.slices if s.owner)
         chip = (
             '<span style="display:inline-block;width:11px;height:11px;background:{};'
             'margin:0 3px -1px 9px;border-radius:2px"></span>'

@@ -34,17 +34,15 @@ def waiting_rows(state: PoolState, now: float | None = None) -> list[dict[str, A
     """One row per distinct (kind, request, owner, reason) of waiting work, largest first."""
     now = time.time() if now is None else now
     acc: dict[tuple[str, str, str, str], dict[str, Any]] = {}
-    for w in state.get("waiting", ()):
-        k = ("task", str(w.get("request", "")), "", str(w.get("reason", "")))
+    for w in state.waiting:
+        k = ("task", w.request, "", w.reason)
         e = acc.setdefault(k, {"count": 0, "since": math.inf})
         e["count"] += 1
-    for le in state.get("leases", ()):
-        if le.get("state") != "pending":
-            continue
-        k = ("lease", str(le.get("request", "")), str(le.get("owner", "")), str(le.get("reason", "")))
+    for le in state.pending_leases:
+        k = ("lease", le.request, le.owner, le.reason)
         e = acc.setdefault(k, {"count": 0, "since": math.inf})
         e["count"] += 1
-        e["since"] = min(e["since"], float(le.get("created", now)))
+        e["since"] = min(e["since"], le.created)
     rows = []
     for (kind, req, owner, reason), e in acc.items():
         age = f"{now - e['since']:.0f} s" if math.isfinite(e["since"]) else ""
@@ -187,7 +185,7 @@ class QueuePanel(Component):
         self.root = column(self.summary, row(bars, arr), table, name="queue_panel")
 
     def update(self, state: PoolState, frames: Sequence[Frame], forecast: Forecast | None = None) -> None:
-        rows = waiting_rows(state, now=float(state.get("time", time.time())))
+        rows = waiting_rows(state, now=state.time)
         replace_data(self.source, {k: [r[k] for r in rows] for k in self.TABLE_COLUMNS})
         by_group: dict[str, dict[str, Any]] = {}
         for r in rows:
@@ -208,7 +206,7 @@ class QueuePanel(Component):
                 "reason": [by_group[g]["reason"][:160] for g in order],
             },
         )
-        self._arrivals(frames, forecast if forecast is not None else state.get("forecast"))
+        self._arrivals(frames, forecast if forecast is not None else state.forecast)
         n_tasks = sum(r["count"] for r in rows if r["kind"] == "task")
         n_leases = sum(r["count"] for r in rows if r["kind"] == "lease")
         self.summary.text = (

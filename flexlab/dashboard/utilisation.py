@@ -112,8 +112,8 @@ class UtilisationChart(Component):
         items.append(LegendItem(label=label, renderers=[r], visible=shown))
 
     def update(self, state: PoolState, frames: Sequence[Frame]) -> None:
-        self.theme.learn_models([(str(d["vendor"]), str(d["model"])) for _, d in devices(state)])
-        vendor_of = {str(d["model"]): str(d["vendor"]) for _, d in devices(state)}
+        self.theme.learn_models([(d.vendor, d.model) for _, d in devices(state)])
+        vendor_of = {d.model: d.vendor for _, d in devices(state)}
         cols = columns_of(frames)
         self.table.set([float(f["time"]) for f in frames], cols)
         for col in sorted(cols):

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from flexlab.core.poolstate import PoolState
+
 pytest.importorskip(
     "bokeh", reason="the dashboard needs the 'dashboard' extra: pip install -e '.[dashboard]'"
 )
@@ -28,8 +30,16 @@ def recorded(_recorded: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def state(recorded: dict[str, Any]) -> dict[str, Any]:
-    return recorded["state"]
+def raw_state(recorded: dict[str, Any]) -> dict[str, Any]:
+    """The recorded state's wire JSON (to edit before reading it)."""
+    state: dict[str, Any] = recorded["state"]
+    return state
+
+
+@pytest.fixture
+def state(raw_state: dict[str, Any]) -> PoolState:
+    """The recorded state, typed, as the dashboard reads it."""
+    return PoolState.from_json(raw_state)
 
 
 @pytest.fixture

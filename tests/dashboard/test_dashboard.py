@@ -11,6 +11,7 @@ import nbformat
 import pytest
 from bokeh.models import ColumnDataSource, LayoutDOM
 
+from flexlab.core.poolstate import PoolState
 from flexlab.dashboard import Dashboard
 from flexlab.dashboard.notebook import dashboard_notebook
 from flexlab.dashboard.synthetic import SyntheticPool, synthetic_history, synthetic_state
@@ -19,17 +20,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class RecordedPool:
-    """A PoolSource that serves the recording and counts the calls."""
+    """A PoolSource that serves the recording (its wire JSON, read on every call, so a test
+    may change it between refreshes) and counts the calls."""
 
     def __init__(self, state: dict[str, Any], frames: list[dict[str, Any]], fail: bool = False) -> None:
         self._state, self._frames, self.fail = state, frames, fail
         self.calls: list[tuple[str, float]] = []
 
-    def state(self) -> dict[str, Any]:
+    def pool_state(self) -> PoolState:
         self.calls.append(("state", 0.0))
         if self.fail:
             raise OSError("scheduler unreachable")
-        return self._state
+        return PoolState.from_json(self._state)
 
     def history(self, since: float = 0.0) -> list[dict[str, Any]]:
         self.calls.append(("history", since))
@@ -37,8 +39,9 @@ class RecordedPool:
 
 
 def test_refresh_fetches_once_and_updates_every_component(
-    state: dict[str, Any], frames: list[dict[str, Any]]
+    raw_state: dict[str, Any], frames: list[dict[str, Any]]
 ) -> None:
+    state = raw_state
     pool = RecordedPool(state, frames)
     dash = Dashboard(pool)
     dash.refresh()
@@ -77,15 +80,15 @@ def test_refresh_fetches_once_and_updates_every_component(
     ids=["old-scheduler", "fixed", "learning", "learned"],
 )
 def test_header_shows_the_placement_policy(
-    state: dict[str, Any],
+    raw_state: dict[str, Any],
     frames: list[dict[str, Any]],
     policy: dict[str, Any] | None,
     name: str,
     learned: str,
 ) -> None:
     if policy is not None:
-        state["policy"] = policy
-    dash = Dashboard(RecordedPool(state, frames))
+        raw_state["policy"] = policy
+    dash = Dashboard(RecordedPool(raw_state, frames))
     dash.refresh()
     text = dash.header.div.text
     assert ">placement policy<" in text
@@ -93,8 +96,10 @@ def test_header_shows_the_placement_policy(
     assert f">{learned}<" in text
 
 
-def test_live_loop_survives_an_unreachable_pool(state: dict[str, Any], frames: list[dict[str, Any]]) -> None:
-    pool = RecordedPool(state, frames)
+def test_live_loop_survives_an_unreachable_pool(
+    raw_state: dict[str, Any], frames: list[dict[str, Any]]
+) -> None:
+    pool = RecordedPool(raw_state, frames)
     dash = Dashboard(pool)
 
     async def scenario() -> None:
@@ -117,7 +122,10 @@ def test_live_loop_survives_an_unreachable_pool(state: dict[str, Any], frames: l
     assert "● live" in dash.header.div.text
 
 
-def test_every_change_serialises_for_the_page(state: dict[str, Any], frames: list[dict[str, Any]]) -> None:
+def test_every_change_serialises_for_the_page(
+    raw_state: dict[str, Any], frames: list[dict[str, Any]]
+) -> None:
+    state = raw_state
     """What Voila sends: BokehModel turns each document change into a PATCH-DOC message."""
     from jupyter_bokeh import BokehModel
 
@@ -142,7 +150,7 @@ def test_one_thousand_devices() -> None:
     t0 = time.perf_counter()
     dash.apply(st, fr)
     took = 1000 * (time.perf_counter() - t0)
-    n_slices = sum(len(d["slices"]) for h in st["hosts"] for d in h["devices"])
+    n_slices = sum(len(d.slices) for _, d in st.devices())
     assert len(dash.pool_map.source.data["slice"]) == n_slices
     assert len(dash.pool_map.devices.data["device"]) == 1000
     assert not any(dash.pool_map.hosts.data["name"])  # 125 hosts: names in the hover only
@@ -151,9 +159,13 @@ def test_one_thousand_devices() -> None:
 
 def test_synthetic_pool_moves() -> None:
     pool = SyntheticPool(16, seed=1)
-    a = [s["utilisation"] for h in pool.state()["hosts"] for d in h["devices"] for s in d["slices"]]
-    b = [s["utilisation"] for h in pool.state()["hosts"] for d in h["devices"] for s in d["slices"]]
+    a = [s.utilisation for _, s in pool.pool_state().slices()]
+    b = [s.utilisation for _, s in pool.pool_state().slices()]
     assert a != b
+    for _, d in pool.pool_state().devices():  # each device's figure follows its slices'
+        assert d.utilisation == pytest.approx(
+            min(1.0, sum(s.utilisation * s.compute_milli / 1000 for s in d.slices)), abs=1e-3
+        )
     assert pool.history()[-1]["time"] <= time.time()
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from flexlab.core.poolstate import DeviceState, HostState, PoolState, SliceState, WaitingWork
 from flexlab.dashboard.fragmentation import FragmentationPanel, common_shapes, holes, measure
 
 
@@ -16,24 +18,29 @@ def _device(
     *,
     free: int,
     free_mem: int,
-    slices: list[dict[str, Any]],
+    slices: list[SliceState],
     mode: str = "fraction",
     free_profiles: tuple[str, ...] = (),
-) -> dict[str, Any]:
-    return {
-        "id": f"h/{model}#0",
-        "model": model,
-        "name": model,
-        "vendor": vendor,
-        "mode": mode,
-        "memory_mib": mem,
-        "free_compute_milli": free,
-        "free_memory_mib": free_mem,
-        "free_profiles": list(free_profiles),
-        "schedulable": True,
-        "utilisation": 0.0,
-        "slices": slices,
-    }
+) -> DeviceState:
+    return DeviceState(
+        id=f"h/{model}#0",
+        model=model,
+        name=model,
+        vendor=vendor,
+        kind="gpu",
+        index=0,
+        mode=mode,
+        memory_mib=mem,
+        free_compute_milli=free,
+        free_memory_mib=free_mem,
+        free_profiles=free_profiles,
+        schedulable=True,
+        utilisation=0.0,
+        memory_used_mib=0,
+        granularity_milli=10,
+        profiles=(),
+        slices=tuple(slices),
+    )
 
 
 def _slice(
@@ -46,29 +53,28 @@ def _slice(
     owner: str | None = None,
     profile: str | None = None,
     used: int = 0,
-) -> dict[str, Any]:
-    return {
-        "slice_id": sid,
-        "compute_milli": compute,
-        "memory_mib": mem,
-        "load_milli": load,
-        "tasks": tasks,
-        "owner": owner,
-        "lease_id": "L" + sid if owner else None,
-        "profile": profile,
-        "state": "ready",
-        "utilisation": 0.0,
-        "memory_used_mib": used,
-    }
+) -> SliceState:
+    return SliceState(
+        slice_id=sid,
+        compute_milli=compute,
+        memory_mib=mem,
+        load_milli=load,
+        tasks=tasks,
+        owner=owner,
+        lease_id="L" + sid if owner else None,
+        profile=profile,
+        state="ready",
+        utilisation=0.0,
+        memory_used_mib=used,
+    )
 
 
-def _state(devices: list[dict[str, Any]], waiting: tuple[str, ...] = ()) -> dict[str, Any]:
-    return {
-        "time": 100.0,
-        "hosts": [{"name": "h", "devices": devices}],
-        "leases": [],
-        "waiting": [{"key": str(i), "request": r, "reason": ""} for i, r in enumerate(waiting)],
-    }
+def _state(devices: list[DeviceState], waiting: tuple[str, ...] = ()) -> PoolState:
+    return PoolState(
+        time=100.0,
+        hosts=(HostState("h", "", 0, 0, 0, 0, tuple(devices)),),
+        waiting=tuple(WaitingWork(key=str(i), request=r, reason="") for i, r in enumerate(waiting)),
+    )
 
 
 def _frames(**arrivals: int) -> list[dict[str, Any]]:
@@ -99,7 +105,7 @@ def t4_pool() -> dict[str, Any]:
     )
 
 
-def test_holes_are_uncarved_capacity_and_headroom_of_shared_slices(t4_pool: dict[str, Any]) -> None:
+def test_holes_are_uncarved_capacity_and_headroom_of_shared_slices(t4_pool: PoolState) -> None:
     h = holes(t4_pool)
     assert sorted(zip(h.kind, h.compute, h.memory, strict=True)) == [
         ("free", 300, 4096),
@@ -107,7 +113,7 @@ def test_holes_are_uncarved_capacity_and_headroom_of_shared_slices(t4_pool: dict
     ]
 
 
-def test_a_hole_no_common_shape_fits_is_stranded(t4_pool: dict[str, Any]) -> None:
+def test_a_hole_no_common_shape_fits_is_stranded(t4_pool: PoolState) -> None:
     f = measure(t4_pool, [{"time": 99.0, "arrivals": {"gpu:0.25": 4}}])
     # gpu:0.25 needs 250 milli and a quarter of 16 GiB: the uncarved 300 holds it, the 100 of headroom not.
     assert (f.idle, f.stranded, f.expected) == (400, 100, pytest.approx(100.0))
@@ -117,7 +123,7 @@ def test_a_hole_no_common_shape_fits_is_stranded(t4_pool: dict[str, Any]) -> Non
     assert (f.stranded, f.expected) == (100, pytest.approx(0.5 * 100 + 0.5 * 400))
 
 
-def test_memory_and_selectors_decide_fit(t4_pool: dict[str, Any]) -> None:
+def test_memory_and_selectors_decide_fit(t4_pool: PoolState) -> None:
     assert (
         measure(t4_pool, [{"time": 99.0, "arrivals": {"gpu:0.25,8GiB": 1}}]).stranded == 400
     )  # 8 GiB: nowhere
@@ -147,12 +153,12 @@ def test_profile_devices_take_profile_requests_only() -> None:
     assert measure(state, [{"time": 99.0, "arrivals": {"gpu:0.2": 1}}]).stranded == 142
 
 
-def test_common_shapes_cover_95_percent_and_add_waiting_work(t4_pool: dict[str, Any]) -> None:
+def test_common_shapes_cover_95_percent_and_add_waiting_work(t4_pool: PoolState) -> None:
     frames = [
         {"time": 99.0, "arrivals": {"gpu:0.25": 90, "gpu:0.5": 8, "gpu:0.75": 2, "cpu:2,8GiB": 500}},
         {"time": 10.0, "arrivals": {"npu:0.5": 1000}},  # older than the window
     ]
-    state = dict(t4_pool, waiting=[{"key": "k", "request": "mlu:0.3", "reason": ""}])
+    state = replace(t4_pool, waiting=(WaitingWork(key="k", request="mlu:0.3", reason=""),))
     shapes = dict(common_shapes(state, frames, window_s=60))
     # cpu-only requests never use accelerators; gpu:0.75 is in the last 5% of arrivals.
     assert set(shapes) == {"gpu:0.25", "gpu:0.5", "mlu:0.3"}
@@ -160,12 +166,12 @@ def test_common_shapes_cover_95_percent_and_add_waiting_work(t4_pool: dict[str, 
     assert shapes["gpu:0.25"] > shapes["gpu:0.5"]
 
 
-def test_no_recent_requests_means_nothing_to_measure_against(t4_pool: dict[str, Any]) -> None:
+def test_no_recent_requests_means_nothing_to_measure_against(t4_pool: PoolState) -> None:
     f = measure(t4_pool, [])
     assert (f.idle, f.stranded, f.shapes) == (400, 0, [])
 
 
-def test_recorded_pool(state: dict[str, Any], frames: list[dict[str, Any]]) -> None:
+def test_recorded_pool(state: PoolState, frames: list[dict[str, Any]]) -> None:
     panel = FragmentationPanel()
     panel.update(state, frames)
     f = panel.last

@@ -7,17 +7,18 @@ from typing import Any
 import numpy as np
 import pytest
 
+from flexlab.core.poolstate import DeviceState, HostState, PoolState, to_json
 from flexlab.dashboard.poolmap import GAP, MANY_HOSTS, PoolMap, grid, short_name
 from flexlab.dashboard.theme import OTHER_FAMILY, SHARED, VENDOR_FAMILIES, Theme
 
 INNER = 1 - GAP  # a device box's width
 
 
-def _slices(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {s["slice_id"]: s for h in state["hosts"] for d in h["devices"] for s in d["slices"]}
+def _slices(state: PoolState) -> dict[str, dict[str, Any]]:
+    return {s.slice_id: to_json(s) for _, s in state.slices()}
 
 
-def test_every_slice_is_drawn_with_its_share_as_width(state: dict[str, Any]) -> None:
+def test_every_slice_is_drawn_with_its_share_as_width(state: PoolState) -> None:
     pm = PoolMap()
     pm.update(state, [])
     data = pm.source.data
@@ -31,7 +32,7 @@ def test_every_slice_is_drawn_with_its_share_as_width(state: dict[str, Any]) -> 
     assert sorted(widths[v100]) == pytest.approx([INNER / 2, INNER / 2])
 
 
-def test_slices_stay_inside_their_device_box(state: dict[str, Any]) -> None:
+def test_slices_stay_inside_their_device_box(state: PoolState) -> None:
     pm = PoolMap()
     pm.update(state, [])
     boxes = {
@@ -40,7 +41,7 @@ def test_slices_stay_inside_their_device_box(state: dict[str, Any]) -> None:
             pm.devices.data["device"], pm.devices.data["left"], pm.devices.data["right"], strict=True
         )
     }
-    assert len(boxes) == sum(len(h["devices"]) for h in state["hosts"]) == 6
+    assert len(boxes) == sum(len(h.devices) for h in state.hosts) == 6
     for dev, left, right in zip(
         pm.source.data["device"], pm.source.data["left"], pm.source.data["right"], strict=True
     ):
@@ -48,7 +49,7 @@ def test_slices_stay_inside_their_device_box(state: dict[str, Any]) -> None:
         assert lo - 1e-9 <= left < right <= hi + 1e-9
 
 
-def test_colours_per_owner_and_utilisation_height(state: dict[str, Any]) -> None:
+def test_colours_per_owner_and_utilisation_height(state: PoolState) -> None:
     theme = Theme()
     pm = PoolMap(theme)
     pm.update(state, [])
@@ -69,7 +70,7 @@ def test_colours_per_owner_and_utilisation_height(state: dict[str, Any]) -> None
     assert d["busy_top"][by_slice["L1"]] == pytest.approx(d["top"][by_slice["L1"]])
 
 
-def test_vendors_and_models_are_told_apart(state: dict[str, Any]) -> None:
+def test_vendors_and_models_are_told_apart(state: PoolState) -> None:
     pm = PoolMap()
     pm.update(state, [])
     dd = pm.devices.data
@@ -87,32 +88,41 @@ def test_vendors_and_models_are_told_apart(state: dict[str, Any]) -> None:
     assert "alice" in pm.legend.text
 
 
-def test_only_moving_columns_are_resent_when_nothing_was_carved(state: dict[str, Any]) -> None:
+def test_only_moving_columns_are_resent_when_nothing_was_carved(raw_state: dict[str, Any]) -> None:
     pm = PoolMap()
-    pm.update(state, [])
-    for _, _d, s in ((h, d, s) for h in state["hosts"] for d in h["devices"] for s in d["slices"]):
+    pm.update(PoolState.from_json(raw_state), [])
+    for _, _d, s in ((h, d, s) for h in raw_state["hosts"] for d in h["devices"] for s in d["slices"]):
         s["utilisation"] = 0.5
     before = dict(pm.source.data)
-    pm.update(state, [])
+    pm.update(PoolState.from_json(raw_state), [])
     assert np.allclose(pm.source.data["util"], 0.5)
     assert pm.source.data["left"] is before["left"]  # geometry untouched
-    state["hosts"][0]["devices"][0]["slices"][0]["compute_milli"] = 400  # a re-slice
-    pm.update(state, [])
+    raw_state["hosts"][0]["devices"][0]["slices"][0]["compute_milli"] = 400  # a re-slice
+    pm.update(PoolState.from_json(raw_state), [])
     assert pm.source.data["left"] is not before["left"]
 
 
+def _host(name: str, n: int) -> HostState:
+    dev = DeviceState(
+        id="", vendor="nvidia", model="t4", name="T4", kind="gpu", index=0, mode="fraction",
+        memory_mib=16384, free_compute_milli=1000, free_memory_mib=16384, schedulable=True,
+        utilisation=0.0, memory_used_mib=0, granularity_milli=10, profiles=(), free_profiles=(), slices=(),
+    )  # fmt: skip
+    return HostState(name, "", 0, 0, 0, 0, (dev,) * n)
+
+
 def test_grid_wraps_many_hosts_and_drops_names() -> None:
-    few = [{"name": f"h{i}", "devices": [{}] * 2} for i in range(3)]
+    few = [_host(f"h{i}", 2) for i in range(3)]
     g = grid(few)
     assert (g.columns, g.rows, g.labels) == (1, 3, True)
-    many = [{"name": f"h{i}", "devices": [{}] * 8} for i in range(125)]
+    many = [_host(f"h{i}", 8) for i in range(125)]
     g = grid(many)
     assert g.columns > 1
     assert not g.labels
     assert len(many) > MANY_HOSTS
     assert g.rows * g.columns >= 125
     assert g.height_px <= 620
-    xs = {g.origin[h["name"]] for h in many}
+    xs = {g.origin[h.name] for h in many}
     assert len(xs) == 125  # no two hosts share a place
 
 

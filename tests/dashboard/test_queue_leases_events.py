@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from flexlab.core.poolstate import PoolEvent, PoolState
 from flexlab.dashboard.classes import request_group, top_groups
 from flexlab.dashboard.events import EventLog, fold
 from flexlab.dashboard.leases import LeasesPanel, by_owner
@@ -13,7 +14,7 @@ from flexlab.dashboard.queue import QueuePanel, arrival_series, forecast_series,
 from flexlab.dashboard.theme import CATEGORY_COLORS, Theme, event_category
 
 
-def test_waiting_work_is_grouped_with_its_reason(state: dict[str, Any], frames: list[dict[str, Any]]) -> None:
+def test_waiting_work_is_grouped_with_its_reason(state: PoolState, frames: list[dict[str, Any]]) -> None:
     q = QueuePanel()
     q.update(state, frames)
     rows = {
@@ -51,7 +52,7 @@ def test_arrivals_per_class_are_binned_per_minute(frames: list[dict[str, Any]]) 
     assert starts[0] <= t0 < starts[0] + 2.0
 
 
-def test_queue_chart_totals_match_the_frames(state: dict[str, Any], frames: list[dict[str, Any]]) -> None:
+def test_queue_chart_totals_match_the_frames(state: PoolState, frames: list[dict[str, Any]]) -> None:
     q = QueuePanel(bin_s=1.0)
     q.update(state, frames)
     xs = q.arrivals.data["xs"][0]
@@ -62,7 +63,7 @@ def test_queue_chart_totals_match_the_frames(state: dict[str, Any], frames: list
     assert "lease v100s-32gb whole" in q.arrivals.data["label"] or "other" in q.arrivals.data["label"]
 
 
-def test_a_forecast_is_drawn_beside_the_actuals(state: dict[str, Any], frames: list[dict[str, Any]]) -> None:
+def test_a_forecast_is_drawn_beside_the_actuals(state: PoolState, frames: list[dict[str, Any]]) -> None:
     q = QueuePanel()
     t = frames[-1]["time"]
     forecast = {"any:0.22,4096MiB": [(t, 0.5), (t + 10, 0.25)], "any:0.2,2GiB": [(t, 0.5)]}
@@ -93,15 +94,15 @@ def test_request_groups(spec: str, group: str) -> None:
     assert request_group(spec) == group
 
 
-def test_waiting_rows_age_of_leases(state: dict[str, Any]) -> None:
-    rows = waiting_rows(state, now=state["time"])
+def test_waiting_rows_age_of_leases(state: PoolState) -> None:
+    rows = waiting_rows(state, now=state.time)
     lease = next(r for r in rows if r["kind"] == "lease")
-    created = next(le["created"] for le in state["leases"] if le["state"] == "pending")
-    assert lease["waiting"] == f"{state['time'] - created:.0f} s"
+    created = next(le.created for le in state.leases if le.state == "pending")
+    assert lease["waiting"] == f"{state.time - created:.0f} s"
     assert lease["owner"] == "dave"
 
 
-def test_leases_by_user(state: dict[str, Any]) -> None:
+def test_leases_by_user(state: PoolState) -> None:
     theme = Theme()
     panel = LeasesPanel(theme)
     panel.update(state, [])
@@ -115,37 +116,37 @@ def test_leases_by_user(state: dict[str, Any]) -> None:
     assert "1 waiting" in panel.owners.data["text"][owners["dave"]]
     assert panel.owners.data["color"][owners["bob"]] == theme.owner_color("bob")
     assert panel.source.data["state"] == ["pending", "active", "active"]  # what waits comes first
-    assert by_owner(state["leases"])["alice"]["memory_gib"] == pytest.approx(16.0)
+    assert by_owner(state.leases)["alice"]["memory_gib"] == pytest.approx(16.0)
 
 
-def test_event_log_folds_repeats_and_keeps_reasons(state: dict[str, Any]) -> None:
+def test_event_log_folds_repeats_and_keeps_reasons(state: PoolState) -> None:
     log = EventLog()
     log.update(state, [])
     log.update(state, [])  # the same events again: counted once
     msgs = log.source.data["message"]
-    waits = [e for e in state["events"] if e["kind"] == "wait"]
+    waits = [e for e in state.events if e.kind == "wait"]
     assert len(waits) > 1
-    folded = [m for m in msgs if waits[0]["message"] in m]
-    assert folded == [f"×{len(waits)} {waits[0]['message']}"]
-    assert len(msgs) == len(fold(state["events"]))
+    folded = [m for m in msgs if waits[0].message in m]
+    assert folded == [f"×{len(waits)} {waits[0].message}"]
+    assert len(msgs) == len(fold(state.events))
     cats = dict(zip(log.source.data["kind"], log.source.data["category"], strict=False))
     assert cats["carve"] == "placement"
     assert cats["reclaim"] == "re-slice"
     assert cats["wait"] == "waiting"
     assert set(log.source.data["color"]) <= set(CATEGORY_COLORS.values())
     assert log.source.data["time"] == sorted(log.source.data["time"], reverse=True)
-    carve = next(e for e in state["events"] if e["kind"] == "carve" and e["decision_id"])
-    assert carve["decision_id"] in log.source.data["decision"]
+    carve = next(e for e in state.events if e.kind == "carve" and e.decision_id)
+    assert carve.decision_id in log.source.data["decision"]
 
 
 def test_event_log_keeps_a_bounded_history() -> None:
     log = EventLog(keep=10)
     for k in range(5):
-        events = [
-            {"seq": 10 * k + i, "time": float(10 * k + i), "kind": "preempt", "message": f"m{10 * k + i}"}
+        events = tuple(
+            PoolEvent(seq=10 * k + i, time=float(10 * k + i), kind="preempt", message=f"m{10 * k + i}")
             for i in range(10)
-        ]
-        log.update({"events": events}, [])
+        )
+        log.update(PoolState(time=0.0, hosts=(), events=events), [])
     assert len(log.source.data["message"]) == 10
     assert log.source.data["message"][0] == "m49"
     assert log.source.data["category"][0] == "preemption"

@@ -9,11 +9,12 @@ import pytest
 from bokeh.document import Document
 from bokeh.models import ColumnDataSource
 
+from flexlab.core.poolstate import PoolState
 from flexlab.dashboard.base import FrameWindow, TimeTable
 from flexlab.dashboard.utilisation import LEASED, TOTAL_BUSY, TOTAL_MEM, UtilisationChart, columns_of
 
 
-def test_series_equal_the_frames(state: dict[str, Any], frames: list[dict[str, Any]]) -> None:
+def test_series_equal_the_frames(state: PoolState, frames: list[dict[str, Any]]) -> None:
     chart = UtilisationChart()
     chart.update(state, frames)
     d = chart.source.data
@@ -43,7 +44,7 @@ def test_series_equal_the_frames(state: dict[str, Any], frames: list[dict[str, A
     assert f"busy <b>{100 * frames[-1]['total'][0]:.0f}%</b>" in chart.now.text
 
 
-def test_new_frames_are_streamed_not_resent(state: dict[str, Any], frames: list[dict[str, Any]]) -> None:
+def test_new_frames_are_streamed_not_resent(state: PoolState, frames: list[dict[str, Any]]) -> None:
     chart = UtilisationChart(window=5)
     chart.update(state, frames[:3])
     doc = Document()

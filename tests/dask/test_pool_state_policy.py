@@ -9,6 +9,7 @@ from flexlab_jupyter import models
 
 from flexlab.core.placement.live import LivePolicy, fixed_state
 from flexlab.core.pool import SlicePool
+from flexlab.core.poolstate import PoolState, SliceState, from_json
 from flexlab.core.request import parse_request
 from flexlab.core.topology import DeviceSpec, HostSpec
 
@@ -33,7 +34,7 @@ def test_a_fixed_rule_policy_reports_what_it_placed_and_learns_nothing() -> None
     slices = [s for h in state["hosts"] for d in h["devices"] for s in d["slices"]]
     assert [s["policy"] for s in slices] == ["binpack"]
     assert lease_dict(p, lease)["policy"] == "binpack"
-    pool = models.make_pool(state, "ann")
+    pool = models.make_pool(PoolState.from_json(state), "ann")
     assert (pool["policy"]["name"], pool["policy"]["learns"], pool["policy"]["shapes"]) == (
         "binpack",
         False,
@@ -57,19 +58,21 @@ def test_the_live_policy_and_the_policy_of_each_slice_are_shown() -> None:
     [s] = [s for h in state["hosts"] for d in h["devices"] for s in d["slices"]]
     assert s["policy"] == "flexlab"
     assert lease_dict(p, lease)["policy"] == "flexlab"
-    pool = models.make_pool(state, "ann")
+    pool = models.make_pool(PoolState.from_json(state), "ann")
     assert pool["policy"]["name"] == "flexlab"
     assert pool["policy"]["learns"] is True
     shares = {x["compute_milli"]: x["weight"] for x in pool["policy"]["shapes"]}
     # the prior counts as 199 requests, the one gpu:0.25 seen adds to its quarter
     expected = {1000: 0.55 * 0.995, 750: 0.2 * 0.995, 500: 0.15 * 0.995, 250: 0.1 * 0.995 + 0.005}
     assert shares == pytest.approx(expected, abs=1e-4)
-    assert models.make_slice(s)["policy"] == "flexlab"
+    assert models.make_slice(from_json(SliceState, s))["policy"] == "flexlab"
     assert models.make_lease(lease_dict(p, lease))["policy"] == "flexlab"
 
 
 def test_an_old_scheduler_without_a_policy_section_still_names_its_policy() -> None:
-    pool = models.make_pool({"time": 1.0, "hosts": [], "plugin": {"policy": "bestfit"}}, "ann")
+    pool = models.make_pool(
+        PoolState.from_json({"time": 1.0, "hosts": [], "plugin": {"policy": "bestfit"}}), "ann"
+    )
     assert pool["policy"]["name"] == "bestfit"
     assert pool["policy"]["observations"] == 0
 

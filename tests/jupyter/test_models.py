@@ -6,6 +6,7 @@ required keys, and a comment on every field on both the Python and the TypeScrip
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
 import typing
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 import pytest
 import yaml
 from flexlab_jupyter import models
+
+from flexlab.core.poolstate import LeaseView
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = ROOT / "extension" / "flexlab_jupyter" / "models.py"
@@ -26,7 +29,11 @@ OPENAPI_NAMES = {
     "RenewBody": "Renew",
     "ExplainBody": "ExplainRequest",
 }
-ALIASES = {"LeaseState": models.LeaseState, "ExplainCode": models.ExplainCode}
+ALIASES = {
+    "LeaseState": models.LeaseState,
+    "ExplainCode": models.ExplainCode,
+    "MenuGroup": models.MenuGroup,
+}
 
 
 def typed_dicts() -> dict[str, type]:
@@ -226,12 +233,120 @@ def test_openapi_schema_matches(model: str) -> None:
         assert openapi_type(prop) == python_as_openapi(f.type), f"{model}.{name}"
 
 
+LEASE = LeaseView(
+    lease_id="L1",
+    owner="ana",
+    request="t4:0.5",
+    state="active",
+    reason="",
+    priority=0,
+    ttl_s=60.0,
+    created=1.0,
+    expires_at=61.0,
+    ttl_left_s=30.0,
+    slice_id="L1",
+    host="h",
+    devices=("h/t4#0",),
+    model="t4",
+    compute_milli=500,
+    memory_mib=7680,
+    profile=None,
+    utilisation=0.25,
+    memory_used_mib=100,
+    policy="flexlab",
+)
+
+
 def test_the_builders_fill_every_field() -> None:
     """The builders turn the scheduler's dicts into complete models (no field left out)."""
-    lease = models.make_lease({"lease_id": "L1", "owner": "ana", "state": "active", "created": 1.0})
+    lease = models.make_lease(LEASE)
     assert set(lease) == set(PY_FIELDS["LeaseModel"])
+    assert (lease["lease_id"], lease["devices"], lease["policy"]) == ("L1", ["h/t4#0"], "flexlab")
     explain = models.make_explain({"code": "UNSCHEDULABLE", "reasons": {}}, request="t4:1", lease=True)
     assert set(explain) == set(PY_FIELDS["ExplainModel"])
     assert explain["summary"] == "no room now; the lease would wait"
     error = models.make_error("InvalidRequest", "bad")
     assert set(error) == set(PY_FIELDS["ErrorModel"])
+
+
+# ------------------------------------------------------------------ the typed pool state
+#: The REST model each class of ``flexlab/core/poolstate.py`` (the scheduler's one model) is
+#: sent as, and the core fields the REST API leaves behind on purpose (internal to the pool).
+CORE_PY = ROOT / "flexlab" / "core" / "poolstate.py"
+CORE_OF = {
+    "SliceModel": ("SliceState", {"warm_for", "worker", "load_milli"}),
+    "DeviceModel": ("DeviceState", set()),
+    "HostModel": ("HostState", set()),
+    "PolicyShapeModel": ("PolicyShape", set()),
+    "PolicyModel": ("PolicyState", set()),
+    "LeaseModel": ("LeaseView", {"worker", "resource", "preemptions"}),
+    "EventModel": ("PoolEvent", set()),
+    "DeviceChoiceModel": ("MenuChoice", set()),
+}
+REST_ONLY = {"LeaseModel": {"attach_code"}}
+CORE_ALIASES = {"LeaseStateName": "LeaseState"}
+
+
+def core_fields() -> dict[str, dict[str, Field]]:
+    """Fields of each dataclass of the core module with their annotation and comment."""
+    source = CORE_PY.read_text()
+    lines = source.splitlines()
+    out: dict[str, dict[str, Field]] = {}
+    for node in ast.parse(source).body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        fields = {}
+        for stmt in node.body:
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                tail = lines[(stmt.end_lineno or stmt.lineno) - 1][stmt.end_col_offset or 0 :]
+                comment = tail.split("#", 1)[1].strip() if "#" in tail else ""
+                fields[stmt.target.id] = Field(stmt.target.id, ast.unparse(stmt.annotation), True, comment)
+        out[node.name] = fields
+    return out
+
+
+def core_as_rest(annotation: str) -> str:
+    """A core annotation as the REST TypedDict annotation it must be sent as."""
+    rest_of = {core: rest for rest, (core, _) in CORE_OF.items()}
+    parts = []
+    for p in (x.strip() for x in _split_union(annotation)):
+        if p.startswith("tuple[") and p.endswith(", ...]"):
+            parts.append(f"list[{core_as_rest(p[6:-6])}]")
+        else:
+            parts.append(CORE_ALIASES.get(p, rest_of.get(p, p)))
+    return " | ".join(parts)
+
+
+CORE_FIELDS = core_fields()
+
+
+def test_every_core_model_is_documented_field_by_field() -> None:
+    from flexlab.core import poolstate
+
+    for name, fields in CORE_FIELDS.items():
+        cls = getattr(poolstate, name)
+        if not dataclasses.is_dataclass(cls):
+            continue
+        assert [f.name for f in dataclasses.fields(cls)] == list(fields), name
+        for f in fields.values():
+            assert f.comment, f"{name}.{f.name}: no comment in poolstate.py"
+
+
+@pytest.mark.parametrize("model", sorted(CORE_OF))
+def test_the_rest_models_are_the_core_model_less_internals(model: str) -> None:
+    """Field by field: the core class, the REST TypedDict, the TypeScript interface and the
+    OpenAPI schema agree on names, order, types and comments (less the internal fields)."""
+    core_name, internal = CORE_OF[model]
+    core = CORE_FIELDS[core_name]
+    py = PY_FIELDS[model]
+    sent = [n for n in core if n not in internal]
+    assert sent == [n for n in py if n not in REST_ONLY.get(model, set())], f"{model} vs {core_name}"
+    assert internal <= set(core), f"{core_name}: {internal - set(core)} are no fields"
+    schema = COMPONENTS[openapi_name(model)]
+    for name in sent:
+        rest_type = core_as_rest(core[name].type)
+        assert rest_type == py[name].type, f"{core_name}.{name}: {core[name].type} vs {py[name].type}"
+        assert TS_FIELDS[model][name].type == py_to_ts(rest_type), f"{core_name}.{name} in models.ts"
+        prop = schema["properties"][name]
+        assert openapi_type(prop) == python_as_openapi(rest_type), f"{core_name}.{name} in openapi.yaml"
+        assert norm(core[name].comment) == norm(py[name].comment), f"{core_name}.{name}: comments differ"
