@@ -3,11 +3,12 @@
 distributed serves its own Prometheus metrics at ``/metrics`` from ``prometheus_client``'s
 process-wide registry. The pool's families (``flexlab.core.metrics.collect``, computed from
 the plugin's live objects) belong to one scheduler, and a test process runs several, so they
-are kept in a registry of the plugin's own: :func:`install` puts a ``/metrics`` handler in
-front of distributed's on this scheduler's HTTP application only (tornado consults handlers
-added with ``add_handlers`` before the application's first ones), and it writes distributed's
-exposition followed by the plugin's. :meth:`MetricsRoute.remove` takes the handler out again
-when the plugin closes; then the route serves distributed's metrics alone, as before.
+are written by the plugin itself (``render_text``), never registered process-wide.
+:func:`install` puts a ``/metrics`` handler in front of distributed's on this scheduler's HTTP
+application only (tornado consults handlers added with ``add_handlers`` before the
+application's first ones); it writes distributed's exposition followed by the pool's.
+:meth:`MetricsRoute.remove` takes the handler out again when the plugin closes; then the
+route serves distributed's metrics alone, as before.
 
 This module only translates; what each series means is decided in ``flexlab.core.metrics``
 and listed in ``docs/metrics.md``.
@@ -16,54 +17,16 @@ and listed in ``docs/metrics.md``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from flexlab.core.metrics import Family, HistogramValue
+from flexlab.core.metrics import Family
+from flexlab.core.metrics.exposition import render_text
 
 logger = logging.getLogger("flexlab.metrics")
 
-#: The text exposition format both registries write.
+#: The text exposition format distributed's registry and ``render_text`` write.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-def to_prometheus(families: list[Family]) -> Iterator[Any]:
-    """``prometheus_client`` metric families for ``families``."""
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-    from prometheus_client.utils import floatToGoString
-
-    for f in families:
-        labels = list(f.labels)
-        g: GaugeMetricFamily | CounterMetricFamily
-        if f.kind == "gauge":
-            g = GaugeMetricFamily(f.name, f.help, labels=labels)
-        elif f.kind == "counter":
-            g = CounterMetricFamily(f.name, f.help, labels=labels)
-        else:
-            h = HistogramMetricFamily(f.name, f.help, labels=labels)
-            for lab, value in f.samples:
-                assert isinstance(value, HistogramValue)
-                buckets = [(floatToGoString(le), float(n)) for le, n in value.buckets]
-                h.add_metric(list(lab), buckets, value.sum)
-            yield h
-            continue
-        for lab, value in f.samples:
-            assert not isinstance(value, HistogramValue)
-            g.add_metric(list(lab), value)
-        yield g
-
-
-class PoolCollector:
-    """A ``prometheus_client`` collector of ``families()`` (called at each scrape)."""
-
-    def __init__(self, families: Callable[[], list[Family]]) -> None:
-        self.families = families
-
-    def collect(self) -> Iterator[Any]:
-        yield from to_prometheus(self.families())
-
-    def describe(self) -> list[Any]:
-        return []  # its names are checked by the test suite, not at registration
 
 
 class MetricsRoute:
@@ -82,6 +45,7 @@ class MetricsRoute:
 
 
 def render(registry: Any) -> bytes:
+    """A ``prometheus_client`` registry's exposition (distributed's series)."""
     from prometheus_client import generate_latest
 
     return bytes(generate_latest(registry))
@@ -100,8 +64,6 @@ def install(scheduler: Any, families: Callable[[], list[Family]]) -> MetricsRout
     except ImportError as exc:
         logger.info("flexlab: no Prometheus metrics (%s)", exc)
         return None
-    registry = prometheus_client.CollectorRegistry(auto_describe=False)
-    registry.register(PoolCollector(families))
 
     class FlexlabMetricsHandler(PrometheusHandler):
         """distributed's ``/metrics`` (its collectors, the process-wide registry), then the
@@ -110,7 +72,7 @@ def install(scheduler: Any, families: Callable[[], list[Family]]) -> MetricsRout
         def get(self) -> None:
             self.set_header("Content-Type", CONTENT_TYPE)
             self.write(render(prometheus_client.REGISTRY))
-            self.write(render(registry))
+            self.write(render_text(families()).encode())
 
     path = _metrics_path(app, PrometheusHandler)
     before = list(app.default_router.rules)

@@ -203,22 +203,23 @@ def _devices(pool: SlicePool) -> list[Family]:
         ),
     }
     hosts = arr.host_names
-    dev_host = arr.dev_host.tolist()
-    dev_model = arr.dev_model.tolist()
-    mem_total = arr.dev_mem_total.tolist()
-    sched = arr.dev_schedulable.tolist()
-    ac, am = (alloc_c / 1000).tolist(), (alloc_m * MIB).tolist()
-    uc, um = np.minimum(used_c / 1000, 1.0).tolist(), (used_m * MIB).tolist()
-    for i, did in enumerate(led.device_ids()):
-        k = dev_model[i]
-        lab = (hosts[dev_host[i]], did, arr.model_vendor[k], arr.model_keys[k])
-        fams["cap_c"].samples.append((lab, 1.0))
-        fams["alloc_c"].samples.append((lab, ac[i]))
-        fams["used_c"].samples.append((lab, uc[i]))
-        fams["cap_m"].samples.append((lab, float(mem_total[i] * MIB)))
-        fams["alloc_m"].samples.append((lab, am[i]))
-        fams["used_m"].samples.append((lab, um[i]))
-        fams["sched"].samples.append((lab, 1.0 if sched[i] else 0.0))
+    vendors, models = arr.model_vendor, arr.model_keys
+    labs = [
+        (hosts[h], did, vendors[k], models[k])
+        for did, h, k in zip(led.device_ids(), arr.dev_host.tolist(), arr.dev_model.tolist(), strict=True)
+    ]
+    # one list per family, built at C speed (a pool of 1,000 devices has 7,000 of these)
+    columns = {
+        "cap_c": [1.0] * n,
+        "alloc_c": (alloc_c / 1000).tolist(),
+        "used_c": np.minimum(used_c / 1000, 1.0).tolist(),
+        "cap_m": (arr.dev_mem_total * float(MIB)).tolist(),
+        "alloc_m": (alloc_m * MIB).tolist(),
+        "used_m": (used_m * MIB).tolist(),
+        "sched": arr.dev_schedulable.astype(float).tolist(),
+    }
+    for key, column in columns.items():
+        fams[key].samples = list(zip(labs, column, strict=True))
     hosts_f = Family("flexlab_hosts", "gauge", "Hosts registered in the pool")
     hosts_f.add((), float(arr.n_hosts))
     return [*fams.values(), hosts_f]
