@@ -245,3 +245,42 @@ def test_histogram_counts_cumulatively() -> None:
     for v in (0.5, 1.0, 3.0, 50.0):
         h.observe(v)
     assert h.value() == HistogramValue(((1.0, 2), (10.0, 3), (math.inf, 4)), 54.5)
+
+
+def test_the_docs_list_every_family(pool: tuple[SlicePool, Clock]) -> None:
+    import re
+    from pathlib import Path
+
+    p, clock = pool
+    fams = collect(p, MetricsRecorder(started=0.0), now=clock.t)
+    doc = (Path(__file__).parents[2] / "docs" / "metrics.md").read_text()
+    listed = set(re.findall(r"^\| `(flexlab_\w+)` \|", doc, re.M))
+    assert listed == {f.name for f in fams}
+
+
+def test_text_exposition_escapes_labels_and_writes_histograms() -> None:
+    from flexlab.core.metrics.exposition import render_text
+
+    g = Family("flexlab_owner_compute_leased", "gauge", "held\nby owner", ("owner", "vendor"))
+    g.add(('a"b\\c\nd', "nvidia"), 0.5)
+    c = Family("flexlab_plugin_errors_total", "counter", "errors")
+    c.add((), 3.0)
+    h = Family("flexlab_lease_wait_seconds", "histogram", "wait", ("source",))
+    hc = HistogramCounter((1.0,))
+    hc.observe(0.5)
+    hc.observe(2.0)
+    h.add(("carved",), hc.value())
+    assert render_text([g, c, h]).splitlines() == [
+        "# HELP flexlab_owner_compute_leased held\\nby owner",
+        "# TYPE flexlab_owner_compute_leased gauge",
+        'flexlab_owner_compute_leased{owner="a\\"b\\\\c\\nd",vendor="nvidia"} 0.5',
+        "# HELP flexlab_plugin_errors_total errors",
+        "# TYPE flexlab_plugin_errors_total counter",
+        "flexlab_plugin_errors_total 3.0",
+        "# HELP flexlab_lease_wait_seconds wait",
+        "# TYPE flexlab_lease_wait_seconds histogram",
+        'flexlab_lease_wait_seconds_bucket{source="carved",le="1.0"} 1.0',
+        'flexlab_lease_wait_seconds_bucket{source="carved",le="+Inf"} 2.0',
+        'flexlab_lease_wait_seconds_sum{source="carved"} 2.5',
+        'flexlab_lease_wait_seconds_count{source="carved"} 2.0',
+    ]
