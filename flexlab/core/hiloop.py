@@ -14,6 +14,10 @@ Nothing of this decides anywhere else.
 Policies shipped:
 
 * :class:`GiveBackToWaitingWork`: when tasks wait for capacity, every warm slice goes back.
+* Recycling: after each pass the manager tells the pool how many warm slices each request
+  wants (:class:`Prewarm`'s targets, none while pre-warming is held off); a lease's slice
+  that ends while its request has fewer is kept warm instead of stopped
+  (``SlicePool.want_warm``).
 * :class:`Prewarm`: warm slices ahead of forecast lease arrivals per request class
   (:class:`~flexlab.core.prewarm.WarmPlanner`), plus an optional standing reserve (a share
   of the pool kept warm in the arrival mix seen so far, whatever the forecast); with
@@ -182,6 +186,9 @@ class Prewarm:
     _arrivals: dict[str, int] = field(default_factory=dict)
     _examples: dict[str, SliceRequest] = field(default_factory=dict)
     targets: dict[str, int] = field(default_factory=dict)
+    #: The highest target per request text in the scale-down window: warm slices up to
+    #: this many are kept (and a lease's slice that ends is recycled up to it).
+    keep: dict[str, int] = field(default_factory=dict)
 
     def observe(self, now: float, request: SliceRequest) -> None:
         text = request.describe()
@@ -221,6 +228,7 @@ class Prewarm:
         for _t, targets in recent:
             for text, k in targets.items():
                 keep[text] = max(keep.get(text, 0), k)
+        self.keep = keep
         warm = view.warm_by_request()
         for text in sorted(self.targets):
             want, have = self.targets[text], len(warm.get(text, ()))
@@ -322,6 +330,10 @@ class HiLoop:
                     self.rejected[outcome.rejected] = self.rejected.get(outcome.rejected, 0) + 1
         if any(o.done and o.move.action is Action.PREEMPT for o in out):
             pool.retry_leases()
+        # Recycling is pre-warming with a worker that is already up: wanted as far as the
+        # pre-warming targets go, and held off by the same rule.
+        pw = self.prewarm
+        pool.want_warm(pw.keep if pw is not None and now >= self.hold_until else {})
         return out
 
     def _enact(self, pool: SlicePool, move: Move, now: float) -> Outcome:

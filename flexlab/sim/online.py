@@ -201,10 +201,11 @@ class _Replay:
             self._wait(j)
 
     def ready(self, ticket: int, now: float) -> None:
-        slice_id = self.agent.resolve(ticket)
-        if slice_id is None:
+        got = self.agent.resolve(ticket)
+        if got is None:
             return  # stopped (or started again) since
-        self.pool.slice_ready(slice_id, f"worker-{ticket}")
+        slice_id, worker = got
+        self.pool.slice_ready(slice_id, worker)
         s = self.pool.slices.get(slice_id)
         lease = self.pool.leases.get(s.lease_id or "") if s is not None else None
         if lease is not None and lease.state == "active":
@@ -289,6 +290,9 @@ class _Replay:
         """Carry out the pool's commands: the agents start and stop slice workers."""
         for t, ticket in self.agent.take(self.pool, now):
             self.push(t, READY, a=ticket)
+        if self.agent.kept:  # the pool recycled slices of ended leases into warm ones
+            self.warm |= self.agent.kept
+            self.counts["recycled"] += len(self.agent.kept)
         gone = self.agent.stopped & self.warm
         if gone:  # the pool reclaimed warm slices for leases that fitted nowhere else
             self.warm -= gone
@@ -367,6 +371,7 @@ class _Replay:
             warm_reclaimed=c["reclaimed"],
             warm_claims=c["claims"],
             warm_claims_ready=c["claims_ready"],
+            warm_recycled=c["recycled"],
             slices_started=self.agent.started,
             hi_rejected={k.value: v for k, v in self.hi.rejected.items()} if self.hi is not None else {},
             forecast_mape=mape,

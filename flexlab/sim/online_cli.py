@@ -136,7 +136,7 @@ COLUMNS = (
     "hi p95",
     "lo p95",
     "util",
-    "warm carved / taken (ready) / back",
+    "warm carved / recycled / taken (ready) / back",
     "preempt",
     "MAPE",
     "MASE",
@@ -149,7 +149,10 @@ def _row(r: dict[str, object]) -> list[str]:
     assert isinstance(al, dict)
     assert isinstance(hi, dict)
     assert isinstance(lo, dict)
-    warm = f"{r['warm_carved']} / {r['warm_claims']} ({r['warm_claims_ready']}) / {r['warm_given_back']}"
+    warm = (
+        f"{r['warm_carved']} / {r['warm_recycled']} / {r['warm_claims']} ({r['warm_claims_ready']}) / "
+        f"{r['warm_given_back']}"
+    )
     cells = (
         r["mode"],
         r["policy"],

@@ -57,6 +57,8 @@ class OnlineResult:
     warm_reclaimed: int = 0
     warm_claims: int = 0
     warm_claims_ready: int = 0
+    #: Slices of ended leases kept warm for the next lease (their workers retagged).
+    warm_recycled: int = 0
     slices_started: int = 0
     #: Moves the Hi loop's manager rejected, by reason.
     hi_rejected: dict[str, int] = field(default_factory=dict)
@@ -93,6 +95,7 @@ class OnlineResult:
             "warm_reclaimed": self.warm_reclaimed,
             "warm_claims": self.warm_claims,
             "warm_claims_ready": self.warm_claims_ready,
+            "warm_recycled": self.warm_recycled,
             "slices_started": self.slices_started,
             "hi_rejected": dict(self.hi_rejected),
             "forecast_mape": self.forecast_mape,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from flexlab.core.hiloop import GiveBackToWaitingWork, HiLoop, HiPolicy, Preempt, Prewarm
-from flexlab.core.pool import SlicePool, StartSlice
+from flexlab.core.pool import RetagSlice, SlicePool, StopSlice
 from flexlab.core.prewarm import WarmPlanner
 from flexlab.core.request import SliceRequest
 from flexlab.core.snapshot import WHOLE
@@ -160,32 +160,44 @@ def make_hiloop(mode: str, w: WarmSettings, *, start_s: float, grace_s: float | 
 @dataclass
 class SimAgent:
     """The host agents: each ``StartSlice`` is answered by ``slice_ready`` ``start_s``
-    later, unless a ``StopSlice`` of that slice on that host (or a newer start of it) came
-    in between. ``take`` returns (ready at, ticket) to schedule; ``resolve(ticket)`` gives
-    the slice id to call ``slice_ready`` with, or None when the start went stale."""
+    later, each ``RetagSlice`` (a running worker handed to the next lease) ``retag_s``
+    later, unless a ``StopSlice`` of that slice on that host (or a newer command for it)
+    came in between. ``take`` returns (ready at, ticket) to schedule; ``resolve(ticket)``
+    gives the slice id and worker to call ``slice_ready`` with, or None when it went stale."""
 
     start_s: float
+    retag_s: float = 1.0
     started: int = 0
-    #: Slice ids stopped by the commands of the last ``take``.
+    retagged: int = 0
+    #: Slice ids stopped, and retagged, by the commands of the last ``take``.
     stopped: set[str] = field(default_factory=set)
+    kept: set[str] = field(default_factory=set)
     _gen: dict[tuple[str, str], int] = field(default_factory=dict)
-    _tickets: dict[int, tuple[str, str, int]] = field(default_factory=dict)
+    _tickets: dict[int, tuple[str, str, int, str]] = field(default_factory=dict)
+    _next: int = 0
 
     def take(self, pool: SlicePool, now: float) -> list[tuple[float, int]]:
         out = []
-        self.stopped = set()
+        self.stopped, self.kept = set(), set()
         for host in list(pool.outbox):
             for cmd in pool.take_commands(host):
                 key = (host, cmd.slice_id)
                 g = self._gen[key] = self._gen.get(key, 0) + 1
-                if isinstance(cmd, StartSlice):
-                    self.started += 1
-                    self._tickets[self.started] = (host, cmd.slice_id, g)
-                    out.append((now + self.start_s, self.started))
-                else:
+                if isinstance(cmd, StopSlice):
                     self.stopped.add(cmd.slice_id)
+                    continue
+                self._next += 1
+                if isinstance(cmd, RetagSlice):
+                    self.retagged += 1
+                    self.kept.add(cmd.slice_id)
+                    self._tickets[self._next] = (host, cmd.slice_id, g, cmd.worker)
+                    out.append((now + self.retag_s, self._next))
+                else:
+                    self.started += 1
+                    self._tickets[self._next] = (host, cmd.slice_id, g, f"worker-{self._next}")
+                    out.append((now + self.start_s, self._next))
         return out
 
-    def resolve(self, ticket: int) -> str | None:
-        host, sid, g = self._tickets.pop(ticket)
-        return sid if self._gen.get((host, sid)) == g else None
+    def resolve(self, ticket: int) -> tuple[str, str] | None:
+        host, sid, g, worker = self._tickets.pop(ticket)
+        return (sid, worker) if self._gen.get((host, sid)) == g else None

@@ -11,7 +11,7 @@ from flexlab.core.hiloop import (
     Reject,
     Why,
 )
-from flexlab.core.pool import SlicePool
+from flexlab.core.pool import RetagSlice, SlicePool, StartSlice
 from flexlab.core.prewarm import WarmPlanner
 from flexlab.core.request import Selector, SliceRequest, parse_request
 from flexlab.core.topology import DeviceSpec, HostSpec
@@ -135,3 +135,70 @@ def test_a_request_whose_text_does_not_parse_back_is_prewarmed_as_asked() -> Non
     assert [(s.warm_for, s.compute_milli) for s in warm] == [("gpu/p100/t4:50%", 500)] * 2
     lease = p.create_lease(two_models, owner="u", ttl_s=60)
     assert lease.slice_id in {s.slice_id for s in warm}
+
+
+def _ready_all(p: SlicePool) -> None:
+    """The agents: every started worker is up."""
+    for cmd in p.take_commands(HOST.name):
+        if isinstance(cmd, StartSlice):
+            p.slice_ready(cmd.slice_id, f"w-{cmd.slice_id}")
+
+
+def test_a_lease_slice_that_ends_is_recycled_while_the_hi_loop_wants_warm_slices() -> None:
+    p, hi = pool_with_host(), loop(reserve=0.25, forecast=False)  # 2 quarter slices warm
+    a = p.create_lease(QUARTER, owner="ana", ttl_s=600)
+    _ready_all(p)
+    assert a.state == "active"
+    hi.observe_lease(0.0, QUARTER)
+    hi.step(p, 1000.0)
+    assert p.warm.wanted == {"gpu:0.25": 2}
+    assert len(p.warm_slices()) == 2
+    _ready_all(p)
+    taken = [p.create_lease(QUARTER, owner="cy", ttl_s=600) for _ in range(2)]
+    assert all(x.state == "active" for x in taken)
+    assert not p.warm_slices()  # both taken: fewer than wanted
+    sid = a.slice_id or ""
+    worker = p.slices[sid].worker
+    p.release_lease(a.lease_id, "ana")
+    # kept, not stopped: a warm slice again, its running worker retagged for a new lease id
+    s = p.slices[sid]
+    assert (s.warm_for, s.lease_id, s.state) == ("gpu:0.25", None, "starting")
+    nxt = s.next_lease
+    assert nxt is not None
+    assert nxt != a.lease_id
+    (cmd,) = p.take_commands(HOST.name)
+    assert isinstance(cmd, RetagSlice)
+    assert cmd.worker == worker
+    assert cmd.drop == (f"flexlab-lease-{a.lease_id}",)
+    assert f"flexlab-lease-{nxt}" in cmd.resources
+    assert f"flexlab-lease-{a.lease_id}" not in cmd.resources
+    p.ledger.check_invariants()
+    # the next lease of that request takes it, under the id its worker now serves, and is
+    # active once the agent says the worker was handed over; no worker is started for it
+    b = p.create_lease(QUARTER, owner="bea", ttl_s=600)
+    assert (b.slice_id, b.lease_id, b.state) == (sid, nxt, "pending")
+    p.slice_ready(sid, worker or "")
+    assert b.state == "active"
+    assert not p.take_commands(HOST.name)
+    # work still naming the ended lease fails; the new lease's binds to its own resource
+    assert p.bind_lease_task("k-old", a.lease_id, "ana").status == "fail"
+    assert p.bind_lease_task("k-new", b.lease_id, "bea").resources == {f"flexlab-lease-{nxt}": 1.0}
+    # a second release, with a warm slice of the request still wanted, is recycled again
+    p.release_lease(b.lease_id, "bea")
+    assert p.slices[sid].warm_for == "gpu:0.25"
+    assert p.slices[sid].next_lease not in (a.lease_id, nxt)
+
+
+def test_nothing_is_recycled_when_no_warm_slice_is_wanted_or_the_runtime_says_no() -> None:
+    p = pool_with_host()
+    a = p.create_lease(QUARTER, owner="ana", ttl_s=600)
+    _ready_all(p)
+    p.release_lease(a.lease_id, "ana")  # wanted: nothing (no Hi loop)
+    assert a.slice_id not in p.slices
+    b = p.create_lease(QUARTER, owner="bea", ttl_s=600)
+    _ready_all(p)
+    p.want_warm({"gpu:0.25": 3})
+    p.reusable = lambda s: False  # e.g. its worker still holds results
+    p.release_lease(b.lease_id, "bea")
+    assert b.slice_id not in p.slices
+    assert not p.warm_slices()

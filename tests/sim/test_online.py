@@ -188,7 +188,7 @@ def test_the_agent_answers_a_slice_started_again_on_another_host() -> None:
     (again, ready), (first, _) = agent.take(_Outbox(outbox), 10.0)  # type: ignore[arg-type]
     assert again == first == 15.0
     assert agent.stopped == {"L1"}
-    assert agent.resolve(ready) == "L1"
+    assert agent.resolve(ready) == ("L1", "worker-1")
     assert agent.resolve(ready + 1) is None
 
 

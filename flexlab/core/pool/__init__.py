@@ -2,7 +2,7 @@
 
 ``SlicePool`` is the runtime's state and decisions with no Dask in it: the scheduler plugin
 translates Dask events into calls here and carries out the commands it returns
-(``StartSlice`` / ``StopSlice`` for the host agents, resource restrictions for tasks).
+(``StartSlice`` / ``StopSlice`` / ``RetagSlice`` for the host agents, resource restrictions for tasks).
 
 * A **slice** is a ledger allocation served by one worker. Shared slices take any owner's
   tasks; a lease's slice takes only its owner's. Its capacity (compute milli, memory MiB per
@@ -35,7 +35,9 @@ The parts, one job each:
 * ``binder``: tasks bound to shared slices or waiting, and speed learning.
 * ``leases``: the lease book: ask, place (making room from idle slices), renew, expire,
   release, restore.
-* ``warm``: pre-warming, handing a warm slice to a lease, dissolving it.
+* ``warm``: pre-warming, handing a warm slice to a lease, dissolving it, and recycling:
+  a lease's slice that ends while the Hi loop wants warm slices of its request is kept
+  warm (its running worker is retagged for the next lease: ``RetagSlice``).
 * ``preempt``: preemption victims and taking a lease's slice away.
 * ``whatif``: the one "what if": placement asked on a copy of the ledger's arrays with
   some allocations released; the live ledger never changes for a question.
@@ -55,6 +57,7 @@ from flexlab.core.pool.model import (
     Event,
     LeaseInfo,
     LeaseState,
+    RetagSlice,
     SliceInfo,
     SliceState,
     StartSlice,
@@ -73,6 +76,7 @@ __all__ = [
     "Event",
     "LeaseInfo",
     "LeaseState",
+    "RetagSlice",
     "SliceInfo",
     "SlicePool",
     "SliceState",

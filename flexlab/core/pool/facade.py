@@ -227,9 +227,9 @@ class SlicePool:
         self.live_policy.observe(req)
         warm = None if lease_id else self.warm.slice_for(req)
         if warm is not None:
-            lease_id = warm.slice_id
+            lease_id = warm.next_lease or warm.slice_id
         lease = self.book.open(req, owner=owner, ttl_s=ttl_s, lease_id=lease_id)
-        if warm is not None and warm.slice_id == lease.lease_id:
+        if warm is not None and (warm.next_lease or warm.slice_id) == lease.lease_id:
             self.warm.adopt(lease, warm)
         else:
             self.book.place(lease)
@@ -250,7 +250,9 @@ class SlicePool:
         lease = self.book.get(lease_id, actor)
         if lease.state in ENDED:
             return lease
-        self.book.end(lease, reason=reason, state=state)
+        s = self.table.slices.get(lease.slice_id or "")
+        kept = s is not None and self.warm.recycle(s, lease, reason)
+        self.book.end(lease, reason=reason, state=state, keep_slice=kept)
         self.binder.retry_pending()
         self.book.retry()
         return lease
@@ -285,6 +287,22 @@ class SlicePool:
         """Carve a warm slice for the next lease asking exactly ``request``; None when it
         does not fit now. ``reason`` is logged."""
         return self.warm.prewarm(request, reason)
+
+    def want_warm(self, wanted: dict[str, int]) -> None:
+        """Warm slices wanted per request text (the Hi loop's targets): a lease's slice
+        that ends while its request has fewer is kept warm for the next lease (recycled)
+        instead of stopped. Empty: nothing is recycled."""
+        self.warm.wanted = dict(wanted)
+
+    @property
+    def reusable(self) -> Callable[[SliceInfo], bool] | None:
+        """The runtime's say on recycling: may this slice's worker serve another lease
+        (e.g. it runs and holds nothing)? None: any."""
+        return self.warm.reusable
+
+    @reusable.setter
+    def reusable(self, fn: Callable[[SliceInfo], bool] | None) -> None:
+        self.warm.reusable = fn
 
     def dissolve_warm(self, slice_id: str, reason: str) -> bool:
         """Give an unclaimed warm slice back to shared use (False: it is not warm any more)."""

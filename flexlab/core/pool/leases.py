@@ -314,13 +314,14 @@ class LeaseBook:
         return True
 
     # -- ending and keeping --------------------------------------------------------------
-    def end(self, lease: LeaseInfo, *, reason: str, state: LeaseState) -> None:
+    def end(self, lease: LeaseInfo, *, reason: str, state: LeaseState, keep_slice: bool = False) -> None:
         """Release or expire a lease that holds (or waits for) a slice: its slice is
-        stopped and its capacity goes back into shared use."""
+        stopped and its capacity goes back into shared use (``keep_slice``: its slice was
+        recycled, kept warm for the next lease)."""
         lease.state = state
         lease.reason = reason
         lease.ended_at = self.table.clock()
-        s = self.table.drop(lease.slice_id, reason)
+        s = None if keep_slice else self.table.drop(lease.slice_id, reason)
         if s is not None and self.table.carve_on_register:
             self.table.recarve_shared(s.host, s.devices)
         self.table.emit(

@@ -55,6 +55,9 @@ class SliceInfo:
     #: The placement policy that chose where it was carved (None: carved to fill the rest
     #: of a device, or a profile device's layout, with no placement decision).
     policy: str | None = None
+    #: A warm slice: the id of the lease that takes it next, whose lease resource its
+    #: worker offers (None: the slice id; a recycled slice gets a new one).
+    next_lease: str | None = None
 
     @property
     def resource(self) -> str:
@@ -69,7 +72,7 @@ class SliceInfo:
         if self.lease_id is not None:
             res[f"{LEASE_PREFIX}{self.lease_id}"] = float(nthreads)
         elif self.warm_for is not None:  # the id its future lease will have
-            res[f"{LEASE_PREFIX}{self.slice_id}"] = float(nthreads)
+            res[f"{LEASE_PREFIX}{self.next_lease or self.slice_id}"] = float(nthreads)
         return res
 
     @property
@@ -133,7 +136,21 @@ class StopSlice:
     reason: str
 
 
-Command = StartSlice | StopSlice
+@dataclass(frozen=True)
+class RetagSlice:
+    """Command to a host agent: the running worker of this slice (``worker``, its address)
+    now offers ``resources`` and no longer ``drop`` (set to 0). A lease's slice kept warm
+    for the next lease (recycled) is handed over this way, without a new worker; the
+    agent answers as for a start (the slice is ready once the worker offers them)."""
+
+    slice_id: str
+    host: str
+    worker: str
+    resources: dict[str, float]
+    drop: tuple[str, ...]
+
+
+Command = StartSlice | StopSlice | RetagSlice
 
 
 @dataclass(frozen=True)

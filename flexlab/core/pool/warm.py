@@ -3,14 +3,23 @@
 A warm slice's worker starts with the lease resource of a lease id reserved for it, runs
 nobody's tasks, and is handed to the next lease asking for exactly its request, which is
 then active at once instead of waiting for a worker to start. ``dissolve`` gives it back.
+
+**Recycling.** A lease's slice whose lease ends is kept as a warm slice of the lease's
+request, instead of being stopped, while warm slices of that request are fewer than
+:attr:`WarmSlices.wanted` (the Hi loop's targets; empty: never) and the runtime's
+:attr:`WarmSlices.reusable` lets its worker go to someone else (the plugin: it runs and
+holds nothing). Its worker keeps running: a ``RetagSlice`` command makes it offer the lease
+resource of a new lease id instead of the ended lease's (whose queued work can then run
+nowhere and fails), and the slice is ready again once its agent says so.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from flexlab.core.pool.leases import LeaseBook, start_ttl
-from flexlab.core.pool.model import LIVE, PREWARM_OWNER, LeaseInfo, SliceInfo
+from flexlab.core.pool.model import LEASE_PREFIX, LIVE, PREWARM_OWNER, LeaseInfo, RetagSlice, SliceInfo
 from flexlab.core.pool.slices import SliceTable
 from flexlab.core.request import SliceRequest
 
@@ -21,6 +30,11 @@ class WarmSlices:
     def __init__(self, table: SliceTable, book: LeaseBook) -> None:
         self.table = table
         self.book = book
+        #: Warm slices wanted per request text (set by the Hi loop each pass): a lease's
+        #: slice that ends while its request has fewer is recycled. Empty: never.
+        self.wanted: dict[str, int] = {}
+        #: The runtime's say: may this slice's worker serve another lease? None: yes.
+        self.reusable: Callable[[SliceInfo], bool] | None = None
 
     def prewarm(self, request: SliceRequest, reason: str) -> SliceInfo | None:
         """Carve a warm slice for the next lease asking exactly ``request`` (from free
@@ -61,6 +75,46 @@ class WarmSlices:
             self.table.recarve_shared(s.host, s.devices)
         return True
 
+    def recycle(self, s: SliceInfo, lease: LeaseInfo, reason: str) -> bool:
+        """Keep the slice of ``lease`` (ending) warm for the next lease of its request, its
+        worker retagged; False (nothing changed) when that request has the warm slices it
+        wants, the worker is not up, or the runtime will not let it go to someone else."""
+        text = lease.request.describe()
+        want = self.wanted.get(text, 0)
+        if want <= 0 or s.state != "ready" or s.worker is None or s.lease_id != lease.lease_id:
+            return False
+        if sum(1 for w in self.table.warm() if w.warm_for == text) >= want:
+            return False
+        if self.reusable is not None and not self.reusable(s):
+            return False
+        nxt = self.book.new_id(taken=self.table.slices)
+        ledger = self.table.ledger
+        old = ledger.release(s.alloc_id)
+        if old is not None:  # the same grants under the warm slice's id and owner
+            ledger.reinstate(replace(old, alloc_id=f"lease-{nxt}", owner=PREWARM_OWNER))
+            s.alloc_id = f"lease-{nxt}"
+        s.lease_id = s.owner = None
+        s.warm_for, s.next_lease, s.state = text, nxt, "starting"
+        self.table.version += 1
+        self.table.send(
+            RetagSlice(
+                slice_id=s.slice_id,
+                host=s.host,
+                worker=s.worker,
+                resources=s.worker_resources(self.table.slice_threads),
+                drop=(f"{LEASE_PREFIX}{lease.lease_id}",),
+            )
+        )
+        self.table.emit(
+            "prewarm",
+            f"slice {s.slice_id} of lease {lease.lease_id} kept warm for {text} (recycled: {want} "
+            f"wanted): its worker goes to the next lease ({reason})",
+            slice_id=s.slice_id,
+            lease_id=lease.lease_id,
+            host=s.host,
+        )
+        return True
+
     def slice_for(self, req: SliceRequest) -> SliceInfo | None:
         """The warm slice a lease of ``req`` takes: a ready worker first, then the oldest."""
         text = req.describe()
@@ -71,6 +125,7 @@ class WarmSlices:
     def adopt(self, lease: LeaseInfo, s: SliceInfo) -> None:
         """``lease`` takes the warm slice ``s`` (active at once when its worker is ready)."""
         self.table.assign(s, lease)
+        s.next_lease = None
         ledger = self.table.ledger
         start = ledger.get(s.alloc_id).slices[0].start if s.alloc_id in ledger else -1
         lease.placed_on = (s.host, s.devices, start)
