@@ -189,6 +189,8 @@ class HostAgent:
                 "--interval",
                 str(self.telemetry_interval),
                 *(["--tls", self.tls] if self.tls else []),
+                "--agent-pid",
+                str(os.getpid()),
             ]
             proc = subprocess.Popen(argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL)
             self.running[sid] = _Running(cmd, process=proc)

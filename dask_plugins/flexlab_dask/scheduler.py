@@ -125,7 +125,10 @@ class FlexScheduler(SchedulerPlugin):
         self._requests: dict[Any, SliceRequest] = {}
         self._spec_cache: dict[tuple[str, str | None], SliceRequest] = {}
         self._agent_events: dict[str, asyncio.Event] = {}
+        #: Host -> when its agent was last heard from (register, poll); silent for
+        #: ``agent-timeout``: the host is lost.
         self._agents: dict[str, float] = {}
+        self.agent_timeout = config.seconds("agent-timeout")
         self._loop_task: asyncio.Task[None] | None = None
         #: Workers that plain (unannotated) tasks may run on: shared slices and workers
         #: flexlab does not manage, never a lease's or a warm slice's. One set object, shared
@@ -277,6 +280,7 @@ class FlexScheduler(SchedulerPlugin):
         for lease in self.pool.expire():
             self._notify(lease.owner, f"lease {lease.lease_id} expired: its TTL ran out")
         self._fail_work_of_ended_leases()
+        self._lose_silent_hosts()
         gone = self.pool.forget_ended(config.seconds("lease.keep-ended"))
         if gone and self.store is not None:
             self.store.forget(gone)
@@ -756,7 +760,7 @@ class FlexScheduler(SchedulerPlugin):
         self.pool.register_host(spec, layouts={k: tuple(v) for k, v in (layouts or {}).items()})
         self._agents[spec.name] = time.time()
         self._agent_events.setdefault(spec.name, asyncio.Event())
-        stop = [sid for sid in running or [] if sid not in self.pool.slices]
+        stop = [sid for sid in running or [] if not self._slice_on(sid, spec.name)]
         for sid in stop:
             self.pool.outbox.setdefault(spec.name, []).append(
                 StopSlice(sid, spec.name, "unknown to the scheduler")
@@ -777,22 +781,55 @@ class FlexScheduler(SchedulerPlugin):
             ev.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(ev.wait(), timeout=max(0.0, min(float(timeout), 30.0)))
+        self._agents[host] = time.time()
         cmds = self.pool.take_commands(host)
         for sid in running or []:
-            if sid not in self.pool.slices and not any(
+            if not self._slice_on(sid, host) and not any(
                 isinstance(c, StopSlice) and c.slice_id == sid for c in cmds
             ):
                 cmds.append(StopSlice(sid, host, "unknown to the scheduler"))
         return {"status": "OK", "commands": [_command_dict(c) for c in cmds]}
 
+    def _slice_on(self, slice_id: str, host: str) -> bool:
+        """The pool has ``slice_id`` on ``host`` (a lease's slice keeps its id when it is
+        placed again elsewhere: a worker of the old place must still be stopped)."""
+        s = self.pool.slices.get(slice_id)
+        return s is not None and s.host == host
+
     def handle_agent_leave(self, host: str) -> dict[str, Any]:
-        if host in self.pool.ledger.hosts and self.scheduler is not None:
-            lost = [s.resource for s in self.pool.slices.values() if s.host == host]
-            self.pool.unregister_host(host)
-            for res in lost:
-                self._rebind_tasks_of(self.scheduler, res)
+        self._host_gone(host, "its agent left")
         self._agent_events.pop(host, None)
         return {"status": "OK"}
+
+    def _host_gone(self, host: str, why: str) -> None:
+        """``host`` leaves the pool: its slices go, the tasks bound to them are bound
+        elsewhere, its leases wait to be placed again and their owners are told."""
+        self._agents.pop(host, None)
+        if host not in self.pool.ledger.hosts or self.scheduler is None:
+            return
+        on_host = [s for s in self.pool.slices.values() if s.host == host]
+        self.pool.unregister_host(host)
+        for s in on_host:
+            self._rebind_tasks_of(self.scheduler, s.resource)
+            if s.lease_id is not None:
+                self._notify(
+                    s.owner,
+                    f"lease {s.lease_id}: its host {host} was lost ({why}); it waits to be placed again",
+                )
+        self._flush_commands()
+
+    def _lose_silent_hosts(self) -> None:
+        """Hosts whose agent has not been heard from for ``agent-timeout`` are lost: the agent
+        died (its slice workers stop with it) or the machine is cut off. The agent registers
+        the host again when it is back."""
+        if self.agent_timeout <= 0:
+            return
+        now = time.time()
+        for host, seen in list(self._agents.items()):
+            if now - seen > self.agent_timeout:
+                why = f"its agent was silent for {now - seen:.0f} s (agent-timeout {self.agent_timeout:g} s)"
+                logger.warning("flexlab: host %s lost: %s", host, why)
+                self._host_gone(host, why)
 
     def handle_telemetry(
         self,

@@ -125,8 +125,24 @@ def worker_kwargs(
     }
 
 
+async def _watch_agent(agent_pid: int, stop: asyncio.Event) -> None:
+    """Set ``stop`` once the agent that started this worker is gone (its process died: this
+    worker is re-parented). A slice worker never outlives its agent: the scheduler then sees
+    the slice lost at once, and a restarted agent starts what the pool asks for afresh."""
+    while os.getppid() == agent_pid:
+        await asyncio.sleep(0.5)
+    logger.warning("flexlab: the agent (pid %d) of this slice worker is gone; stopping", agent_pid)
+    stop.set()
+
+
 async def _run(
-    scheduler: str, cmd: dict[str, Any], provider: str, host: str, interval: float, tls: str | None = None
+    scheduler: str,
+    cmd: dict[str, Any],
+    provider: str,
+    host: str,
+    interval: float,
+    tls: str | None = None,
+    agent_pid: int | None = None,
 ) -> None:
     env = {k: v for k, v in os.environ.items() if k.startswith(("FLEXLAB_", "CUDA_", "ASCEND_", "MLU_"))}
     if provider != "mock":
@@ -139,14 +155,20 @@ async def _run(
         from flexlab.tls import pool_security
 
         kwargs["security"] = pool_security(tls, worker="worker")
-    async with Worker(scheduler, host=host, **kwargs) as w:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        closed = asyncio.create_task(w.finished())
-        waiter = asyncio.create_task(stop.wait())
-        await asyncio.wait({closed, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    stop = asyncio.Event()
+    # Watched from the start: an agent that dies while this worker connects is seen too.
+    watch = asyncio.create_task(_watch_agent(agent_pid, stop)) if agent_pid else None
+    try:
+        async with Worker(scheduler, host=host, **kwargs) as w:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            closed = asyncio.create_task(w.finished())
+            waiter = asyncio.create_task(stop.wait())
+            await asyncio.wait({closed, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if watch is not None:
+            watch.cancel()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,10 +181,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tls", metavar="DIR", default=None, help="mutual TLS with the worker certificate in DIR"
     )
+    parser.add_argument(
+        "--agent-pid",
+        type=int,
+        default=None,
+        help="stop when this process (the host agent that started the worker) is gone",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     asyncio.run(
-        _run(args.scheduler, json.loads(args.slice), args.provider, args.host, args.interval, args.tls)
+        _run(
+            args.scheduler,
+            json.loads(args.slice),
+            args.provider,
+            args.host,
+            args.interval,
+            args.tls,
+            args.agent_pid,
+        )
     )
     return 0
 

@@ -1,0 +1,370 @@
+"""A soak: the multi-host pool under a steady load, with faults injected at random, for a set time.
+
+    sudo python benchmarks/soak.py --minutes 30 --json soak.json [--seed 1]
+
+It runs on the multi-host lab of ``tests/multihost`` (root: a scheduler and three host
+agents, each in its own network namespace, slice workers as processes), so every fault is a
+real one: a link cut (20 s), an agent SIGKILLed and started again once its host is declared
+lost, a slice worker SIGKILLed in the middle of a task, and the scheduler SIGKILLed and
+started again from its state file (at most ``--scheduler-kills`` times, in the first third
+of the run, so that the rest of the run shows whether the scheduler's memory stays flat).
+
+The load: task-mode tasks at 4 a second and one task at a time on each of three owners'
+long leases (``tests/multihost/load.py``), plus lease churn: four more owners each take a
+short lease, run two tasks on it and give it back, again and again.
+
+Checked all along: the pool's invariants (``flexlab.core.pool.audit`` and the state checks
+of the multi-host tests, twice a second), and after each fault that the capacity is back
+within that fault's bound (``docs/runtime.md``, "What faults do"). Reported (``--json``):
+tasks submitted, completed, sent again after a scheduler restart and lost; leases granted,
+given back and not granted in time; faults injected with the seconds their capacity took
+to come back; invariant checks run and broken; the scheduler's resident memory over time
+(start, middle and end of its longest life); and processes or namespaces left behind.
+Exit status 0 only when nothing was lost, nothing broke and nothing was left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import psutil  # noqa: E402  (after the path: the lab lives in tests/multihost)
+
+import flexlab  # noqa: E402
+from flexlab.core.errors import FlexlabError  # noqa: E402
+from tests.multihost.harness import Lab, netns_available, wait_for  # noqa: E402
+from tests.multihost.load import Load, Watch, work  # noqa: E402
+from tests.multihost.pool import HOSTS, OWNERS, Pool  # noqa: E402
+
+CHURN_OWNERS = ("dee", "eli", "fay", "gus")
+
+
+class Churn:
+    """Short leases, again and again: take one, run two tasks on it, give it back."""
+
+    def __init__(self, pool: Pool, owners: tuple[str, ...] = CHURN_OWNERS, request: str = "gpu:0.1") -> None:
+        self.pool = pool
+        self.owners = owners
+        self.request = request
+        self.granted = 0
+        self.released = 0
+        self.tasks = 0
+        self.not_granted: dict[str, int] = {}
+        self.task_errors: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(o,), name=f"churn-{o}", daemon=True) for o in owners
+        ]
+        self._lock = threading.Lock()
+
+    def start(self) -> Churn:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def _count(self, what: str) -> None:
+        with self._lock:
+            self.not_granted[what] = self.not_granted.get(what, 0) + 1
+
+    def _run(self, owner: str) -> None:
+        client = self.pool.client
+        assert client is not None
+        while not self._stop.is_set():
+            try:
+                lease = flexlab.lease(self.request, ttl="10m", owner=owner, client=client, timeout=60)
+            except TimeoutError:
+                self._count("not active within 60 s (given back by the call)")
+                continue
+            except (OSError, FlexlabError, AttributeError) as exc:
+                # the scheduler is down or restarting (AttributeError: no rpc while the
+                # client reconnects): the call gave back what it made, or never made it
+                self._count(f"{type(exc).__name__} while the pool was down")
+                self._stop.wait(2)
+                continue
+            with self._lock:
+                self.granted += 1
+            try:
+                futures = [lease.submit(work, i, 0.2, pure=False) for i in range(2)]
+                results = [f.result(timeout=120) for f in futures]
+                del futures  # results fetched: nothing for Dask to keep (or recompute) on the slice
+                if results != [i * 7 + 3 for i in range(2)]:
+                    self.task_errors.append(f"{lease.lease_id}: wrong results {results}")
+                with self._lock:
+                    self.tasks += len(results)
+            except Exception as exc:  # a fault ended the lease under its tasks: counted
+                self.task_errors.append(f"{lease.lease_id}: {type(exc).__name__}: {exc}"[:200])
+            try:
+                lease.release()
+                with self._lock:
+                    self.released += 1
+            except (OSError, FlexlabError, AttributeError):
+                self._count("release failed while the pool was down (the TTL ends it)")
+            self._stop.wait(random.uniform(0.5, 3))
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(180)
+
+
+class Memory:
+    """The scheduler process's resident memory every ``interval`` seconds, by its life."""
+
+    def __init__(self, pool: Pool, interval: float = 10.0) -> None:
+        self.pool = pool
+        self.interval = interval
+        self.samples: list[dict[str, Any]] = []
+        self._t0 = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="soak-memory", daemon=True)
+
+    def start(self) -> Memory:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            proc = self.pool.lab.scheduler
+            try:
+                rss = psutil.Process(proc.pid).memory_info().rss
+            except psutil.Error:
+                rss = None
+            if rss is not None and proc.poll() is None:
+                self.samples.append(
+                    {"t_s": round(time.monotonic() - self._t0, 1), "pid": proc.pid, "rss_mib": rss / 2**20}
+                )
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def summary(self) -> dict[str, Any]:
+        lives: dict[int, list[dict[str, Any]]] = {}
+        for s in self.samples:
+            lives.setdefault(s["pid"], []).append(s)
+        if not lives:
+            return {"samples": 0}
+        longest = max(lives.values(), key=lambda xs: xs[-1]["t_s"] - xs[0]["t_s"])
+        start, middle, end = longest[0], longest[len(longest) // 2], longest[-1]
+        # "Flat": the last third of the longest life grows less than 10% over its first third.
+        third = max(1, len(longest) // 3)
+        early = sum(x["rss_mib"] for x in longest[third : 2 * third] or longest[:third]) / third
+        late = sum(x["rss_mib"] for x in longest[-third:]) / third
+        return {
+            "samples": len(self.samples),
+            "lives": len(lives),
+            "longest_life_s": round(end["t_s"] - start["t_s"], 1),
+            "start_mib": round(start["rss_mib"], 1),
+            "middle_mib": round(middle["rss_mib"], 1),
+            "end_mib": round(end["rss_mib"], 1),
+            "growth_last_third": round(late / early - 1, 3),
+            "flat": late <= early * 1.10,
+        }
+
+
+class Faults:
+    """One fault at a time, chosen at random, and how long its capacity took to come back."""
+
+    def __init__(self, pool: Pool, watch: Watch, rng: random.Random, scheduler_kills: int, t0: float) -> None:
+        self.pool = pool
+        self.t0 = t0
+        self.watch = watch
+        self.rng = rng
+        self.scheduler_kills = scheduler_kills
+        self.log: list[dict[str, Any]] = []
+        self.orphans: list[int] = []
+
+    def kinds(self, early: bool) -> list[str]:
+        kinds = ["link", "agent", "worker"]
+        done = sum(1 for f in self.log if f["kind"] == "scheduler")
+        if early and done < self.scheduler_kills:
+            kinds.append("scheduler")
+        return kinds
+
+    def inject(self, kind: str) -> None:
+        pool, lab = self.pool, self.pool.lab
+        host = self.rng.choice(HOSTS)
+        plans: dict[str, tuple[Callable[[], object], Callable[[], object], float, float]] = {
+            "link": (lambda: lab.cut(host), lambda: lab.restore(host), 20.0, 30.0),
+            "agent": (lambda: self._kill_agent(host), lambda: pool.start_agent(host), 0.0, 45.0),
+            "worker": (lambda: self._kill_worker(host), lambda: None, 0.0, 30.0),
+            "scheduler": (pool.kill_scheduler, lambda: lab.start_scheduler(pool.state_file), 2.0, 60.0),
+        }
+        start, end, hold, bound = plans[kind]
+        t0 = time.monotonic()
+        failed = ""
+        try:
+            start()
+        except AssertionError as exc:  # the fault did not do what it should (host never lost...)
+            failed = str(exc).splitlines()[0]
+        time.sleep(hold)
+        end()
+        t_end = time.monotonic()
+        back = None
+        try:
+            wait_for(lambda: pool.full(len(OWNERS)), bound, f"capacity back after {kind}", lab)
+            back = time.monotonic() - t_end
+        except AssertionError:
+            pass
+        entry = {
+            "kind": kind,
+            "failed": failed,
+            "host": None if kind == "scheduler" else host,
+            "at_s": round(t0 - self.t0, 1),
+            "fault_s": round(t_end - t0, 1),
+            "capacity_back_s": None if back is None else round(back, 1),
+            "bound_s": bound,
+        }
+        self.log.append(entry)
+        print(f"soak fault: {json.dumps(entry)}", flush=True)
+
+    def _kill_agent(self, host: str) -> None:
+        lab = self.pool.lab
+        agent = self.pool.agents[host]
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(10)
+        try:
+            wait_for(lambda: not lab.pids(host), 15, f"{host}'s slice workers to exit with their agent", lab)
+        except AssertionError:
+            self.orphans.extend(lab.pids(host))
+        wait_for(
+            lambda: host not in {h["name"] for h in self.pool.state()["hosts"]},
+            60,
+            f"{host} to be declared lost",
+            lab,
+        )
+
+    def _kill_worker(self, host: str) -> None:
+        workers = list(self.pool.workers_of(host).values())
+        if not workers:
+            return
+        pid = self.pool.pid_of_worker(self.rng.choice(workers))
+        os.kill(pid, signal.SIGKILL)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=30.0, help="how long the load runs (default 30)")
+    ap.add_argument("--json", type=Path, default=None, help="write the report here")
+    ap.add_argument("--seed", type=int, default=1, help="the faults' random order (default 1)")
+    ap.add_argument(
+        "--every", default="60-120", help="seconds between the end of a fault and the next, MIN-MAX"
+    )
+    ap.add_argument("--scheduler-kills", type=int, default=1, help="scheduler SIGKILLs, in the first third")
+    args = ap.parse_args()
+    try:
+        lo, hi = (float(x) for x in args.every.split("-"))
+    except ValueError:
+        ap.error(f"--every {args.every!r}: give MIN-MAX seconds, e.g. 60-120")
+    if not 0 < lo <= hi:
+        ap.error(f"--every {args.every!r}: MIN must be > 0 and <= MAX")
+    if args.minutes <= 0:
+        ap.error("--minutes must be > 0")
+    why = netns_available()
+    if why is not None:
+        print(f"soak: {why}", file=sys.stderr)
+        return 2
+    rng = random.Random(args.seed)
+    tmp = Path(tempfile.mkdtemp(prefix="flexlab-soak-"))
+    lab = Lab(tmp)
+    report: dict[str, Any] = {"minutes": args.minutes, "seed": args.seed, "every_s": [lo, hi]}
+    ok = False
+    pool: Pool | None = None
+    try:
+        pool = Pool(lab, tmp)
+        pool.start()
+        assert pool.client is not None
+        t_start = time.monotonic()
+        watch = Watch(pool.client).start()
+        memory = Memory(pool).start()
+        load = Load(pool.client, pool.leases).start()
+        churn = Churn(pool).start()
+        faults = Faults(pool, watch, rng, args.scheduler_kills, t_start)
+        deadline = t_start + 60 * args.minutes
+        while True:
+            pause = rng.uniform(lo, hi)
+            if time.monotonic() + pause >= deadline:
+                time.sleep(max(0.0, deadline - time.monotonic()))
+                break
+            time.sleep(pause)
+            early = time.monotonic() - t_start < 20 * args.minutes  # the first third (60 s * m / 3)
+            faults.inject(rng.choice(faults.kinds(early)))
+        churn.stop()
+        load.stop()
+        load.drain(180)
+        memory.stop()
+        watch.poll()
+        watch.stop()
+        report.update(
+            {
+                "tasks": load.figures()
+                | {"churn_tasks": churn.tasks, "churn_task_errors": churn.task_errors},
+                "leases": {
+                    "long_leases": len(pool.leases),
+                    "granted": churn.granted,
+                    "released": churn.released,
+                    "not_granted": churn.not_granted,
+                },
+                "faults": faults.log,
+                "faults_by_kind": {
+                    k: sum(1 for f in faults.log if f["kind"] == k)
+                    for k in ("link", "agent", "worker", "scheduler")
+                },
+                "capacity_not_back_in_bound": [f for f in faults.log if f["capacity_back_s"] is None],
+                "orphaned_workers": faults.orphans,
+                "invariant_checks": watch.checks,
+                "invariants_broken": watch.broken[:50],
+                "state_unreachable_polls": watch.unreachable,
+                "scheduler_memory": memory.summary(),
+                "scheduler_memory_samples": [
+                    {"t_s": s["t_s"], "pid": s["pid"], "rss_mib": round(s["rss_mib"], 1)}
+                    for s in memory.samples
+                ],
+                "lost": load.lost[:50],
+            }
+        )
+        for lease in pool.leases:
+            lease.release()
+        pool.client.close()
+        pool.client = None
+        report["processes_left"] = lab.stop_processes()
+        ok = (
+            not load.lost
+            and not watch.broken
+            and not report["processes_left"]
+            and not faults.orphans
+            and not report["capacity_not_back_in_bound"]
+            and not any(f["failed"] for f in faults.log)
+            and report["scheduler_memory"].get("flat", False)
+        )
+    finally:
+        if pool is not None:
+            pool.close()  # the client first: it would try to reconnect to a lab being taken down
+        lab.close()
+        report["namespaces_left"] = lab.leftovers()
+        ok = ok and not report["namespaces_left"]
+        report["ok"] = ok
+        text = json.dumps(report, indent=2, default=str)
+        if args.json:
+            args.json.write_text(text + "\n")
+        print(text)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
