@@ -28,9 +28,11 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
 
 
 @pytest.fixture
-def pool(lab: Lab, tmp_path: Path) -> Iterator[Pool]:
-    """A running pool: scheduler, three agents with one T4 each, a client, three leases."""
-    p = Pool(lab, tmp_path)
+def pool(lab: Lab, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pool]:
+    """A running pool: scheduler, three agents with one T4 each, a client, three leases.
+    Indirect parameters: settings of every process (``{"agent-timeout": "10s"}``)."""
+    settings = getattr(request, "param", {})
+    p = Pool(lab, tmp_path, settings)
     try:
         p.start()
         yield p

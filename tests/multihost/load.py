@@ -44,6 +44,8 @@ class Stream:
     completed: int = 0
     resubmitted: int = 0
     failed: list[str] = field(default_factory=list)
+    #: When each result arrived (time.monotonic()).
+    done_at: list[float] = field(default_factory=list)
 
     def add(self, i: int) -> None:
         try:
@@ -62,6 +64,7 @@ class Stream:
                 if value != i * 7 + 3:
                     self.failed.append(f"{self.name} task {i}: wrong result {value!r}")
                 self.completed += 1
+                self.done_at.append(time.monotonic())
                 del self.pending[i]
             elif fut.status == "cancelled":
                 # Only a scheduler lost with its graph cancels futures; the work is sent again.
@@ -153,6 +156,13 @@ class Load:
         out = [msg for s in self.streams for msg in s.failed]
         out += [f"{s.name}: task {i} never finished" for s in self.streams for i in s.pending]
         return out
+
+    def service_back(self, since: float) -> float | None:
+        """Seconds after ``since`` until every stream had a result again (None: one had not)."""
+        firsts = [min((t for t in s.done_at if t >= since), default=None) for s in self.streams]
+        if any(t is None for t in firsts):
+            return None
+        return max(t for t in firsts if t is not None) - since
 
     def figures(self) -> dict[str, Any]:
         return {

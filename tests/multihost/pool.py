@@ -30,7 +30,6 @@ SPEC = "version: 1\nhosts:\n" + "".join(
 ENV = {
     "DASK_FLEXLAB__LOOP_INTERVAL": "0.5s",
     "DASK_FLEXLAB__HI__ENABLED": "false",  # no pre-warming or preemption: the faults alone
-    "DASK_FLEXLAB__AGENT_TIMEOUT": "10s",
     "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "10s",
     "FLEXLAB_USER": "multihost",
 }
@@ -38,13 +37,15 @@ FULL_MILLI = 1000 * len(HOSTS)
 
 
 class Pool:
-    def __init__(self, lab: Lab, tmp: Path) -> None:
+    def __init__(self, lab: Lab, tmp: Path, settings: dict[str, str] | None = None) -> None:
         self.lab = lab
         self.tmp = tmp
         self.state_file = tmp / "leases.sqlite"
         self.spec = tmp / "pool.yaml"
         self.spec.write_text(SPEC)
         self.lab.env.update(ENV)
+        for key, value in (settings or {}).items():  # flexlab settings, e.g. agent-timeout
+            self.lab.env[f"DASK_FLEXLAB__{key.upper().replace('-', '_')}"] = value
         self.agents: dict[str, Any] = {}
         self.client: Client | None = None
         self.leases: list[Lease] = []
@@ -139,11 +140,14 @@ class Pool:
             watch.poll()
             watch.stop()
         back = watch.recovered_at(t_end, FULL_MILLI, len(OWNERS))
+        service = load.service_back(t_end)
         figures = {
             "fault": name,
             "fault_s": round(t_end - t_fault, 1),
             "capacity_back_s": None if back is None else round(back - t_end, 1),
+            "service_back_s": None if service is None else round(service, 1),
             "bound_s": bound_s,
+            "min_hosts": min((x.hosts for x in watch.samples), default=0),
             **load.figures(),
             "invariant_checks": watch.checks,
             "state_unreachable": watch.unreachable,
@@ -160,6 +164,8 @@ class Pool:
         assert load.lost == [], "\n".join(load.lost[:20]) + "\n" + self.lab.logs()
         assert back is not None, figures
         assert back - t_end <= bound_s, figures
+        assert service is not None, figures
+        assert service <= bound_s, figures
         self.check_clean_stop()
         return figures
 

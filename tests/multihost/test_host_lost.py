@@ -1,0 +1,140 @@
+"""The runtime fixes the fault tests led to, each tested without namespaces (these run
+wherever the suite runs, root or not):
+
+* a slice worker stops when the agent that started it dies (none is orphaned);
+* the scheduler declares a host lost once its agent is silent for ``agent-timeout``: its
+  leases wait to be placed again and their owners are told;
+* an agent that reports a lease's slice id which now lives on another host is told to stop
+  its worker (a lease keeps its slice id when it is placed again elsewhere).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import dask.config
+import pytest
+from distributed import Client, LocalCluster
+from flexlab_dask import FlexCluster
+
+import flexlab
+from flexlab.client import PoolClient
+from flexlab.core.topology import DeviceSpec, HostSpec
+from flexlab.mock.model import reset_mock_devices
+
+from .harness import wait_for
+
+HOSTS = [HostSpec(f"t{i}", 8_000, 32 * 1024, (DeviceSpec("t4", 0),)) for i in (1, 2)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(") ")[-1][0] != "Z"
+
+
+@pytest.mark.slow
+def test_slice_worker_stops_when_its_agent_dies() -> None:
+    """An agent SIGKILLed (no chance to stop its workers): its slice worker exits by itself."""
+    cmd = {
+        "slice_id": "s9",
+        "devices": ["t1/t4#0"],
+        "model": "t4",
+        "compute_milli": 1000,
+        "memory_mib": 16384,
+        "resources": {"flexlab-slice-s9": 1000.0},
+        "nthreads": 1,
+    }
+    with (
+        LocalCluster(
+            n_workers=0, processes=False, protocol="tcp://", host="127.0.0.1", dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        # The "agent": a process that starts one slice worker as the host agent does.
+        agent_code = textwrap.dedent(
+            f"""
+            import os, subprocess, sys, time
+            p = subprocess.Popen([sys.executable, "-m", "flexlab_dask", {cluster.scheduler_address!r},
+                                  "--slice", {json.dumps(cmd)!r}, "--interval", "0",
+                                  "--agent-pid", str(os.getpid())])
+            print(p.pid, flush=True)
+            time.sleep(600)
+            """
+        )
+        agent = subprocess.Popen([sys.executable, "-c", agent_code], stdout=subprocess.PIPE, text=True)
+        worker_pid = 0
+        try:
+            assert agent.stdout is not None
+            worker_pid = int(agent.stdout.readline())
+            wait_for(lambda: len(client.scheduler_info()["workers"]) == 1, 60, "the slice worker")
+            agent.send_signal(signal.SIGKILL)
+            agent.wait(10)
+            wait_for(lambda: not _alive(worker_pid), 10, "the slice worker to stop with its agent")
+            wait_for(lambda: not client.scheduler_info()["workers"], 10, "the worker to leave the scheduler")
+        finally:
+            for pid in (agent.pid, worker_pid):
+                if pid and _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+            agent.wait(10)
+
+
+@pytest.fixture
+def quick_timeout() -> Any:
+    reset_mock_devices()
+    with (
+        dask.config.set({"flexlab.agent-timeout": "1.5s"}),
+        FlexCluster(HOSTS, loop_interval=0.2, telemetry_interval=0.2) as cluster,
+        Client(cluster) as c,
+    ):
+        yield cluster, c
+        assert cluster.flex_plugin.errors == []
+
+
+def test_host_of_a_silent_agent_is_lost_and_its_lease_owner_told(quick_timeout: Any) -> None:
+    cluster, client = quick_timeout
+    lease = flexlab.lease("t4:0.5", ttl="1h", owner="ana", client=client, timeout=30)
+    host = lease.info["host"]
+    agent = next(a for a in cluster.agents if a.host.name == host)
+    # The agent stops without a word to the scheduler (as a killed one would).
+    cluster.sync(agent.close, leave=False)
+    cluster.agents.remove(agent)
+    wait_for(
+        lambda: host not in {h["name"] for h in PoolClient(client).state()["hosts"]},
+        10,
+        f"{host} to be declared lost",
+    )
+    topic = [msg["message"] for _, msg in client.get_events("flexlab-ana")]
+    told = [m for m in topic if f"its host {host} was lost" in m]
+    assert told, topic
+    assert "agent-timeout 1.5 s" in told[0]
+    # The lease is placed again on the other host, where its work runs.
+    info = wait_for(lambda: lease.refresh()["state"] == "active" and lease.info, 30, "the lease placed again")
+    assert info["host"] != host
+    assert lease.submit(lambda: 42).result(timeout=30) == 42
+    lease.release()
+
+
+def test_agent_reporting_a_lease_slice_that_moved_is_told_to_stop_it(quick_timeout: Any) -> None:
+    cluster, client = quick_timeout
+    lease = flexlab.lease("t4:0.5", ttl="1h", owner="ana", client=client, timeout=30)
+    other = next(h.name for h in HOSTS if h.name != lease.info["host"])
+    # The other host's agent still runs a worker named for the lease's slice (it was there
+    # before the lease was placed again): its next poll says so.
+    reply = cluster.sync(
+        cluster.flex_plugin.handle_agent_poll, host=other, running=[lease.lease_id], timeout=0
+    )
+    stops = [c["slice_id"] for c in reply["commands"] if c["op"] == "stop"]
+    assert stops == [lease.lease_id], reply
+    # The lease itself is untouched.
+    assert lease.refresh()["state"] == "active"
+    lease.release()
