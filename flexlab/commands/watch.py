@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from flexlab.core.errors import FlexlabError
 from flexlab.core.poolstate import DeviceState, HostState, LeaseView, PoolState, vendor_name
 from flexlab.core.units import format_compute
 
@@ -74,7 +75,7 @@ def device_line(host: HostState, dev: DeviceState, width: int) -> str:
 def lease_line(le: LeaseView, width: int) -> str:
     where = ", ".join(le.devices) if le.devices else le.reason
     text = (
-        f"{le.lease_id:<6} {le.owner[:12]:<12} {le.request[:18]:<18} {le.state:<10} "
+        f"{le.lease_id:<10} {le.owner[:12]:<12} {le.request[:18]:<18} {le.state:<10} "
         f"{_ttl(le.ttl_left_s):>6}  {le.utilisation:>4.0%}  {le.shape:>12}  {where}"
     )
     return _cut(text, width)
@@ -103,9 +104,7 @@ def _fit(lines: list[str], room: int, what: str) -> list[str]:
     return [*lines[: room - 1], f"… {len(lines) - room + 1} more {what}"]
 
 
-LEASE_TITLE = (
-    f"{'LEASES':<6} {'owner':<12} {'request':<18} {'state':<10} {'TTL':>6}  {'util':>4}  {'shape':>12}  where"
-)
+LEASE_COLUMNS = f"{'owner':<12} {'request':<18} {'state':<10} {'TTL':>6}  {'util':>4}  {'shape':>12}  where"
 SECTIONS = ("DEVICES", "LEASES", "WAITING")
 
 
@@ -142,7 +141,7 @@ def screen_lines(
         *head,
         _cut(f"DEVICES ({len(devs)})", width),
         *dev_lines,
-        _cut(f"{LEASE_TITLE} ({len(leases)})", width),
+        _cut(f"{f'LEASES ({len(leases)})':<10} {LEASE_COLUMNS}", width),
         *_fit(leases, lease_room, "leases"),
         _cut(f"WAITING ({len(state.waiting)} tasks, {len(state.pending_leases)} leases)", width),
         *_fit(waiting, wait_room, "waiting"),
@@ -164,7 +163,7 @@ def watch(fetch: Callable[[], PoolState], *, address: str, interval: float = 1.0
             try:
                 state = fetch()
                 error = ""
-            except (OSError, TimeoutError, ValueError) as exc:
+            except (OSError, TimeoutError, ValueError, FlexlabError) as exc:
                 error = f"cannot read the pool at {address}: {type(exc).__name__}: {exc}"
             height, width = scr.getmaxyx()
             lines = (

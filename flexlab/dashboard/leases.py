@@ -38,9 +38,7 @@ def by_owner(leases: Sequence[LeaseView]) -> dict[str, dict[str, float]]:
     """Per owner: active and pending lease counts, held and busy device-equivalents, memory."""
     out: dict[str, dict[str, float]] = {}
     for le in leases:
-        e = out.setdefault(
-            le.owner, {"active": 0, "pending": 0, "held": 0.0, "busy": 0.0, "memory_gib": 0.0}
-        )
+        e = out.setdefault(le.owner, {"active": 0, "pending": 0, "held": 0.0, "busy": 0.0, "memory_gib": 0.0})
         if le.state == "pending":
             e["pending"] += 1
             continue

@@ -98,3 +98,25 @@ def test_the_live_policy_is_read_from_dask_config() -> None:
         pytest.raises(InvalidRequest, match="invalid policy"),
     ):
         config.live_policy()
+
+
+def test_the_pool_state_of_a_live_pool_reads_back_unchanged() -> None:
+    """What the plugin sends is what every reader gets: wire JSON -> PoolState -> the same JSON."""
+    p = small_pool(LivePolicy("binpack"))
+    held = p.create_lease(parse_request("t4:0.5"), owner="ann", ttl_s=60)
+    p.create_lease(parse_request("t4:1"), owner="bob", ttl_s=60)
+    p.create_lease(parse_request("t4:1"), owner="cy", ttl_s=60)  # no room: waits
+    wire = pool_state(p)
+    state = PoolState.from_json(wire)
+    assert state.to_json() == {k: v for k, v in wire.items() if k != "status"}
+    # ann and bob have their slices (pending until their workers are up), cy waits for room
+    assert [(le.owner, le.slice_id is not None) for le in state.leases] == [
+        ("ann", True),
+        ("bob", True),
+        ("cy", False),
+    ]
+    assert "UNSCHEDULABLE" in state.leases[2].reason
+    [ann] = [s for _, s in state.slices() if s.owner == "ann"]
+    assert (ann.lease_id, ann.compute_milli) == (held.lease_id, 500)
+    assert [c.value for c in state.menu] == ["any", "gpu", "nvidia", "t4"]
+    assert state.menu[0].devices == ("t4-h/t4#0", "t4-h/t4#1")
