@@ -26,10 +26,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from flexlab.core.errors import InvalidRequest
-from flexlab.core.forecast import classify
+from flexlab.core.metrics.activity import (
+    counter_families,
+    hi_families,
+    runtime_families,
+    stranded_families,
+)
 from flexlab.core.metrics.model import Family
 from flexlab.core.metrics.recorder import WAIT_KINDS, MetricsRecorder
-from flexlab.core.metrics.stranded import idle_and_stranded
 from flexlab.core.placement.framework import Explanation
 from flexlab.core.placement.status import Code
 from flexlab.core.pool.model import ENDED, LIVE, LeaseInfo, SliceInfo
@@ -105,10 +109,6 @@ def dominant_reason(ex: Explanation) -> str:
     return max(pick.items(), key=lambda kv: (kv[1], -int(kv[0])))[0].name
 
 
-def request_class(request: SliceRequest) -> str:
-    return classify(request).describe()
-
-
 def collect(
     pool: SlicePool,
     recorder: MetricsRecorder,
@@ -127,10 +127,12 @@ def collect(
     out += _slices(pool, limits, owner_of)
     out += _owners(pool, owner_of)
     out += _waiting(pool, recorder, now, facts, reasons or WaitReasons())
-    out += _counters(recorder)
-    out += _hi(pool, recorder, now, facts)
-    out += _stranded(pool)
-    out += _runtime(pool, facts)
+    out += counter_families(recorder)
+    out += hi_families(pool, now, hi=facts.hi, planner=facts.warm)
+    out += stranded_families(pool)
+    out += runtime_families(
+        pool, policy=facts.policy, errors=facts.plugin_errors, agents_last_seen=facts.agents_last_seen
+    )
     return out
 
 
@@ -388,150 +390,3 @@ def _waiting(
     for kind in WAIT_KINDS:
         oldest.add((kind,), ages[kind])
     return [f, oldest]
-
-
-def _counters(recorder: MetricsRecorder) -> list[Family]:
-    placed = Family(
-        "flexlab_task_placements_total",
-        "counter",
-        "Task placement decisions by outcome (bound, wait, fail) and placement code",
-        ("outcome", "code"),
-    )
-    for key in sorted(recorder.placements):
-        placed.add(key, float(recorder.placements[key]))
-    asked = Family(
-        "flexlab_lease_requests_total",
-        "counter",
-        "Lease requests by request class and outcome (warm: active at once on a warm slice; "
-        "placed: its slice carved; waiting; refused)",
-        ("class", "outcome"),
-    )
-    for (cls, outcome), n in sorted(recorder.lease_requests.items()):
-        asked.add((cls, outcome), float(n))
-    wait = Family(
-        "flexlab_lease_wait_seconds",
-        "histogram",
-        "Time from a lease's request until its slice's worker serves it, by how it was served "
-        "(warm slice or carved)",
-        ("source",),
-    )
-    for source, h in recorder.lease_wait.items():
-        wait.add((source,), h.value())
-    events = Family(
-        "flexlab_pool_events_total",
-        "counter",
-        "Events of the pool by kind (carve, lease, lost, preempt, prewarm, reclaim, host, wait)",
-        ("kind",),
-    )
-    for kind in sorted(recorder.events):
-        events.add((kind,), float(recorder.events[kind]))
-    missed = Family(
-        "flexlab_pool_events_missed_total",
-        "counter",
-        "Events that left the pool's bounded log before they were counted",
-    )
-    missed.add((), float(recorder.events_missed))
-    return [placed, asked, wait, events, missed]
-
-
-def _hi(pool: SlicePool, recorder: MetricsRecorder, now: float, facts: RuntimeFacts) -> list[Family]:
-    hi, planner = facts.hi, facts.warm
-    pre = Family("flexlab_preemptions_total", "counter", "Leases preempted for higher-priority ones")
-    pre.add((), float(hi.preempted if hi is not None else 0))
-    rejected = Family(
-        "flexlab_hi_moves_rejected_total",
-        "counter",
-        "Moves of the Hi loop its manager rejected, by reason",
-        ("reason",),
-    )
-    for r, n in sorted((hi.rejected if hi is not None else {}).items(), key=lambda kv: kv[0].value):
-        rejected.add((r.value,), float(n))
-    warm = Family(
-        "flexlab_warm_slices",
-        "gauge",
-        "Warm slices held ahead of forecast leases, by request class",
-        ("class",),
-    )
-    target = Family(
-        "flexlab_warm_slices_target", "gauge", "Warm slices the Hi loop wants, by request class", ("class",)
-    )
-
-    def class_of(text: str) -> str:
-        req = planner.request_for(text) if planner is not None else None
-        return request_class(req) if req is not None else "unknown"
-
-    held = Counter(class_of(s.warm_for or "") for s in pool.warm_slices())
-    for cls in sorted(held):
-        warm.add((cls,), float(held[cls]))
-    wanted: Counter[str] = Counter()
-    prewarm = hi.prewarm if hi is not None else None
-    for text, k in (prewarm.targets if prewarm is not None else {}).items():
-        wanted[class_of(text)] += k
-    for cls in sorted(wanted):
-        target.add((cls,), float(wanted[cls]))
-    forecast = Family(
-        "flexlab_lease_arrivals_forecast_per_second",
-        "gauge",
-        "Lease arrivals the Hi loop forecasts over its horizon, per second, by request class",
-        ("class",),
-    )
-    last = Family(
-        "flexlab_lease_arrivals_last_window",
-        "gauge",
-        "Lease arrivals in the forecaster's last closed window (flexlab.hi.bucket seconds), by request class",
-        ("class",),
-    )
-    predicted = Family(
-        "flexlab_lease_arrivals_last_window_forecast",
-        "gauge",
-        "What was forecast for that last closed window, by request class",
-        ("class",),
-    )
-    if planner is not None and planner.forecaster is not None:
-        span = planner.horizon * planner.bucket_s
-        for v in planner.view(now):
-            forecast.add((v.request_class,), v.forecast / span)
-            last.add((v.request_class,), v.last_bucket)
-            predicted.add((v.request_class,), v.predicted_last)
-    return [pre, rejected, warm, target, forecast, last, predicted]
-
-
-def _stranded(pool: SlicePool) -> list[Family]:
-    lab = ("vendor", "model")
-    idle = Family(
-        "flexlab_compute_idle",
-        "gauge",
-        "Idle compute: not carved, or headroom of shared slices; device-equivalents",
-        lab,
-    )
-    stranded = Family(
-        "flexlab_compute_stranded",
-        "gauge",
-        "Idle compute that none of the request shapes the pool expects fits; device-equivalents",
-        lab,
-    )
-    for key, (i, s) in sorted(idle_and_stranded(pool).items()):
-        idle.add(key, i / 1000)
-        stranded.add(key, s / 1000)
-    return [idle, stranded]
-
-
-def _runtime(pool: SlicePool, facts: RuntimeFacts) -> list[Family]:
-    info = Family("flexlab_pool_info", "gauge", "The pool's placement policy (value 1)", ("policy",))
-    info.add((facts.policy or pool.live_policy.name,), 1.0)
-    errors = Family(
-        "flexlab_plugin_errors_total",
-        "counter",
-        "Exceptions inside the scheduler plugin (bugs; the scheduler would swallow them)",
-    )
-    errors.add((), float(facts.plugin_errors))
-    seen = Family(
-        "flexlab_host_agent_last_seen_timestamp_seconds",
-        "gauge",
-        "When the host's agent last called the scheduler (seconds since the epoch)",
-        ("host",),
-    )
-    for host in sorted(facts.agents_last_seen):
-        if host in pool.ledger.hosts:
-            seen.add((host,), float(facts.agents_last_seen[host]))
-    return [info, errors, seen]
