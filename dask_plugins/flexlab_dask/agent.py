@@ -98,6 +98,7 @@ class HostAgent:
         self.registered = asyncio.Event()
         self.registrations = 0
         self._rpc: Any = None
+        self._connection_args: dict[str, Any] = {}
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._applying: asyncio.Future[None] | None = None
@@ -108,6 +109,7 @@ class HostAgent:
             from flexlab.tls import pool_security
 
             connection_args = pool_security(self.tls, client="agent").get_connection_args("client")
+        self._connection_args = connection_args
         self._rpc = rpc(self.scheduler, connection_args=connection_args)
         self._task = asyncio.create_task(self._run())
         return self
@@ -166,6 +168,26 @@ class HostAgent:
             await self.start_slice(cmd)
         elif cmd["op"] == "stop":
             await self.stop_slice(str(cmd["slice_id"]), str(cmd.get("reason", "")))
+        elif cmd["op"] == "retag":
+            await self.retag_slice(cmd)
+
+    async def retag_slice(self, cmd: dict[str, Any]) -> None:
+        """Hand a running slice worker to the next lease (a recycled slice): it offers the
+        command's resources and no longer the ended lease's; then tell the scheduler."""
+        sid, addr = str(cmd["slice_id"]), str(cmd["worker"])
+        if sid not in self.running:
+            return  # stopped or died: the scheduler learns it from the worker's loss
+        logger.info("flexlab agent: slice %s handed to the next lease", sid)
+        try:
+            w = rpc(addr, connection_args=self._connection_args)
+            try:
+                await w.flexlab_retag(resources=cmd["resources"], drop=list(cmd["drop"]))
+            finally:
+                await w.close_rpc()
+        except (OSError, CommClosedError, asyncio.TimeoutError) as exc:
+            logger.warning("flexlab agent: slice %s could not be handed over: %s", sid, exc)
+            return  # its worker is gone; the scheduler sees it leave
+        await self._rpc.flexlab_agent_retagged(host=self.host.name, slice_id=sid, worker=addr)
 
     async def start_slice(self, cmd: dict[str, Any]) -> None:
         sid = str(cmd["slice_id"])

@@ -52,6 +52,8 @@ from flexlab.core.pool import (
     LEASE_PREFIX,
     RESOURCE_PREFIX,
     Binding,
+    Command,
+    RetagSlice,
     SlicePool,
     StartSlice,
     StopSlice,
@@ -188,6 +190,9 @@ class FlexScheduler(SchedulerPlugin):
         # Leases reclaim idle shared slices whose workers hold results only when no others
         # make room, pre-warming never (Dask would recompute those results).
         self.pool.keep = self._holds_results
+        # A lease's slice is recycled (kept warm for the next lease) only when its worker
+        # runs and holds nothing: no result of the ended lease goes to the next owner.
+        self.pool.reusable = self._idle_worker
         scheduler.handlers.update(self.rpc_handlers())
         for addr in scheduler.workers:
             self._add_worker(scheduler, addr)
@@ -219,6 +224,7 @@ class FlexScheduler(SchedulerPlugin):
             "flexlab_agent_register": self.handle_agent_register,
             "flexlab_agent_poll": self.handle_agent_poll,
             "flexlab_agent_leave": self.handle_agent_leave,
+            "flexlab_agent_retagged": self.handle_agent_retagged,
         }
         return {name: self._rpc(name, fn) for name, fn in handlers.items()}
 
@@ -351,6 +357,10 @@ class FlexScheduler(SchedulerPlugin):
         runs tasks (plain tasks are not bound through the pool, so it cannot see them)."""
         ws = self.scheduler.workers.get(s.worker) if self.scheduler is not None and s.worker else None
         return ws is not None and bool(ws.has_what or ws.processing)
+
+    def _idle_worker(self, s: Any) -> bool:
+        ws = self.scheduler.workers.get(s.worker) if self.scheduler is not None and s.worker else None
+        return ws is not None and not ws.has_what and not ws.processing
 
     def plain_waiting(self) -> int:
         """Plain tasks that find no worker: every worker serves a lease or a warm slice."""
@@ -790,6 +800,28 @@ class FlexScheduler(SchedulerPlugin):
                 cmds.append(StopSlice(sid, host, "unknown to the scheduler"))
         return {"status": "OK", "commands": [_command_dict(c) for c in cmds]}
 
+    def handle_agent_retagged(self, host: str, slice_id: str, worker: str) -> dict[str, Any]:
+        """An agent handed a recycled slice's worker over (``RetagSlice``): it offers the
+        next lease's resource now, so the slice is ready and work waiting for it runs."""
+        s = self.pool.slices.get(str(slice_id))
+        if s is None or s.worker != worker or self.scheduler is None:
+            return {"status": "OK"}  # stopped or lost since: its agent was told
+        self.pool.slice_ready(s.slice_id, worker)
+        ws = self.scheduler.workers.get(worker)
+        if ws is not None:
+            recs = {
+                ts.key: "processing"
+                for ts in list(self.scheduler.unrunnable)
+                if ts.resource_restrictions
+                and all(ws.resources.get(r, 0) >= q for r, q in ts.resource_restrictions.items())
+            }
+            if recs:
+                self.scheduler.transitions(cast(Any, recs), stimulus_id=f"flexlab-retagged-{time.time()}")
+        if s.lease_id is not None:
+            self._notify(s.owner, f"lease {s.lease_id} is ready on {', '.join(s.devices)} (recycled)")
+        self._flush_commands()
+        return {"status": "OK"}
+
     def _slice_on(self, slice_id: str, host: str) -> bool:
         """The pool has ``slice_id`` on ``host`` (a lease's slice keeps its id when it is
         placed again elsewhere: a worker of the old place must still be stopped)."""
@@ -1078,9 +1110,9 @@ def _finite(x: float) -> float | None:
     return None if math.isnan(x) or math.isinf(x) else round(x, 2)
 
 
-def _command_dict(cmd: StartSlice | StopSlice) -> dict[str, Any]:
+def _command_dict(cmd: Command) -> dict[str, Any]:
     d = asdict(cmd)
-    d["op"] = "start" if isinstance(cmd, StartSlice) else "stop"
+    d["op"] = "start" if isinstance(cmd, StartSlice) else "retag" if isinstance(cmd, RetagSlice) else "stop"
     return d
 
 

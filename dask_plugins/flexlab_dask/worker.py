@@ -67,8 +67,26 @@ class SliceWorkerPlugin(WorkerPlugin):
 
     async def setup(self, worker: Worker) -> None:
         self.worker = worker
+        worker.handlers["flexlab_retag"] = self.retag
         if self.interval > 0:  # 0: no reporting (a scheduler without the flexlab plugin)
             self._task = asyncio.create_task(self._report_loop())
+
+    async def retag(self, resources: dict[str, float], drop: list[str]) -> str:
+        """The slice is handed to another lease (recycled): offer ``resources`` and no
+        longer ``drop`` (set to 0, so that no task of the ended lease runs here), here and
+        in the scheduler's view of this worker."""
+        w = self.worker
+        assert w is not None
+        st = w.state
+        for r in drop:
+            st.available_resources[r] = st.available_resources.get(r, 0.0) - st.total_resources.get(r, 0.0)
+            st.total_resources[r] = 0.0
+        for r, amount in resources.items():
+            q = float(amount)
+            st.available_resources[r] = st.available_resources.get(r, 0.0) + q - st.total_resources.get(r, 0)
+            st.total_resources[r] = q
+        await w.scheduler.set_resources(resources=dict(st.total_resources), worker=w.contact_address)
+        return "OK"
 
     async def teardown(self, worker: Worker) -> None:
         if self._task is not None:
