@@ -17,6 +17,7 @@ from flexlab_dask import FlexCluster
 
 from flexlab.core.topology import DeviceSpec, HostSpec
 from flexlab.mock.model import reset_mock_devices
+from tests.ops.queries import missing_metrics, queries
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +46,8 @@ def test_two_schedulers_in_one_process_serve_their_own_pools() -> None:
         for text in (text_a, text_b):  # one family each, distributed's series beside them
             assert text.count("# TYPE flexlab_device_compute_capacity gauge") == 1
             assert "# TYPE dask_scheduler_workers gauge" in text
+            # every metric the Grafana dashboard and the alert rules read is there
+            assert missing_metrics(text, queries()) == []
 
         async def close_plugin(dask_scheduler):  # type: ignore[no-untyped-def]
             await dask_scheduler.plugins["flexlab"].close()
