@@ -161,7 +161,10 @@ def pool_address(address: str, *, tls: bool) -> str:
         )
     if not tls and scheme == "tls":
         raise InvalidRequest(
-            "--tls", None, f"the pool's TLS folder (--tls DIR, ${TLS_ENV} or flexlab.tls): {address} uses TLS"
+            "--tls",
+            None,
+            f"the pool's TLS folder (--tls DIR, ${TLS_ENV}, the dask config flexlab.tls, or "
+            f"FlexlabJupyter.tls_dir in a Jupyter server): {address} uses TLS",
         )
     return address
 

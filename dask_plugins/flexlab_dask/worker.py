@@ -140,6 +140,9 @@ def worker_kwargs(
         "name": f"{NAME_PREFIX}{cmd['slice_id']}",
         "plugins": (SliceWorkerPlugin(cmd, provider=provider, interval=interval, env=env),),
         "dashboard": False,
+        # Dask's HTTP routes of the worker (health, metrics: plain, unauthenticated HTTP) stay
+        # on loopback even where the worker listens on the network for the scheduler.
+        "dashboard_address": "127.0.0.1:0",
     }
 
 

@@ -5,7 +5,6 @@ with another CA's they are refused. In-process pool, slice workers as threads.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,19 +13,7 @@ from flexlab_dask import FlexCluster
 
 import flexlab
 from flexlab.core.errors import InvalidRequest
-from flexlab.core.topology import DeviceSpec, HostSpec
-from flexlab.mock.model import reset_mock_devices
 from flexlab.tls import TLS_ENV, pool_security
-
-HOSTS = [HostSpec("gpu-host", 8_000, 32 * 1024, (DeviceSpec("t4", 0),))]
-
-
-@pytest.fixture(scope="module")
-def tls_pool(pool_tls: Path) -> Iterator[FlexCluster]:
-    reset_mock_devices()
-    with FlexCluster(hosts=HOSTS, tls=str(pool_tls), cpu_workers=0, loop_interval=0.2) as cluster:
-        yield cluster
-        assert cluster.flex_plugin.errors == []
 
 
 def test_every_address_of_the_pool_is_tls(tls_pool: FlexCluster) -> None:

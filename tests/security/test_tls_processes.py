@@ -133,6 +133,17 @@ def test_a_task_runs_on_a_lease_in_a_slice_worker_process(pool: Pool, trusted: C
         assert int(f.read().rsplit(")", 1)[1].split()[1]) == pool.proc.pid  # its parent
 
 
+def test_flexlab_status_connects_with_the_client_certificate(pool: Pool) -> None:
+    status = [sys.executable, "-m", "flexlab.cli", "status", "--scheduler", pool.address, "--json"]
+    code, out = run_for([*status, "--tls", str(pool.tls)], pool.env, 60)
+    assert code == 0, out
+    assert [h["name"] for h in json.loads(out)["hosts"]] == ["gpu-host"]
+    code, out = run_for(status, pool.env, 60)
+    assert code == 2, out
+    assert "the pool's TLS folder" in out
+    assert "Traceback" not in out
+
+
 def run_for(argv: list[str], env: dict[str, str], seconds: float) -> tuple[int | None, str]:
     """Run ``argv`` for at most ``seconds``; (exit code or None if it was still running, output)."""
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
