@@ -989,7 +989,7 @@ class FlexScheduler(SchedulerPlugin):
                 if value is not None:
                     _text(name, value)
             req = parse_request(_text("request", request))
-            cls = metric_class(replace(req, priority=priority))
+            cls = metric_class(req)  # the class the Hi loop's forecaster counts it in
             lease = self.pool.create_lease(req, owner=owner, ttl_s=ttl_s, priority=priority)
             placed = lease.slice_id in self.pool.slices
             outcome: LeaseOutcome = "warm" if lease.state == "active" else "placed" if placed else "waiting"
