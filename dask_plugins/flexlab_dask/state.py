@@ -27,6 +27,7 @@ from flexlab.core.poolstate import (
     WaitingWork,
     from_json,
     to_json,
+    vendor_name,
 )
 from flexlab.core.topology import DeviceSpec, HostSpec
 
@@ -172,6 +173,7 @@ def build_pool_state(
                     granularity_milli=m.granularity_milli,
                     profiles=tuple(p.name for p in m.profiles) if dev.mode == "profile" else (),
                     slices=tuple(slices),
+                    vendor_name=vendor_name(m.vendor),
                 )
             )
         hosts.append(

@@ -68,6 +68,7 @@ class DeviceModel(TypedDict):
     profiles: list[str]  # the profile menu of a profile-sliced device (empty for fractions)
     free_profiles: list[str]  # profiles that could be carved now from its free space
     slices: list[SliceModel]  # the slices carved from it
+    vendor_name: str  # the vendor as people read it ("NVIDIA", "Huawei")
 
 
 class HostModel(TypedDict):
@@ -317,6 +318,7 @@ def make_device(d: DeviceState) -> DeviceModel:
             (make_slice(s) for s in d.slices),
             key=lambda s: (s["lease_id"] is None, -s["compute_milli"], s["slice_id"]),
         ),
+        "vendor_name": d.vendor_name,
     }
 
 

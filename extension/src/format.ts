@@ -1,5 +1,6 @@
 /**
- * Formatting for people: memory, shares, durations, vendor names.
+ * Formatting for people: memory, shares, durations (vendor names come from the server:
+ * `DeviceModel.vendor_name`).
  */
 
 /** MiB as "512 MiB", "19.2 GiB", "80 GiB". */
@@ -42,18 +43,6 @@ export function formatDuration(seconds: number): string {
     return `${h} h ${String(m).padStart(2, '0')} m`;
   }
   return `${m}:${String(sec).padStart(2, '0')}`;
-}
-
-const VENDORS: Record<string, string> = {
-  nvidia: 'NVIDIA',
-  huawei: 'Huawei',
-  cambricon: 'Cambricon',
-  mock: 'Mock'
-};
-
-/** "nvidia" -> "NVIDIA". */
-export function vendorName(vendor: string): string {
-  return VENDORS[vendor] ?? vendor;
 }
 
 /** A reason code as words: "INSUFFICIENT_COMPUTE" -> "insufficient compute". */

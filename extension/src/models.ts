@@ -84,6 +84,8 @@ export interface DeviceModel {
   free_profiles: string[];
   /** The slices carved from it. */
   slices: SliceModel[];
+  /** The vendor as people read it ("NVIDIA", "Huawei"). */
+  vendor_name: string;
 }
 
 /** A machine of the pool and its accelerators. */

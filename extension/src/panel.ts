@@ -21,8 +21,7 @@ import {
   formatDuration,
   formatMemory,
   formatShare,
-  formatUtil,
-  vendorName
+  formatUtil
 } from './format';
 import {
   DeviceModel,
@@ -47,7 +46,7 @@ export interface IPanelOptions {
 
 /** The product name without the vendor, which the badge shows: "A100 80GB". */
 function productName(d: DeviceModel): string {
-  const vendor = vendorName(d.vendor);
+  const vendor = d.vendor_name;
   return d.name.startsWith(`${vendor} `) ? d.name.slice(vendor.length + 1) : d.name;
 }
 
@@ -298,7 +297,7 @@ export class AcceleratorsPanel extends Widget {
         h(
           'span',
           { class: 'flexlab-Vendor', 'data-vendor': d.vendor },
-          vendorName(d.vendor)
+          d.vendor_name
         ),
         h(
           'span',

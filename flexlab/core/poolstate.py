@@ -106,6 +106,11 @@ class DeviceState:
     profiles: tuple[str, ...]  # the profile menu of a profile-sliced device (empty for fractions)
     free_profiles: tuple[str, ...]  # profiles that could be carved now from its free space
     slices: tuple[SliceState, ...]  # the slices carved from it
+    vendor_name: str = ""  # the vendor as people read it ("NVIDIA", "Huawei")
+
+    def __post_init__(self) -> None:
+        if not self.vendor_name:
+            object.__setattr__(self, "vendor_name", vendor_name(self.vendor))
 
 
 @dataclass(frozen=True)
