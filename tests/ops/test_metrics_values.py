@@ -139,6 +139,14 @@ def test_per_slice_series_only_while_few(pool: tuple[SlicePool, Clock], limit: i
         }
         owners = {dict(k)["owner"] for k in shared if dict(k)["holder"] == "lease"}
         assert owners == {"alice", "bob"}
+        mem_cap = values(fams, "flexlab_slice_memory_capacity_bytes")
+        mem_held = values(fams, "flexlab_slice_memory_allocated_bytes")
+        cap = values(fams, "flexlab_slice_compute_capacity")
+        for k, v in mem_held.items():  # a lease's all of it; the shared one's by its tasks' share
+            share = shared[k] / cap[k] if dict(k)["holder"] == "shared" else 1.0
+            assert v == pytest.approx(mem_cap[k] * share)
+        (s1,) = [k for k in mem_held if dict(k)["slice"] == "s1"]
+        assert 0 < mem_held[s1] < mem_cap[s1]
 
 
 def test_lease_wait_is_observed_once_by_how_it_was_served() -> None:

@@ -268,6 +268,13 @@ def _slices(pool: SlicePool, limits: MetricLimits, owner_of: dict[str, str]) -> 
         ),
         Family("flexlab_slice_memory_capacity_bytes", "gauge", "Device memory of the slice", labels),
         Family(
+            "flexlab_slice_memory_allocated_bytes",
+            "gauge",
+            "Device memory of the slice held: all of it for a lease's or warm slice, for a shared one "
+            "in proportion to the compute its tasks hold",
+            labels,
+        ),
+        Family(
             "flexlab_slice_memory_used_bytes", "gauge", "Device memory the slice uses (telemetry)", labels
         ),
         Family("flexlab_slice_tasks", "gauge", "Tasks bound to the slice (queued or running)", labels),
@@ -288,6 +295,7 @@ def _slices(pool: SlicePool, limits: MetricLimits, owner_of: dict[str, str]) -> 
             held,
             s.utilisation * cap,
             float(s.memory_mib * MIB),
+            s.memory_mib * MIB * (held / cap if cap else 0.0),
             float(s.memory_used_mib * MIB),
             float(s.tasks),
         )
