@@ -24,6 +24,7 @@ flexlab.core.poolstate.MalformedPoolState: pool state: time: expected a number, 
 from __future__ import annotations
 
 import dataclasses
+import operator
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -478,13 +479,22 @@ def _type_encoder(tp: Any) -> Encoder:
 
 def _build_encoder(cls: type) -> Encoder:
     hints = typing.get_type_hints(cls)
-    plan = [
-        (f.metadata.get("wire", f.name), f.name, _type_encoder(hints[f.name]))
-        for f in dataclasses.fields(cls)
+    fields = dataclasses.fields(cls)
+    names = tuple(f.metadata.get("wire", f.name) for f in fields)
+    # All values at once (attrgetter runs in C), then the nested ones encoded in place.
+    get = operator.attrgetter(*(f.name for f in fields))
+    nested = [
+        (i, enc) for i, f in enumerate(fields) if (enc := _type_encoder(hints[f.name])) is not _identity
     ]
+    if len(fields) == 1:
+        only = nested[0][1] if nested else _identity
+        return lambda obj: {names[0]: only(get(obj))}
 
     def encode(obj: Any) -> dict[str, Any]:
-        return {wire: enc(getattr(obj, attr)) for wire, attr, enc in plan}
+        values = list(get(obj))
+        for i, enc in nested:
+            values[i] = enc(values[i])
+        return dict(zip(names, values, strict=True))
 
     return encode
 
