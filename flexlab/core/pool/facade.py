@@ -231,6 +231,8 @@ class SlicePool:
         lease = self.book.open(req, owner=owner, ttl_s=ttl_s, lease_id=lease_id)
         if warm is not None and (warm.next_lease or warm.slice_id) == lease.lease_id:
             self.warm.adopt(lease, warm)
+        elif (ahead := self.book.queued_behind(lease)) is not None:
+            self.book.wait_behind(lease, ahead)
         else:
             self.book.place(lease)
         return lease

@@ -160,20 +160,46 @@ class LeaseBook:
         for lease in sorted(self.leases.values(), key=lambda x: (-x.priority, x.created)):
             if lease.state not in ("pending", "recovering") or lease.slice_id in self.table.slices:
                 continue
-            r = lease.request
-            shape = (
-                r.selector,
-                r.compute_milli,
-                r.memory_mib,
-                r.profile,
-                r.devices,
-                r.host_cpu_milli,
-                r.host_memory_mib,
-            )
+            shape = _shape(lease.request)
             if lease.placed_on is None and shape in failed:
                 continue
             if not self.place(lease) and lease.placed_on is None:
                 failed.add(shape)
+
+    def queued_behind(self, lease: LeaseInfo) -> LeaseInfo | None:
+        """An earlier lease of the same request that still waits for room (never placed,
+        no slice) at the same or a higher priority, if any.
+
+        A new lease takes its turn after it (first come, first served for one request)
+        without a placement of its own: that placement would fail as the earlier one's
+        did (capacity freed since would have been offered to the earlier one by
+        :meth:`retry`), and with a thousand requests at once the failing placements and
+        their explanations were most of the scheduler's time."""
+        shape = _shape(lease.request)
+        for x in reversed(self.leases.values()):
+            if (
+                x is not lease
+                and x.state == "pending"
+                and x.placed_on is None
+                and x.priority >= lease.priority
+                and x.slice_id not in self.table.slices
+                and _shape(x.request) == shape
+            ):
+                return x
+        return None
+
+    def wait_behind(self, lease: LeaseInfo, ahead: LeaseInfo) -> None:
+        """``lease`` waits its turn after ``ahead`` (see :meth:`queued_behind`)."""
+        lease.state = "pending"
+        lease.reason = f"waits its turn after lease {ahead.lease_id} (the same request, asked earlier): " + (
+            ahead.reason.split(": ", 1)[1] if ahead.reason.startswith("waits its turn") else ahead.reason
+        )
+        self.table.emit(
+            "wait",
+            f"lease {lease.lease_id} waits: {lease.reason}",
+            lease_id=lease.lease_id,
+            owner=lease.owner,
+        )
 
     def host_back(self, host: str) -> None:
         """A host (re)joined: place the leases that were on it there again."""
@@ -389,3 +415,16 @@ def start_ttl(lease: LeaseInfo, now: float) -> None:
     if lease.active_since is None:
         lease.active_since = now
         lease.expires_at = now + lease.ttl_s
+
+
+def _shape(r: SliceRequest) -> tuple[object, ...]:
+    """What makes two lease requests place alike (owner and priority aside)."""
+    return (
+        r.selector,
+        r.compute_milli,
+        r.memory_mib,
+        r.profile,
+        r.devices,
+        r.host_cpu_milli,
+        r.host_memory_mib,
+    )
