@@ -21,6 +21,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from flexlab.core.errors import InvalidRequest
 from flexlab.tls import CA_CERT, CA_KEY, ROLES, cert_file, key_file
@@ -79,17 +80,21 @@ def write_pool_certs(
     days: int = 365,
     ca_days: int = 1825,
     force: bool = False,
+    renew: bool = False,
     name: str = "flexlab pool",
 ) -> list[Written]:
     """Write the pool CA and every role's certificate and key into ``directory``.
 
-    Raises ``InvalidRequest`` (and writes nothing) for a bad host or validity, or when the
-    folder already holds a CA and ``force`` is off.
+    ``renew`` keeps the CA already there (``ca.pem`` and ``ca-key.pem``) and writes new role
+    certificates and keys signed by it, so the parts of the pool need only their new files.
+    Raises ``InvalidRequest`` (and writes nothing) for a bad host or validity, when the
+    folder already holds a CA and neither ``force`` nor ``renew`` is on, or when ``renew``
+    finds no CA, or one that expires before the new certificates would.
     """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.x509.oid import NameOID
 
     if not 1 <= days <= 3650:
         raise InvalidRequest("--days", days, "1 to 3650 days")
@@ -101,23 +106,31 @@ def write_pool_certs(
     folder = Path(directory)
     if folder.exists() and not folder.is_dir():
         raise InvalidRequest("DIR", str(folder), "a folder (or a path where one can be made)")
-    if (folder / CA_CERT).exists() and not force:
+    if force and renew:
+        raise InvalidRequest("--renew", True, "--renew (keep the CA) or --force (a new CA), not both")
+    if (folder / CA_CERT).exists() and not (force or renew):
         raise InvalidRequest(
             "DIR",
             str(folder),
-            f"a folder without a pool CA ({CA_CERT} is there; --force makes a new CA, after which "
-            "every part of the pool needs the new files)",
+            f"a folder without a pool CA ({CA_CERT} is there; --renew writes new certificates signed "
+            "by it, --force makes a new CA, after which every part of the pool needs the new files)",
+        )
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start = now - datetime.timedelta(minutes=5)  # clocks of the pool's machines drift a little
+    if renew:
+        ca_key, ca_cert = _load_ca(folder)
+        if ca_cert.not_valid_after_utc < now + datetime.timedelta(days=days):
+            raise InvalidRequest(
+                "--days",
+                days,
+                f"at most until the CA expires ({ca_cert.not_valid_after_utc:%Y-%m-%d}); --force makes "
+                "a new CA",
+            )
+        return _write_all(
+            folder, _role_files(ca_key, ca_cert, sans, start, now + datetime.timedelta(days=days))
         )
     if not folder.exists():
         folder.mkdir(parents=True, mode=0o700)
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    start = now - datetime.timedelta(minutes=5)  # clocks of the pool's machines drift a little
-
-    def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-        return key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name(
@@ -153,11 +166,72 @@ def write_pool_certs(
         .add_extension(ca_ski, critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    files: list[tuple[str, bytes, str, bool]] = [
+    files = [
         (CA_CERT, ca_cert.public_bytes(serialization.Encoding.PEM), HOLDERS[CA_CERT], False),
-        (CA_KEY, pem_key(ca_key), HOLDERS[CA_KEY], True),
+        (CA_KEY, _pem_key(ca_key), HOLDERS[CA_KEY], True),
     ]
+    files += _role_files(ca_key, ca_cert, sans, start, now + datetime.timedelta(days=days))
+    return _write_all(folder, files)
+
+
+def _write_all(folder: Path, files: list[tuple[str, bytes, str, bool]]) -> list[Written]:
+    written = []
+    for fname, data, holder, secret in files:
+        _write(folder / fname, data, secret=secret)
+        written.append(Written(folder / fname, holder, secret))
+    return written
+
+
+def _pem_key(key: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+
+
+def _load_ca(folder: Path) -> tuple[Any, Any]:
+    """The CA key and certificate already in ``folder`` (for ``--renew``)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    cert_path, key_path = folder / CA_CERT, folder / CA_KEY
+    if not (cert_path.is_file() and key_path.is_file()):
+        raise InvalidRequest(
+            "--renew",
+            str(folder),
+            f"a folder holding the pool CA: {CA_CERT} and {CA_KEY} (flexlab certs DIR)",
+        )
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except ValueError as exc:
+        raise InvalidRequest("--renew", str(folder), f"a readable PEM CA and key ({exc})") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
+        raise InvalidRequest("--renew", str(folder), f"{CA_KEY} that is the key of {CA_CERT}")
+    return key, cert
+
+
+def _role_files(
+    ca_key: Any, ca_cert: Any, sans: list[object], start: datetime.datetime, until: datetime.datetime
+) -> list[tuple[str, bytes, str, bool]]:
+    """Each role's certificate and key, signed by the CA."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    files: list[tuple[str, bytes, str, bool]] = []
+    try:
+        ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:  # a CA made by another tool
+        ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
     aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski)
+    orgs = ca_cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    name = str(orgs[0].value) if orgs else "flexlab pool"
     for role in ROLES:
         key = ec.generate_private_key(ec.SECP256R1())
         usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
@@ -174,11 +248,11 @@ def write_pool_certs(
                     ]
                 )
             )
-            .issuer_name(ca_name)
+            .issuer_name(ca_cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(start)
-            .not_valid_after(now + datetime.timedelta(days=days))
+            .not_valid_after(until)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -202,19 +276,18 @@ def write_pool_certs(
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)  # type: ignore[arg-type]
         cert = builder.sign(ca_key, hashes.SHA256())
         files.append((cert_file(role), cert.public_bytes(serialization.Encoding.PEM), HOLDERS[role], False))
-        files.append((key_file(role), pem_key(key), HOLDERS[role], True))
+        files.append((key_file(role), _pem_key(key), HOLDERS[role], True))
 
-    written = []
-    for fname, data, holder, secret in files:
-        _write(folder / fname, data, secret=secret)
-        written.append(Written(folder / fname, holder, secret))
-    return written
+    return files
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
     hosts = args.host or list(DEFAULT_HOSTS)
-    written = write_pool_certs(args.dir, hosts, days=args.days, ca_days=args.ca_days, force=args.force)
-    print(f"flexlab certs: a pool CA and certificates for {', '.join(hosts)} in {args.dir}")
+    written = write_pool_certs(
+        args.dir, hosts, days=args.days, ca_days=args.ca_days, force=args.force, renew=args.renew
+    )
+    what = "new certificates signed by the pool CA" if args.renew else "a pool CA and certificates"
+    print(f"flexlab certs: {what} for {', '.join(hosts)} in {args.dir}")
     width = max(len(w.path.name) for w in written)
     for w in written:
         mode = "0600" if w.secret else "0644"
@@ -246,4 +319,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--days", type=int, default=365, help="validity of each part's certificate (default 365)")
     p.add_argument("--ca-days", type=int, default=1825, help="validity of the CA (default 1825, 5 years)")
     p.add_argument("--force", action="store_true", help="replace a CA already in DIR (and every certificate)")
+    p.add_argument(
+        "--renew",
+        action="store_true",
+        help="keep the CA in DIR and write new certificates and keys signed by it (before they expire)",
+    )
     p.set_defaults(func=cmd_certs)

@@ -94,6 +94,52 @@ def test_an_existing_ca_is_kept_unless_force(tmp_path: Path, capsys: pytest.Capt
     assert all(after[name] != before[name] for name in ALL_FILES)  # a new CA and new keys
 
 
+def test_renew_keeps_the_ca_and_writes_new_certificates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "tls"
+    assert main(["certs", str(folder), "--days", "30"]) == 0
+    before = snapshot(folder)
+    assert main(["certs", str(folder), "--renew", "--host", "10.0.0.9"]) == 0
+    assert "new certificates signed by the pool CA" in capsys.readouterr().out
+    after = snapshot(folder)
+    assert (after[CA_CERT], after[CA_KEY]) == (before[CA_CERT], before[CA_KEY])
+    ca = load(folder / CA_CERT)
+    for role in ROLES:
+        assert after[cert_file(role)] != before[cert_file(role)]
+        assert after[key_file(role)] != before[key_file(role)]
+        assert stat.S_IMODE((folder / key_file(role)).stat().st_mode) == 0o600
+        cert = load(folder / cert_file(role))
+        cert.verify_directly_issued_by(ca)
+        assert (cert.not_valid_after_utc - datetime.datetime.now(datetime.timezone.utc)).days >= 364
+        ctx = ssl.create_default_context(cafile=str(folder / CA_CERT))
+        ctx.load_cert_chain(folder / cert_file(role), folder / key_file(role))
+    san = load(folder / "agent.pem").extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert san.value.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("10.0.0.9")]
+
+
+def test_renew_refuses_what_it_cannot_sign_with(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], other_tls: Path
+) -> None:
+    empty = tmp_path / "empty"
+    assert main(["certs", str(empty), "--renew"]) == 2
+    assert "ca-key.pem" in capsys.readouterr().err
+    assert not empty.exists()
+    folder = tmp_path / "tls"
+    assert main(["certs", str(folder), "--days", "30", "--ca-days", "30"]) == 0
+    before = snapshot(folder)
+    capsys.readouterr()
+    assert main(["certs", str(folder), "--renew", "--days", "60"]) == 2  # past the CA's end
+    assert "until the CA expires" in capsys.readouterr().err
+    assert main(["certs", str(folder), "--renew", "--force"]) == 2
+    assert "not both" in capsys.readouterr().err
+    (folder / CA_KEY).write_bytes((other_tls / CA_KEY).read_bytes())  # not this CA's key
+    assert main(["certs", str(folder), "--renew"]) == 2
+    assert "the key of ca.pem" in capsys.readouterr().err
+    after = snapshot(folder)
+    assert {k: v for k, v in after.items() if k != CA_KEY} == {k: v for k, v in before.items() if k != CA_KEY}
+
+
 @pytest.mark.parametrize(
     ("argv", "field"),
     [

@@ -19,6 +19,8 @@ from flexlab.tls import TLS_ENV, pool_security
 def test_every_address_of_the_pool_is_tls(tls_pool: FlexCluster) -> None:
     assert tls_pool.scheduler_address.startswith("tls://127.0.0.1:")
     workers = tls_pool.scheduler.workers
+    with Client(tls_pool) as client:  # the cluster's own Security: the client certificate
+        assert client.submit(sum, [1, 2]).result(timeout=30) == 3
     assert workers
     assert all(addr.startswith("tls://") for addr in workers)
 
