@@ -861,6 +861,7 @@ class FlexScheduler(SchedulerPlugin):
             if now - seen > self.agent_timeout:
                 why = f"its agent was silent for {now - seen:.0f} s (agent-timeout {self.agent_timeout:g} s)"
                 logger.warning("flexlab: host %s lost: %s", host, why)
+                self.metrics.hosts_lost += 1
                 self._host_gone(host, why)
 
     def handle_telemetry(

@@ -92,3 +92,36 @@ def test_flexlab_up_serves_metrics_at_its_dashboard_address(tmp_path: Path) -> N
         up.terminate()
         up.wait(timeout=60)
         log.close()
+
+
+def test_a_host_whose_agent_goes_silent_counts_as_lost() -> None:
+    """What the FlexlabHostLost alert reads: a silent agent's host is lost and counted; a host
+    whose agent leaves is not."""
+    import dask
+
+    reset_mock_devices()
+    two = [
+        HostSpec("quiet", 8000, 65536, (DeviceSpec("t4", 0),)),
+        HostSpec("leaves", 8000, 65536, (DeviceSpec("t4", 0),)),
+    ]
+    with (
+        dask.config.set({"flexlab.agent-timeout": "1s"}),
+        FlexCluster(two, dashboard_address="127.0.0.1:0", loop_interval=0.2) as cluster,
+    ):
+
+        def lost() -> float:
+            (line,) = [
+                ln for ln in _metrics(cluster).splitlines() if ln.startswith("flexlab_hosts_lost_total ")
+            ]
+            return float(line.split()[1])
+
+        assert lost() == 0.0
+        quiet, leaves = cluster.agents
+        cluster.sync(leaves.close, leave=True)
+        cluster.sync(quiet.close, leave=False)  # dies without a word
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _hosts(_metrics(cluster)):
+            time.sleep(0.2)
+        assert _hosts(_metrics(cluster)) == set()
+        assert lost() == 1.0
+        assert cluster.flex_plugin.errors == []

@@ -66,7 +66,13 @@ def counter_families(recorder: MetricsRecorder) -> list[Family]:
         "Events that left the pool's bounded log before they were counted",
     )
     missed.add((), float(recorder.events_missed))
-    return [placed, asked, wait, events, missed]
+    lost = Family(
+        "flexlab_hosts_lost_total",
+        "counter",
+        "Hosts declared lost because their agent was silent for flexlab.agent-timeout (not those that left)",
+    )
+    lost.add((), float(recorder.hosts_lost))
+    return [placed, asked, wait, events, missed, lost]
 
 
 def hi_families(

@@ -55,6 +55,8 @@ class MetricsRecorder:
         #: bounded log before a pass read them.
         self.events: Counter[str] = Counter()
         self.events_missed = 0
+        #: Hosts the runtime declared lost (their agent went silent), not those that left.
+        self.hosts_lost = 0
         self._seq = 0
         self._warm_leases: set[str] = set()
         self._seen_active: set[str] = set()
