@@ -46,6 +46,23 @@ def test_link_cut_for_20_s(pool: Pool) -> None:
     assert figures["min_hosts"] == 3, figures
 
 
+@pytest.mark.parametrize("pool", [{"agent-timeout": "8s"}], indirect=True, ids=["agent-timeout-8s"])
+def test_link_cut_longer_than_agent_timeout(pool: Pool) -> None:
+    """Cut off past ``agent-timeout``: the host is lost (its work runs elsewhere, its leases'
+    owners are told); when the link returns, the agent registers again, its stale workers are
+    stopped and the capacity is back within 45 s."""
+    host = lease_host(pool)
+    figures = pool.run_fault(
+        f"cut {host}'s link for 20 s, past agent-timeout (8 s)",
+        lambda: pool.lab.cut(host),
+        lambda: pool.lab.restore(host),
+        hold_s=20,
+        bound_s=45,
+    )
+    assert figures["min_hosts"] == 2, figures
+    assert figures["completed"] == figures["submitted"]
+
+
 @pytest.mark.parametrize("pool", [{"agent-timeout": "10s"}], indirect=True, ids=["agent-timeout-10s"])
 def test_agent_sigkill(pool: Pool) -> None:
     """SIGKILL an agent: its slice workers stop with it (none orphaned), the scheduler

@@ -138,3 +138,25 @@ def test_agent_reporting_a_lease_slice_that_moved_is_told_to_stop_it(quick_timeo
     # The lease itself is untouched.
     assert lease.refresh()["state"] == "active"
     lease.release()
+
+
+def test_lost_hosts_workers_are_evicted_so_its_lease_starts_elsewhere(quick_timeout: Any) -> None:
+    """A host cut off: its agent is silent but its workers still hold their Dask names. Once
+    the host is lost they are removed from Dask, so the lease's new worker elsewhere (same
+    slice id, same worker name) can register; without that Dask refuses it ("name taken")
+    and the lease never becomes active again."""
+    cluster, client = quick_timeout
+    lease = flexlab.lease("t4:0.5", ttl="1h", owner="ana", client=client, timeout=30)
+    host, old_worker = lease.info["host"], lease.info["worker"]
+    agent = next(a for a in cluster.agents if a.host.name == host)
+    assert agent._task is not None
+    cluster.loop.add_callback(agent._task.cancel)  # silent agent; its workers keep running
+    info = wait_for(
+        lambda: lease.refresh()["state"] == "active" and lease.info["host"] != host and lease.info,
+        30,
+        "the lease active on the other host",
+    )
+    assert info["worker"] != old_worker
+    assert old_worker not in client.scheduler_info()["workers"]
+    assert lease.submit(lambda: 42).result(timeout=30) == 42
+    lease.release()
