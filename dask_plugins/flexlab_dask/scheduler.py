@@ -132,6 +132,8 @@ class FlexScheduler(SchedulerPlugin):
         self._agents: dict[str, float] = {}
         self.agent_timeout = config.seconds("agent-timeout")
         self._loop_task: asyncio.Task[None] | None = None
+        #: Removals from Dask of a lost host's workers, under way.
+        self._evictions: set[asyncio.Task[Any]] = set()
         #: Workers that plain (unannotated) tasks may run on: shared slices and workers
         #: flexlab does not manage, never a lease's or a warm slice's. One set object, shared
         #: by the ``worker_restrictions`` of every plain task and kept current as workers come
@@ -842,6 +844,8 @@ class FlexScheduler(SchedulerPlugin):
         on_host = [s for s in self.pool.slices.values() if s.host == host]
         self.pool.unregister_host(host)
         for s in on_host:
+            if s.worker is not None:
+                self._evict(s.worker)
             self._rebind_tasks_of(self.scheduler, s.resource)
             if s.lease_id is not None:
                 self._notify(
@@ -849,6 +853,20 @@ class FlexScheduler(SchedulerPlugin):
                     f"lease {s.lease_id}: its host {host} was lost ({why}); it waits to be placed again",
                 )
         self._flush_commands()
+
+    def _evict(self, worker: str) -> None:
+        """Dask forgets a lost host's worker now: its tasks run again elsewhere, and its
+        name is free for the slice's next worker (Dask refuses a second worker of one name,
+        which would leave the slice without a worker for good). The worker closes itself
+        once it hears of it, if it ever does."""
+        sched = self.scheduler
+        if sched is None or worker not in sched.workers:
+            return
+        task = asyncio.ensure_future(
+            sched.remove_worker(worker, stimulus_id=f"flexlab-host-lost-{time.time()}", expected=True)
+        )
+        self._evictions.add(task)
+        task.add_done_callback(self._evictions.discard)
 
     def _lose_silent_hosts(self) -> None:
         """Hosts whose agent has not been heard from for ``agent-timeout`` are lost: the agent
