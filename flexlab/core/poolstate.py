@@ -433,7 +433,7 @@ def _choice(value: str, label: str, group: MenuGroup, ds: list[DeviceState]) -> 
 
 # ------------------------------------------------------------------ the codec
 _MISSING: Any = object()
-Decoder = Callable[[Any, str], Any]
+Decoder = Callable[[Any, Any], Any]
 
 
 Encoder = Callable[[Any], Any]
@@ -509,52 +509,69 @@ def _encode(obj: object) -> Any:
     return obj
 
 
-def _join(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else key
+# A path into the payload is built only when an error names it: "" (the root), a name such as
+# "lease", or (parent path, key) for a field or a list item.
+def _render(path: Any) -> str:
+    keys: list[str | int] = []
+    while isinstance(path, tuple):
+        path, key = path
+        keys.append(key)
+    out = str(path)
+    for k in reversed(keys):
+        out = f"{out}[{k}]" if isinstance(k, int) else (f"{out}.{k}" if out else k)
+    return out
 
 
 def _is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _scalar(tp: type) -> Decoder:
-    if tp is bool:
+def _dec_bool(v: Any, path: Any) -> bool:
+    if not isinstance(v, bool):
+        raise MalformedPoolState(_render(path), v, "true or false")
+    return v
 
-        def dec_bool(v: Any, path: str) -> bool:
-            if not isinstance(v, bool):
-                raise MalformedPoolState(path, v, "true or false")
-            return v
 
-        return dec_bool
-    if tp is int:
+def _dec_int(v: Any, path: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        raise MalformedPoolState(_render(path), v, "an integer")
+    return v
 
-        def dec_int(v: Any, path: str) -> int:
-            if isinstance(v, bool) or not isinstance(v, int):
-                if isinstance(v, float) and v.is_integer():
-                    return int(v)
-                raise MalformedPoolState(path, v, "an integer")
-            return v
 
-        return dec_int
-    if tp is float:
+def _dec_float(v: Any, path: Any) -> float:
+    if not _is_number(v):
+        raise MalformedPoolState(_render(path), v, "a number")
+    return float(v)
 
-        def dec_float(v: Any, path: str) -> float:
-            if not _is_number(v):
-                raise MalformedPoolState(path, v, "a number")
-            return float(v)
 
-        return dec_float
-    if tp is str:
+def _dec_str(v: Any, path: Any) -> str:
+    if not isinstance(v, str):
+        raise MalformedPoolState(_render(path), v, "a string")
+    return v
 
-        def dec_str(v: Any, path: str) -> str:
-            if not isinstance(v, str):
-                raise MalformedPoolState(path, v, "a string")
-            return v
 
-        return dec_str
-    raise TypeError(f"no decoder for {tp!r}")  # a model this module cannot read: a bug here
+_SCALARS: dict[Any, tuple[Decoder, str]] = {
+    # type: (its decoder, a Python expression on x that is true when x needs no decoding)
+    bool: (_dec_bool, "x is True or x is False"),
+    int: (_dec_int, "x.__class__ is int"),
+    float: (_dec_float, "x.__class__ is float"),
+    str: (_dec_str, "x.__class__ is str"),
+}
+
+
+def _fast_check(tp: Any) -> str | None:
+    """A Python expression on ``x``, true when ``x`` is already a valid ``tp`` (None: no
+    such shortcut, always decode)."""
+    if tp in _SCALARS:
+        return _SCALARS[tp][1]
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        fast = _fast_check(inner[0]) if len(inner) == 1 else None
+        return f"x is None or {fast}" if fast else None
+    return None
 
 
 def _type_decoder(tp: Any) -> Decoder:
@@ -562,12 +579,14 @@ def _type_decoder(tp: Any) -> Decoder:
     args = typing.get_args(tp)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _decoder(tp)
+    if tp in _SCALARS:
+        return _SCALARS[tp][0]
     if origin is Literal:
         allowed = args
 
-        def dec_literal(v: Any, path: str) -> Any:
-            if v not in allowed:
-                raise MalformedPoolState(path, v, "one of " + ", ".join(map(str, allowed)))
+        def dec_literal(v: Any, path: Any) -> Any:
+            if not isinstance(v, str) or v not in allowed:
+                raise MalformedPoolState(_render(path), v, "one of " + ", ".join(map(str, allowed)))
             return v
 
         return dec_literal
@@ -577,49 +596,52 @@ def _type_decoder(tp: Any) -> Decoder:
             raise TypeError(f"no decoder for {tp!r}")
         dec_inner = _type_decoder(inner[0])
 
-        def dec_optional(v: Any, path: str) -> Any:
+        def dec_optional(v: Any, path: Any) -> Any:
             return None if v is None else dec_inner(v, path)
 
         return dec_optional
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             dec_item = _type_decoder(args[0])
+            item_type = args[0] if args[0] in (str, int) else None
 
-            def dec_seq(v: Any, path: str) -> tuple[Any, ...]:
+            def dec_seq(v: Any, path: Any) -> tuple[Any, ...]:
                 if not isinstance(v, (list, tuple)):
-                    raise MalformedPoolState(path, v, "a list")
-                return tuple(dec_item(x, f"{path}[{i}]") for i, x in enumerate(v))
+                    raise MalformedPoolState(_render(path), v, "a list")
+                if item_type is not None and all(x.__class__ is item_type for x in v):
+                    return tuple(v)
+                return tuple([dec_item(x, (path, i)) for i, x in enumerate(v)])
 
             return dec_seq
         decs = [_type_decoder(a) for a in args]
 
-        def dec_fixed(v: Any, path: str) -> tuple[Any, ...]:
+        def dec_fixed(v: Any, path: Any) -> tuple[Any, ...]:
             if not isinstance(v, (list, tuple)) or len(v) != len(decs):
-                raise MalformedPoolState(path, v, f"a list of {len(decs)} items")
-            return tuple(d(x, f"{path}[{i}]") for i, (d, x) in enumerate(zip(decs, v, strict=True)))
+                raise MalformedPoolState(_render(path), v, f"a list of {len(decs)} items")
+            return tuple(d(x, (path, i)) for i, (d, x) in enumerate(zip(decs, v, strict=True)))
 
         return dec_fixed
     if origin is dict:
         dec_value = _type_decoder(args[1])
 
-        def dec_dict(v: Any, path: str) -> dict[str, Any]:
+        def dec_dict(v: Any, path: Any) -> dict[str, Any]:
             if not isinstance(v, Mapping):
-                raise MalformedPoolState(path, v, "an object")
+                raise MalformedPoolState(_render(path), v, "an object")
             out = {}
             for k, x in v.items():
                 if not isinstance(k, str):
-                    raise MalformedPoolState(path, k, "string keys")
-                out[k] = dec_value(x, _join(path, k))
+                    raise MalformedPoolState(_render(path), k, "string keys")
+                out[k] = dec_value(x, (path, k))
             return out
 
         return dec_dict
-    return _scalar(tp)
+    raise TypeError(f"no decoder for {tp!r}")  # a model this module cannot read: a bug here
 
 
 _DECODERS: dict[type, Decoder] = {}
 
 
-def _decoder(cls: type[T]) -> Callable[[Any, str], T]:
+def _decoder(cls: type[T]) -> Callable[[Any, Any], T]:
     """A checking decoder for a model class, built once per class."""
     known = _DECODERS.get(cls)
     if known is None:
@@ -628,26 +650,54 @@ def _decoder(cls: type[T]) -> Callable[[Any, str], T]:
 
 
 def _build_decoder(cls: type) -> Decoder:
+    """The decoder of a model class as generated Python (as ``dataclasses`` makes ``__init__``):
+    one ``get`` per field, a type check inline for scalars, and a field's own decoder only for
+    nested values or when the check fails (it then names the path)."""
     hints = typing.get_type_hints(cls)
-    plan: list[tuple[str, str, Decoder, bool]] = []
-    for f in dataclasses.fields(cls):
-        optional = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-        plan.append((f.metadata.get("wire", f.name), f.name, _type_decoder(hints[f.name]), optional))
-    what = f"an object ({cls.__name__})"
-
-    def decode(v: Any, path: str) -> Any:
-        if not isinstance(v, Mapping):
-            raise MalformedPoolState(path or "the payload", v, what)
-        kwargs = {}
-        for wire, attr, dec, optional in plan:
-            x = v.get(wire, _MISSING)
-            if x is _MISSING:
-                if optional:
-                    continue
-                raise MalformedPoolState(_join(path, wire), x, "a value: the field is required")
-            kwargs[attr] = dec(x, _join(path, wire))
-        return cls(**kwargs)
-
+    ns: dict[str, Any] = {
+        "Mapping": Mapping,
+        "MalformedPoolState": MalformedPoolState,
+        "_render": _render,
+        "_MISSING": _MISSING,
+        "cls": cls,
+        "new": object.__new__,
+        "what": f"an object ({cls.__name__})",
+        "required": "a value: the field is required",
+    }
+    body = [
+        "def decode(v, path):",
+        "    if not isinstance(v, Mapping):",
+        "        raise MalformedPoolState(_render(path) or 'the payload', v, what)",
+        "    get = v.get",
+    ]
+    kwargs = []
+    for i, f in enumerate(dataclasses.fields(cls)):
+        wire = f.metadata.get("wire", f.name)
+        tp = hints[f.name]
+        ns[f"d{i}"] = _type_decoder(tp)
+        body += [f"    x = get({wire!r}, _MISSING)", "    if x is _MISSING:"]
+        if f.default is not dataclasses.MISSING:
+            ns[f"default{i}"] = f.default
+            body.append(f"        x = default{i}")
+        elif f.default_factory is not dataclasses.MISSING:
+            ns[f"factory{i}"] = f.default_factory
+            body.append(f"        x = factory{i}()")
+        else:
+            body.append(f"        raise MalformedPoolState(_render((path, {wire!r})), x, required)")
+        fast = _fast_check(tp)
+        body.append(f"    elif not ({fast}):" if fast else "    else:")
+        body += [f"        x = d{i}(x, (path, {wire!r}))", f"    x{i} = x"]
+        kwargs.append(f"{f.name}=x{i}")
+    # Every field was checked: fill the frozen instance directly (its __init__ sets each
+    # field through object.__setattr__, three times slower), then run its __post_init__.
+    body += [
+        "    o = new(cls)",
+        f"    o.__dict__.update({', '.join(kwargs)})",
+        *(["    o.__post_init__()"] if hasattr(cls, "__post_init__") else []),
+        "    return o",
+    ]
+    exec("\n".join(body), ns)  # generated from the class's own fields, as dataclasses does
+    decode: Decoder = ns["decode"]
     return decode
 
 
