@@ -77,3 +77,16 @@ def test_the_jupyter_server_extension_connects_with_the_client_certificate(
                 refused.start()
         finally:
             refused.close()
+
+
+def test_the_dashboard_notebook_connects_with_the_folder_flexlab_dashboard_hands_it(
+    tls_pool: FlexCluster, pool_tls: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flexlab.dashboard.notebook import connect as dashboard_connect
+
+    monkeypatch.setenv(TLS_ENV, str(pool_tls))  # what `flexlab dashboard --tls DIR` sets for Voila
+    conn = dashboard_connect(tls_pool.scheduler_address)
+    try:
+        assert flexlab.PoolClient(conn.client).state()["hosts"][0]["name"] == "gpu-host"
+    finally:
+        conn.close()
