@@ -2,8 +2,10 @@
 
     python benchmarks/load_bench.py [--requests 1000] [--owners 50] [--json F] [--processes]
 
-It starts a real pool as its own processes (``flexlab up`` on 127.0.0.1 with the demo's mock
-pool: 3 hosts, 6 devices; slice workers as threads of the agent unless ``--processes``) and,
+It starts a real pool as its own processes (``flexlab up --no-agent`` on 127.0.0.1, and a
+``flexlab agent`` process serving the demo's mock pool: 3 hosts, 6 devices; slice workers as
+threads of the agent unless ``--processes``, so the scheduler's process runs only the
+scheduler) and,
 for the REST phase, a real Jupyter server with the flexlab server extension, whose test
 identity provider logs each of the owners in by its own token. Then, one phase at a time:
 
@@ -308,22 +310,18 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="flexlab-load-"))
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    up = [
-        sys.executable,
-        "-m",
-        "flexlab.cli",
-        "up",
-        "--port",
-        str(port),
-        "--state-file",
-        str(tmp / "state.db"),
-    ]
-    up += ["--provider", "mock", "--dashboard", f"127.0.0.1:{free_port()}"]
+    cli = [sys.executable, "-m", "flexlab.cli"]
+    up = [*cli, "up", "--no-agent", "--port", str(port), "--state-file", str(tmp / "state.db")]
+    up += ["--dashboard", f"127.0.0.1:{free_port()}"]
+    agent = [*cli, "agent", address, "--provider", "mock", "--register-timeout", "60"]
     if not args.processes:
-        up.append("--threads")
-    log = tmp / "up.log"
-    registered = lambda: log.read_text().count("registered with") >= 3  # noqa: E731
-    with process(up, log, registered), Client(address, set_as_default=False) as admin:
+        agent.append("--threads")
+    up_log, agent_log = tmp / "up.log", tmp / "agent.log"
+    with (
+        process(up, up_log, lambda: "flexlab scheduler at" in up_log.read_text()),
+        process(agent, agent_log, lambda: agent_log.read_text().count("registered with") >= 3),
+        Client(address, set_as_default=False) as admin,
+    ):
         admin.run_on_scheduler(_record_ticks)
 
         def settle(name: str, phase: dict[str, Any]) -> None:
