@@ -57,7 +57,8 @@ def test_up_then_status(tmp_path: Path) -> None:
     env = {**os.environ, "DASK_FLEXLAB__STATE_FILE": str(tmp_path / "leases.sqlite")}
     log = (tmp_path / "up.log").open("w")
     up = subprocess.Popen(
-        [sys.executable, "-m", "flexlab.cli", "up", "--port", str(port), "--provider", "mock", "--threads"],
+        # slice workers as processes, as an operator runs it (their start-up is part of the output)
+        [sys.executable, "-m", "flexlab.cli", "up", "--port", str(port), "--provider", "mock"],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,
@@ -116,7 +117,16 @@ def test_up_then_status(tmp_path: Path) -> None:
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(30)
-    assert "flexlab scheduler at tcp://127.0.0.1:" in (tmp_path / "up.log").read_text()
+    text = (tmp_path / "up.log").read_text()
+    assert "flexlab scheduler at tcp://127.0.0.1:" in text
+    assert text.count("registered with") == 3
+    # a clean run, start to stop: what flexlab means to say, no Dask chatter (issue 14)
+    noise = [
+        line
+        for line in text.splitlines()
+        if any(word in line for word in ("Traceback", "WARNING", "ERROR", "RuntimeWarning", " INFO "))
+    ]
+    assert noise == [], "\n".join(noise[:10])
 
 
 @pytest.mark.parametrize(

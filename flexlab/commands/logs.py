@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+
+#: The ``--log-level`` choices of the long-running commands.
+LEVELS = ("debug", "info", "warning", "error")
 
 
 def set_levels(level: int, prefixes: tuple[str, ...]) -> None:
@@ -17,3 +21,14 @@ def set_levels(level: int, prefixes: tuple[str, ...]) -> None:
     names = [n for n in logging.root.manager.loggerDict if n.startswith(prefixes)]
     for name in (*prefixes, *names):
         logging.getLogger(name).setLevel(level)
+
+
+def dask_log_level(name: str) -> None:
+    """distributed's loggers at ``name`` (one of :data:`LEVELS`) in this process and in the
+    processes it starts (slice workers read ``DASK_LOGGING__DISTRIBUTED`` when they start).
+
+    ``flexlab up`` and ``flexlab agent`` print what they mean to (where the pool is, which
+    hosts joined) and Dask's warnings and errors, not its start-up and connection INFO lines;
+    ``--log-level info`` brings those back."""
+    os.environ["DASK_LOGGING__DISTRIBUTED"] = name
+    set_levels(getattr(logging, name.upper()), ("distributed",))

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flexlab.commands.logs import LEVELS, dask_log_level
 from flexlab.core.errors import FlexlabError, InvalidRequest
 from flexlab.tls import check_listen, is_loopback, pool_address, pool_security, role_files, tls_dir
 
@@ -196,6 +197,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         return 0
     if not args.scheduler:
         raise InvalidRequest("scheduler", None, "an address such as tcp://127.0.0.1:8786")
+    dask_log_level(args.log_level)
     tls = tls_dir(args.tls)
     address = pool_address(args.scheduler, tls=bool(tls))
     if tls:
@@ -258,6 +260,7 @@ def _warn_once(warning: str | None) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    dask_log_level(args.log_level)
     tls = tls_dir(args.tls)
     if tls:  # a missing file is named before anything starts
         role_files(tls, "scheduler")
@@ -354,6 +357,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
             "(default 127.0.0.1: a scheduler on this machine)",
         )
         tls_options(p)
+        p.add_argument(
+            "--log-level",
+            default="warning",
+            choices=LEVELS,
+            help="what Dask logs here and in the slice workers (default warning: its problems, not "
+            "its start-up and connection messages)",
+        )
 
     def tls_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(
