@@ -94,8 +94,13 @@ def cmd_lab(args: argparse.Namespace) -> int:
     if args.scheduler:
         os.environ["FLEXLAB_SCHEDULER"] = args.scheduler  # kernels use the same pool
     if args.tls:
+        from flexlab.client import scheduler_address
         from flexlab.tls import TLS_ENV, role_files
 
+        if not (args.scheduler or scheduler_address()):
+            raise InvalidRequest(
+                "--tls", args.tls, "with --scheduler tls://HOST:PORT (the embedded mock pool uses no TLS)"
+            )
         role_files(args.tls, "client")  # a missing file is named now, not as a 503 later
         os.environ[TLS_ENV] = args.tls  # and the same client certificate (docs/security.md)
     print(f"flexlab lab: jupyter lab {' '.join(argv)}", file=sys.stderr)

@@ -50,8 +50,9 @@ def connect(address: str | None = None, *, synthetic_load: bool = True) -> PoolC
     if address:
         from flexlab.tls import client_security
 
-        # $FLEXLAB_TLS (set by `flexlab dashboard --tls`): the client certificate; else plain tcp
-        client = make_client(address, timeout="30s", security=client_security())
+        # a tls:// pool: the client certificate of $FLEXLAB_TLS (set by `flexlab dashboard --tls`)
+        security = client_security() if address.startswith("tls://") else None
+        client = make_client(address, timeout="30s", security=security)
         return PoolConnection(client, address, title=f"flexlab pool at {address}")
     from flexlab_dask import FlexCluster
 

@@ -77,3 +77,14 @@ def test_flexlab_lab_passes_the_folder_to_the_extension(pool_tls: Path) -> None:
     argv = lab_argv(args)
     assert "--FlexlabJupyter.scheduler_address=tls://127.0.0.1:8786" in argv
     assert f"--FlexlabJupyter.tls_dir={pool_tls}" in argv
+
+
+def test_flexlab_lab_refuses_tls_without_a_pool_to_use_it_on(
+    pool_tls: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flexlab.cli import main
+
+    monkeypatch.delenv("FLEXLAB_SCHEDULER", raising=False)
+    assert main(["lab", "--tls", str(pool_tls), "--no-browser"]) == 2
+    assert "with --scheduler tls://HOST:PORT" in capsys.readouterr().err
+    assert TLS_ENV not in os.environ  # nothing was changed
