@@ -64,6 +64,20 @@ def test_a_device_line_shows_its_slices_with_owner_and_utilisation(recorded: Poo
     assert "L1 alice vir05_1c_16g 100%" in line  # alice's lease: its profile, kept busy
 
 
+def test_a_host_without_accelerators_and_the_agents_are_shown(recorded: PoolState) -> None:
+    from dataclasses import replace
+
+    from flexlab.core.poolstate import HostState
+
+    cpu = HostState("cpu-only", "", 16000, 12000, 65536, 65536, ())
+    state = replace(recorded, hosts=(*recorded.hosts, cpu))
+    lines = screen_lines(state, 120, 40)
+    assert "cpu-only   (no accelerators)  CPU free 12 of 16" in lines
+    assert recorded.plugin is not None
+    slowest = max(recorded.plugin.agents.values())
+    assert f"3 agents, last heard ≤ {slowest:.0f} s ago" in lines[0]
+
+
 def test_a_pool_larger_than_the_screen_shows_the_busiest_and_counts_the_rest() -> None:
     state = _big()
     lines = screen_lines(state, 80, 24)

@@ -46,9 +46,11 @@ def header_lines(state: PoolState, address: str) -> list[str]:
     pending = len(state.pending_leases)
     by_vendor = Counter(d.vendor for d in devices)
     errors = state.plugin.errors if state.plugin else 0
+    agents = state.plugin.agents if state.plugin else {}
     when = time.strftime("%H:%M:%S", time.localtime(state.time))
+    heard = f" · {len(agents)} agents, last heard ≤ {max(agents.values()):.0f} s ago" if agents else ""
     return [
-        f"flexlab pool at {address} · policy {state.policy_name} · {when}"
+        f"flexlab pool at {address} · policy {state.policy_name} · {when}{heard}"
         + (f" · {errors} PLUGIN ERRORS" if errors else ""),
         f"{len(state.hosts)} hosts · {len(devices)} devices · util {util:.0%} · "
         f"leases {active} active, {pending} pending · {len(state.waiting)} tasks waiting · "
@@ -116,6 +118,15 @@ def screen_lines(
     head = [_cut(x, width) for x in header_lines(state, address)]
     foot = [_cut(f"q quit · redrawn every {interval:g} s", width)]
     devs = list(state.devices())
+    bare = [
+        _cut(
+            f"{h.name[:10]:<10} (no accelerators)  "
+            f"CPU free {h.free_cpu_milli / 1000:g} of {h.cpu_milli / 1000:g}",
+            width,
+        )
+        for h in state.hosts
+        if not h.devices
+    ]
     leases = [lease_line(le, width) for le in state.leases]
     waiting = waiting_lines(state, width)
     room = height - len(head) - len(foot) - 3  # the three section titles
@@ -123,7 +134,7 @@ def screen_lines(
     # devices do not need goes back to the leases, then to the waiting work.
     lease_room = min(len(leases), max(1, room // 3))
     wait_room = min(len(waiting), max(1, room // 3))
-    dev_room = max(1, room - lease_room - wait_room)
+    dev_room = max(1, room - lease_room - wait_room - len(bare))
     spare = max(0, dev_room - len(devs))
     grow = min(spare, len(leases) - lease_room)
     lease_room += grow
@@ -141,6 +152,7 @@ def screen_lines(
         *head,
         _cut(f"DEVICES ({len(devs)})", width),
         *dev_lines,
+        *bare,
         _cut(f"{f'LEASES ({len(leases)})':<10} {LEASE_COLUMNS}", width),
         *_fit(leases, lease_room, "leases"),
         _cut(f"WAITING ({len(state.waiting)} tasks, {len(state.pending_leases)} leases)", width),
