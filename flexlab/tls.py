@@ -157,7 +157,9 @@ def pool_address(address: str, *, tls: bool) -> str:
         return f"{'tls' if tls else 'tcp'}://{address}"
     if tls and scheme != "tls":
         raise InvalidRequest(
-            "scheduler address", address, f"tls://{rest} (the pool uses TLS: --tls was given)"
+            "scheduler address",
+            address,
+            f"tls://{rest} (a TLS folder is set: --tls, ${TLS_ENV} or flexlab.tls)",
         )
     if not tls and scheme == "tls":
         raise InvalidRequest(
