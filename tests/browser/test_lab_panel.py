@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -147,8 +148,21 @@ def test_accelerators_panel_end_to_end(
     expect(bob.locator(".flexlab-Slice-owner")).to_contain_text("bob · ")
     expect(panel.locator(".flexlab-Slice[data-owner='chen']")).to_have_count(1)
 
-    # the form: an NPU share with memory, and its explain preview before committing
+    # the form's device menu is the one the server computed (the notebook picker shows it too)
     form = panel.locator(".flexlab-Form")
+    req = urllib.request.Request(f"{lab.url}/flexlab/api/pool", headers={"Authorization": f"token {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        menu = json.load(resp)["menu"]
+    assert [c["label"] for c in menu][:3] == ["Any accelerator (6)", "Any GPU (3)", "Any MLU (1)"]
+    options = form.locator("select.flexlab-Form-device option")
+    expect(options).to_have_count(len(menu))
+    assert options.evaluate_all("os => os.map(o => [o.value, o.textContent])") == [
+        [c["value"], c["label"]] for c in menu
+    ]
+    groups = form.locator("select.flexlab-Form-device optgroup")
+    assert groups.evaluate_all("gs => gs.map(g => g.label)") == ["Kinds", "Vendors", "Models"]
+
+    # the form: an NPU share with memory, and its explain preview before committing
     form.locator("select.flexlab-Form-device").select_option("npu")
     form.locator(".flexlab-Segment[data-mode='share']").click()
     set_range(page, f"{PANEL} .flexlab-Form-slider", 300)

@@ -144,8 +144,12 @@ def test_lease_picker(client: Client) -> None:
     from flexlab.widgets import LeasePicker
 
     picker = LeasePicker()
+    # the device menu is the one the scheduler computed (the JupyterLab panel shows it too)
+    menu = PoolClient(client).pool_state().menu
+    assert list(picker.device.options) == [(c.label, c.value) for c in menu]
     values = [v for _, v in picker.device.options]
     assert {"any", "npu", "huawei", "a100-80gb", "mlu370-x8"} <= set(values)
+    assert ("Huawei (2)", "huawei") in picker.device.options
     assert picker.device.value == "npu"
 
     picker.device.value = "a100-80gb"  # profile-sliced only
