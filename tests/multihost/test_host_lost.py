@@ -16,12 +16,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from typing import Any
 
 import dask.config
 import pytest
 from distributed import Client, LocalCluster
 from flexlab_dask import FlexCluster
+from flexlab_dask.agent import HostAgent
 
 import flexlab
 from flexlab.client import PoolClient
@@ -90,9 +92,18 @@ def test_slice_worker_stops_when_its_agent_dies() -> None:
 
 @pytest.fixture
 def quick_timeout() -> Any:
+    yield from _pool("1.5s")
+
+
+@pytest.fixture
+def long_timeout() -> Any:
+    yield from _pool("60s")
+
+
+def _pool(agent_timeout: str) -> Any:
     reset_mock_devices()
     with (
-        dask.config.set({"flexlab.agent-timeout": "1.5s"}),
+        dask.config.set({"flexlab.agent-timeout": agent_timeout}),
         FlexCluster(HOSTS, loop_interval=0.2, telemetry_interval=0.2) as cluster,
         Client(cluster) as c,
     ):
@@ -158,5 +169,29 @@ def test_lost_hosts_workers_are_evicted_so_its_lease_starts_elsewhere(quick_time
     )
     assert info["worker"] != old_worker
     assert old_worker not in client.scheduler_info()["workers"]
+    assert lease.submit(lambda: 42).result(timeout=30) == 42
+    lease.release()
+
+
+def test_agent_restarted_at_once_gets_the_starts_its_dead_predecessor_was_sent(long_timeout: Any) -> None:
+    """An agent dies and is started again before ``agent-timeout`` (systemd restarts it):
+    the host stays known. The starts of its slices (lost with their workers) went to the dead
+    agent's poll; the new agent's registration gets them again, so the capacity comes back."""
+    cluster, client = long_timeout
+    lease = flexlab.lease("t4:0.5", ttl="1h", owner="ana", client=client, timeout=30)
+    host = lease.info["host"]
+    agent = next(a for a in cluster.agents if a.host.name == host)
+    cluster.sync(agent.close, leave=False)  # its workers stop; it tells the scheduler nothing
+    cluster.agents.remove(agent)
+    wait_for(lambda: lease.refresh()["state"] != "active", 10, "the lease to lose its worker")
+    time.sleep(1)  # the starts of its slices are queued (and taken by the dead agent's poll)
+    again = HostAgent(cluster.scheduler.address, agent.host, provider="mock", processes=False)
+    cluster.agents.append(cluster.sync(again.start))
+    info = wait_for(lambda: lease.refresh()["state"] == "active" and lease.info, 30, "the lease back")
+    assert info["host"] == host
+    state = PoolClient(client).state()
+    served = [s for h in state["hosts"] if h["name"] == host for d in h["devices"] for s in d["slices"]]
+    assert served, state["hosts"]
+    assert all(s["state"] == "ready" for s in served), served
     assert lease.submit(lambda: 42).result(timeout=30) == 42
     lease.release()
