@@ -772,6 +772,9 @@ class FlexScheduler(SchedulerPlugin):
         self.pool.register_host(spec, layouts={k: tuple(v) for k, v in (layouts or {}).items()})
         self._agents[spec.name] = time.time()
         self._agent_events.setdefault(spec.name, asyncio.Event())
+        again = self.pool.agent_back(spec.name, [str(x) for x in running or []])
+        if again:
+            logger.info("flexlab: host %s: slices %s started again (their agent was new)", spec.name, again)
         stop = [sid for sid in running or [] if not self._slice_on(sid, spec.name)]
         for sid in stop:
             self.pool.outbox.setdefault(spec.name, []).append(

@@ -127,6 +127,12 @@ class SlicePool:
             self.table.carve_layouts(spec, layouts or {})
         self.binder.retry_pending()
 
+    def agent_back(self, host: str, running: list[str]) -> list[str]:
+        """The agent of ``host`` registered (again), running the workers of ``running``: the
+        slices there still waiting for a worker it does not run are started again. Their
+        start went to an agent that died; a new one must not wait for it for ever."""
+        return self.table.restart_unserved(host, running)
+
     def unregister_host(self, name: str) -> list[object]:
         """Remove a host: its slices are lost (leases wait to be placed again)."""
         lost_keys: list[object] = []

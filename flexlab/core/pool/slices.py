@@ -73,6 +73,37 @@ class SliceTable:
         """Commands waiting for the agent of ``host`` (removed from the outbox)."""
         return self.outbox.pop(host, [])
 
+    def start_command(self, s: SliceInfo) -> StartSlice:
+        """The command that starts a worker serving ``s``."""
+        return StartSlice(
+            slice_id=s.slice_id,
+            host=s.host,
+            devices=s.devices,
+            model=s.model,
+            compute_milli=s.compute_milli,
+            memory_mib=s.memory_mib,
+            profile=s.profile,
+            lease_id=s.lease_id,
+            owner=s.owner,
+            resources=s.worker_resources(self.slice_threads),
+            nthreads=self.slice_threads,
+        )
+
+    def restart_unserved(self, host: str, running: Iterable[str]) -> list[str]:
+        """Send again the start of every slice of ``host`` still waiting for a worker that its
+        agent, which just registered running ``running``, does not run (the start went to an
+        agent that died); returns their ids."""
+        have = set(running)
+        have |= {c.slice_id for c in self.outbox.get(host, []) if isinstance(c, StartSlice)}
+        again = [
+            s
+            for s in self.slices.values()
+            if s.host == host and s.state == "starting" and s.slice_id not in have
+        ]
+        for s in again:
+            self.send(self.start_command(s))
+        return [s.slice_id for s in again]
+
     # -- hosts ---------------------------------------------------------------------------
     def add_host(self, spec: HostSpec) -> bool:
         """Add (or re-add) a host to the ledger; True when it was known already."""
@@ -141,21 +172,7 @@ class SliceTable:
             lease.policy = s.policy
         self.slices[sid] = s
         self.version += 1
-        self.send(
-            StartSlice(
-                slice_id=sid,
-                host=s.host,
-                devices=s.devices,
-                model=s.model,
-                compute_milli=s.compute_milli,
-                memory_mib=s.memory_mib,
-                profile=s.profile,
-                lease_id=s.lease_id,
-                owner=s.owner,
-                resources=s.worker_resources(self.slice_threads),
-                nthreads=self.slice_threads,
-            )
-        )
+        self.send(self.start_command(s))
         what = f"lease {lease.lease_id} of {lease.owner}" if lease else "shared use"
         if warm_for is not None:
             what = f"the next lease of {warm_for} (pre-warmed)"
