@@ -10,7 +10,7 @@ export YARN_ENABLE_IMMUTABLE_INSTALLS := true
 endif
 LAB_OVERRIDES := {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}
 
-.PHONY: setup demo test test-browser lint chromium prometheus bench-openb clean
+.PHONY: setup demo test test-browser lint chromium tmux prometheus bench-openb clean
 
 EXT_SOURCES := $(wildcard extension/src/*.ts extension/style/*.css extension/schema/*.json) \
 	extension/package.json extension/yarn.lock
@@ -45,9 +45,14 @@ prometheus:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus && \
 		if [ -d /run/systemd/system ]; then systemctl disable --now prometheus || true; fi; }
 
+## Debian's tmux: flexlab status --watch is tested in a real terminal (tests/test_watch.py).
+tmux:
+	command -v tmux >/dev/null || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends tmux; }
+
 ## Everything CI runs: tests (slow ones included), ruff, mypy, import-linter, then the
 ## browser tests in their own pytest run (Playwright and pytest-jupyter cannot share one).
-test: $(STAMP) chromium prometheus
+test: $(STAMP) chromium prometheus tmux
 	$(PY) -m pytest -q
 	FLEXLAB_BROWSER_TESTS=1 $(PY) -m pytest -q -p no:warnings tests/browser \
 		--screenshot=only-on-failure --output=test-artifacts/playwright

@@ -111,6 +111,8 @@ class Terminal:
     """A tmux server of its own (``-L``), one session of a fixed size."""
 
     def __init__(self, command: str, width: int = 120, height: int = 40) -> None:
+        if not Path(TMUX).exists():
+            pytest.fail("tmux is not installed: `make tmux` installs Debian's (make test does)")
         self.name = f"flexlab-watch-{os.getpid()}-{secrets.token_hex(4)}"
         self.base = [TMUX, "-L", self.name, "-f", "/dev/null"]
         subprocess.run(
