@@ -418,7 +418,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         default=f"127.0.0.1:{DEFAULT_PORT}",
         help=f"scheduler address (default 127.0.0.1:{DEFAULT_PORT}, tcp:// or with --tls tls://)",
     )
-    status.add_argument("--json", action="store_true", help="print the raw pool state as JSON")
+    status.add_argument(
+        "--json", action="store_true", help="print the pool state as JSON (checked; its fields: docs/wire.md)"
+    )
     status.add_argument("--timeout", default="5s", help="how long to try to connect")
     status.add_argument(
         "--watch",
