@@ -64,6 +64,7 @@ class PoolManager:
         self._client: Any = None
         self._cluster: Any = None
         self._closed = False
+        self._closing: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -124,7 +125,12 @@ class PoolManager:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def aclose(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self.close)
+        """Close off the event loop. Every caller waits for the one close: the server's
+        shutdown can run twice at once (two stop signals), and the second must not end the
+        process while the first still stops the embedded pool's workers."""
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().run_in_executor(None, self.close)
+        await asyncio.shield(self._closing)
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(client, ...)`` in the thread pool: Dask's synchronous client blocks."""

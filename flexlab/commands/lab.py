@@ -15,8 +15,10 @@ does it: ``flexlab_jupyter``); ``--scheduler ADDRESS`` connects it to a running 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from flexlab.core.errors import InvalidRequest
@@ -104,6 +106,12 @@ def cmd_lab(args: argparse.Namespace) -> int:
         role_files(args.tls, "client")  # a missing file is named now, not as a 503 later
         os.environ[TLS_ENV] = args.tls  # and the same client certificate (docs/security.md)
     print(f"flexlab lab: jupyter lab {' '.join(argv)}", file=sys.stderr)
+    # Voila's import turns on every DeprecationWarning raised in traitlets, and JupyterLab's
+    # own start-up then trips several (a plain `jupyter lab` prints them too): library
+    # matters, not the user's to act on (kernels are other processes; theirs still show).
+    with contextlib.suppress(ImportError):
+        import voila  # noqa: F401
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="traitlets")
     LabApp.launch_instance(argv=argv)
     return 0
 
