@@ -64,6 +64,18 @@ def notebook_path(tmp: Path) -> Path:
     return path
 
 
+def _has_browser() -> bool:
+    """Whether this machine can open a browser (a headless server cannot: Voila would only
+    warn that it found none, so it is not asked; the address is printed either way)."""
+    import webbrowser
+
+    try:
+        webbrowser.get()
+    except webbrowser.Error:
+        return False
+    return True
+
+
 def voila_command(notebook: Path, port: int, *, open_browser: bool, preheat: bool = False) -> list[str]:
     """Voila on 127.0.0.1 without the lab panel's extension (a lab-shell plugin fails there)."""
     cmd = [
@@ -138,7 +150,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="flexlab-dashboard-") as tmp:
         nb = notebook_path(Path(tmp))
         env = {**os.environ, SCHEDULER_ENV: address, **({TLS_ENV: tls} if tls else {})}
-        cmd = voila_command(nb, port, open_browser=not args.no_browser, preheat=args.preheat)
+        cmd = voila_command(
+            nb, port, open_browser=not args.no_browser and _has_browser(), preheat=args.preheat
+        )
         proc = subprocess.Popen(cmd, env=env)
         stopping = False
 

@@ -51,3 +51,53 @@ def test_notebook_comes_from_the_repository_or_is_written(
 def test_bad_port_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert cmd.main(["--port", "70000", "--no-browser"]) == 2
     assert "--port" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_first_dashboard_prints_what_it_means_to_and_stops_cleanly(tmp_path: Path) -> None:
+    """``flexlab dashboard`` on the embedded pool with its load, on a machine with no
+    browser: where it serves, nothing else, from start to a stop by signal (issue 14)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "dashboard.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("FLEXLAB_SCHEDULER", "FLEXLAB_TLS", "BROWSER")}
+    env["DISPLAY"] = ""
+    with log.open("w") as out:
+        dash = subprocess.Popen(
+            [sys.executable, "-m", "flexlab.cli", "dashboard", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while (
+            f"http://127.0.0.1:{port}/" not in log.read_text()
+            or "flexlab dashboard: http" not in log.read_text()
+        ):
+            assert dash.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        time.sleep(5.0)  # the synthetic load runs on the pool for a while
+        dash.send_signal(signal.SIGTERM)
+        dash.wait(60)
+    finally:
+        if dash.poll() is None:
+            dash.kill()
+            dash.wait()
+    text = log.read_text()
+    noise = [
+        line
+        for line in text.splitlines()
+        if any(w in line for w in ("Traceback", "Warning", "WARNING", "ERROR", "[W ", "[E "))
+    ]
+    assert noise == [], "\n".join(noise[:10])
