@@ -25,6 +25,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -100,6 +101,7 @@ class Lab:
         self._closed = False
         self._root_link = f"{self.prefix}r0"
         _OPEN.append(self)
+        _exit_on_sigterm()
         try:
             self._make_bridge()
         except BaseException:
@@ -249,15 +251,14 @@ class Lab:
     def stop_processes(self, timeout: float = 20.0) -> list[int]:
         """SIGTERM every process in the lab (agents first, so they stop their workers and
         leave), wait, and return the pids still alive after ``timeout``."""
-        order = [n for n in self.nodes.values() if n.name != "sched"] + [
-            n for n in self.nodes.values() if n.name == "sched"
-        ]
-        for n in order:
-            for p in n.procs:
+        agents = [p for n in self.nodes.values() if n.name != "sched" for p in n.procs]
+        scheduler = [p for n in self.nodes.values() if n.name == "sched" for p in n.procs]
+        for group in (agents, scheduler):
+            for p in group:
                 if p.poll() is None:
                     p.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + timeout / 2
-            while time.monotonic() < deadline and any(p.poll() is None for p in n.procs):
+            while time.monotonic() < deadline and any(p.poll() is None for p in group):
                 time.sleep(0.1)
         deadline = time.monotonic() + timeout / 2
         while time.monotonic() < deadline and self.pids():
@@ -298,8 +299,21 @@ class Lab:
             _ip("link", "del", self._root_link, check=False)
         for ns in reversed(self._netns):
             _ip("netns", "del", ns, check=False)
+        self._sweep()
         if self in _OPEN:
             _OPEN.remove(self)
+
+    def _sweep(self) -> None:
+        """Whatever still carries this lab's prefix (a step that failed half-way): its
+        processes killed, then the namespace or link deleted. Only this lab's prefix."""
+        for ns in _ip("netns", "list").stdout.split():
+            if ns.startswith(self.prefix):
+                for pid in _ip("netns", "pids", ns, check=False).stdout.split():
+                    with contextlib.suppress(ProcessLookupError, ValueError):
+                        os.kill(int(pid), signal.SIGKILL)
+                _ip("netns", "del", ns, check=False)
+        for name in self.leftovers():
+            _ip("link", "del", name, check=False)
 
     def leftovers(self) -> list[str]:
         """Namespaces and links with this lab's prefix that still exist."""
@@ -329,6 +343,15 @@ def _cli_has(option: str) -> bool:
             timeout=60,
         ).stdout
     return option in _HELP["up"]
+
+
+def _exit_on_sigterm() -> None:
+    """A SIGTERM to the test process (a CI job cancelled) exits through SystemExit, so the
+    fixtures' finalizers and the atexit hook still clean up (the default handler would not)."""
+    if threading.current_thread() is threading.main_thread() and (
+        signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    ):
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 @atexit.register
