@@ -78,6 +78,12 @@ class WarmPlanner:
     max_per_class: int = 4
     max_total: int = 8
     level_alpha: float = 0.3
+    #: Safety stock from the forecast's own error: ``service_z`` standard deviations of
+    #: the one-bucket-ahead error over the horizon (errors taken as independent:
+    #: ``z * sigma * sqrt(horizon)``, sigma from a smoothed mean absolute error, x1.25
+    #: as for a normal error). 0: none (the forecast alone); 1.65: 95% of horizons
+    #: covered when errors are normal.
+    service_z: float = 0.0
     forecaster: ClassForecaster | None = field(default=None, init=False)
     examples: dict[RequestClass, SliceRequest] = field(default_factory=dict)
     targets: dict[str, int] = field(default_factory=dict)
@@ -89,6 +95,8 @@ class WarmPlanner:
     _next1: dict[RequestClass, float] = field(default_factory=dict)
     _last: dict[RequestClass, tuple[float, float]] = field(default_factory=dict)
     _level: dict[RequestClass, float] = field(default_factory=dict)
+    #: Smoothed absolute one-bucket-ahead error per class (for ``service_z``).
+    _mae: dict[RequestClass, float] = field(default_factory=dict)
     _bucket: int = 0
 
     def __post_init__(self) -> None:
@@ -107,6 +115,9 @@ class WarmPlanner:
         if bucket > self._bucket:  # the open bucket closed: keep its actual and its forecast
             self._last = {c: (float(self._counts.get(c, 0)), self._next1.get(c, 0.0)) for c in fc.models}
             a = self.level_alpha
+            for c, (actual, predicted) in self._last.items():
+                mae = self._mae.get(c, 0.0)
+                self._mae[c] = mae + a * (abs(actual - predicted) - mae)
             for c in fc.models:
                 level = self._level.get(c, 0.0)
                 for i in range(min(bucket - self._bucket, 1000)):  # then empty buckets, if any
@@ -148,10 +159,15 @@ class WarmPlanner:
                 out[c] = max(out.get(c, 0.0), level * self.horizon)
         return out
 
+    def safety(self, cls: RequestClass) -> float:
+        """Warm slices of ``cls`` beyond its expected arrivals (see ``service_z``)."""
+        return self.service_z * 1.25 * self._mae.get(cls, 0.0) * math.sqrt(self.horizon)
+
     def propose(self, now: float, warm: Mapping[str, int]) -> list[WarmMove]:
         """Moves from ``warm`` (request text -> idle warm slices held) to the targets."""
         per_text: dict[str, float] = {}
-        for cls, n in self.expected(now).items():
+        for cls, expected in self.expected(now).items():
+            n = expected + self.safety(cls)
             texts = self.mix.get(cls, {})
             asked = sum(texts.values())
             for text, k in texts.items():

@@ -136,6 +136,7 @@ class _Replay:
     def __init__(self, hosts: list[HostSpec], wl: Workload, mode: str, cfg: OnlineConfig) -> None:
         self.wl, self.mode, self.cfg = wl, mode, cfg
         self.pool, self.clock, self.policy = new_pool(hosts, POLICY[mode])
+        self.pool.warm.max_oversize = cfg.warm.oversize
         self.agent = SimAgent(0.0 if mode == "whole" else cfg.slice_start_s)
         self.hi = make_hiloop(mode, cfg.warm, start_s=cfg.slice_start_s, grace_s=cfg.grace_s)
         self.requests = [

@@ -117,6 +117,11 @@ class WarmSettings:
     #: are for a small pool; 3,000 is about half the openb pool's devices).
     max_per_class: int = 3000
     max_total: int = 3000
+    #: Safety stock in standard deviations of the forecast's error (``WarmPlanner.service_z``).
+    service_z: float = 0.0
+    #: A lease takes a ready warm slice of another request up to this many times its size
+    #: when none of its own is ready (``SlicePool(warm_oversize=)``; 1.0: never).
+    oversize: float = 1.0
     #: Share of the pool kept warm in the arrival mix (the standing reserve).
     reserve: float = 0.1
     #: Warm slices are given back only above the highest target of this window.
@@ -142,6 +147,7 @@ def make_hiloop(mode: str, w: WarmSettings, *, start_s: float, grace_s: float | 
             season=w.season,
             max_per_class=w.max_per_class,
             max_total=w.max_total,
+            service_z=w.service_z,
         )
         policies += [
             GiveBackToWaitingWork(),

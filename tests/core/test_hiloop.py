@@ -202,3 +202,51 @@ def test_nothing_is_recycled_when_no_warm_slice_is_wanted_or_the_runtime_says_no
     p.release_lease(b.lease_id, "bea")
     assert b.slice_id not in p.slices
     assert not p.warm_slices()
+
+
+def test_the_safety_stock_grows_with_the_forecast_error() -> None:
+    """``service_z``: beyond the expected arrivals, warm slices for the error the forecast
+    made; a steady class (errors only while the forecast warms up) gets at most one more,
+    an erratic one with the same mean several."""
+
+    def targets(counts: list[int], z: float) -> dict[str, int]:
+        wp = WarmPlanner(bucket_s=1.0, horizon=4, max_per_class=100, max_total=100, service_z=z)
+        for b, n in enumerate(counts):
+            for i in range(n):
+                wp.observe(b + i / (n + 1), QUARTER)
+        wp.propose(float(len(counts)), {})
+        return wp.targets
+
+    steady, erratic = [4] * 12, [0, 8] * 6
+    assert targets(steady, 1.65)["gpu:0.25"] - targets(steady, 0.0)["gpu:0.25"] <= 1
+    base, safe = targets(erratic, 0.0)["gpu:0.25"], targets(erratic, 1.65)["gpu:0.25"]
+    assert safe >= base + 4, (base, safe)
+
+
+def test_a_lease_takes_a_larger_ready_warm_slice_within_the_tolerance() -> None:
+    p = SlicePool(policy="binpack", warm_oversize=1.25)
+    p.register_host(HOST)
+    whole = p.prewarm(parse_request("gpu:1"), "test")
+    half = p.prewarm(parse_request("gpu:0.5"), "test")
+    assert whole is not None
+    assert half is not None
+    _ready_all(p)
+    # 0.45 -> the 0.5 slice (1.11x), as it is; 0.3 -> neither (1.67x, 3.3x): a new slice
+    a = p.create_lease(parse_request("gpu:0.45"), owner="ana", ttl_s=600)
+    assert (a.slice_id, a.state) == (half.slice_id, "active")
+    assert p.slices[half.slice_id].compute_milli == 500  # not resized
+    b = p.create_lease(parse_request("gpu:0.3"), owner="bea", ttl_s=600)
+    assert b.slice_id not in (whole.slice_id, half.slice_id)
+    assert b.state == "pending"
+    # 0.85 -> the whole device; an exact request of its own would have come first
+    c = p.create_lease(parse_request("gpu:0.85"), owner="cy", ttl_s=600)
+    assert c.slice_id == whole.slice_id
+    # recycled, the slice is kept warm for what it was carved for, not the smaller lease
+    p.want_warm({"gpu:0.5": 1, "gpu:0.45": 1})
+    p.release_lease(a.lease_id, "ana")
+    assert p.slices[half.slice_id].warm_for == "gpu:0.5"
+    # the default takes exact requests only
+    p3 = pool_with_host()
+    assert p3.prewarm(parse_request("gpu:0.5"), "test") is not None
+    _ready_all(p3)
+    assert p3.warm.slice_for(parse_request("gpu:0.45")) is None

@@ -47,6 +47,7 @@ class SlicePool:
         slice_threads: int = DEFAULT_SLICE_THREADS,
         max_events: int = 2000,
         speed: ThroughputTable | None = None,
+        warm_oversize: float = 1.0,
     ) -> None:
         self.ledger = Ledger()
         #: The placement policy and the request shapes it learns (``fgd``, ``flexlab``).
@@ -66,7 +67,7 @@ class SlicePool:
         self.whatif = WhatIf(self.ledger, self.profile)
         self.binder = TaskBinder(self.table, self.profile, speed)
         self.book = LeaseBook(self.table, self.profile, self.whatif)
-        self.warm = WarmSlices(self.table, self.book)
+        self.warm = WarmSlices(self.table, self.book, max_oversize=warm_oversize)
         self.preemptor = Preemptor(self.table, self.book, self.whatif)
         # The state the runtime and the dashboards read, shared with the parts.
         self.slices: dict[str, SliceInfo] = self.table.slices

@@ -58,6 +58,9 @@ class SliceInfo:
     #: A warm slice: the id of the lease that takes it next, whose lease resource its
     #: worker offers (None: the slice id; a recycled slice gets a new one).
     next_lease: str | None = None
+    #: The request text it was carved for (a lease's, or a warm slice's): what it is kept
+    #: warm for when recycled, even after a smaller lease took it.
+    carved_for: str | None = None
 
     @property
     def resource(self) -> str:

@@ -167,6 +167,7 @@ class SliceTable:
             created=self.clock(),
             warm_for=warm_for,
             policy=self.policy if alloc.decision_id else None,
+            carved_for=warm_for or (lease.request.describe() if lease else None),
         )
         if lease is not None and s.policy is not None:
             lease.policy = s.policy

@@ -11,6 +11,12 @@ request, instead of being stopped, while warm slices of that request are fewer t
 holds nothing). Its worker keeps running: a ``RetagSlice`` command makes it offer the lease
 resource of a new lease id instead of the ended lease's (whose queued work can then run
 nowhere and fails), and the slice is ready again once its agent says so.
+
+**A larger slice.** A lease with no ready warm slice of its request takes a ready one of
+another request that it fits in and that is at most :attr:`WarmSlices.max_oversize` times
+its size (its devices' model accepted, memory and host CPU and RAM enough), the smallest
+first, as it is: it holds more than it asked (the slice's worker was started for that size
+and is not resized), instead of waiting for a worker to start. 1.0: exact requests only.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from flexlab.core.ledger import default_memory_mib
 from flexlab.core.pool.leases import LeaseBook, start_ttl
 from flexlab.core.pool.model import LEASE_PREFIX, LIVE, PREWARM_OWNER, LeaseInfo, RetagSlice, SliceInfo
 from flexlab.core.pool.slices import SliceTable
@@ -27,7 +34,7 @@ from flexlab.core.request import SliceRequest
 class WarmSlices:
     """Carve, hand over and give back warm slices."""
 
-    def __init__(self, table: SliceTable, book: LeaseBook) -> None:
+    def __init__(self, table: SliceTable, book: LeaseBook, *, max_oversize: float = 1.0) -> None:
         self.table = table
         self.book = book
         #: Warm slices wanted per request text (set by the Hi loop each pass): a lease's
@@ -35,6 +42,9 @@ class WarmSlices:
         self.wanted: dict[str, int] = {}
         #: The runtime's say: may this slice's worker serve another lease? None: yes.
         self.reusable: Callable[[SliceInfo], bool] | None = None
+        #: A lease takes a ready warm slice of another request up to this many times its
+        #: size when none of its own is ready (1.0: never).
+        self.max_oversize = max_oversize
 
     def prewarm(self, request: SliceRequest, reason: str) -> SliceInfo | None:
         """Carve a warm slice for the next lease asking exactly ``request`` (from free
@@ -79,7 +89,7 @@ class WarmSlices:
         """Keep the slice of ``lease`` (ending) warm for the next lease of its request, its
         worker retagged; False (nothing changed) when that request has the warm slices it
         wants, the worker is not up, or the runtime will not let it go to someone else."""
-        text = lease.request.describe()
+        text = s.carved_for or lease.request.describe()
         want = self.wanted.get(text, 0)
         if want <= 0 or s.state != "ready" or s.worker is None or s.lease_id != lease.lease_id:
             return False
@@ -116,11 +126,36 @@ class WarmSlices:
         return True
 
     def slice_for(self, req: SliceRequest) -> SliceInfo | None:
-        """The warm slice a lease of ``req`` takes: a ready worker first, then the oldest."""
+        """The warm slice a lease of ``req`` takes: of its request, a ready one (the
+        oldest); else a ready larger one within :attr:`max_oversize` (the smallest); else
+        the oldest of its request whose worker is starting."""
         text = req.describe()
-        ready = [s for s in self.table.warm() if s.warm_for == text and s.state in LIVE]
-        ready.sort(key=lambda s: (s.state != "ready", s.created))
-        return ready[0] if ready else None
+        warm = [s for s in self.table.warm() if s.state in LIVE]
+        own = sorted((s for s in warm if s.warm_for == text), key=lambda s: (s.state != "ready", s.created))
+        if own and own[0].state == "ready":
+            return own[0]
+        if self.max_oversize > 1.0:
+            larger = [s for s in warm if s.state == "ready" and s.warm_for != text and self._fits(s, req)]
+            if larger:
+                return min(larger, key=lambda s: (s.compute_milli, s.memory_mib, s.created))
+        return own[0] if own else None
+
+    def _fits(self, s: SliceInfo, req: SliceRequest) -> bool:
+        """``req`` fits in the warm slice ``s``, which is at most ``max_oversize`` its size."""
+        if s.profile is not None or req.profile is not None or len(s.devices) != req.devices:
+            return False
+        if not req.compute_milli <= s.compute_milli <= req.compute_milli * self.max_oversize:
+            return False
+        ledger = self.table.ledger
+        spec = ledger.device_spec(s.devices[0])
+        if not req.selector.matches(spec.catalog):
+            return False
+        if s.memory_mib < (req.memory_mib or default_memory_mib(req.compute_milli, spec.total_memory_mib)):
+            return False
+        alloc = ledger.get(s.alloc_id) if s.alloc_id in ledger else None
+        return alloc is not None and (
+            alloc.host_cpu_milli >= req.host_cpu_milli and alloc.host_memory_mib >= req.host_memory_mib
+        )
 
     def adopt(self, lease: LeaseInfo, s: SliceInfo) -> None:
         """``lease`` takes the warm slice ``s`` (active at once when its worker is ready)."""
@@ -136,10 +171,11 @@ class WarmSlices:
             lease.reason = ""
         else:
             lease.reason = "starting its worker (pre-warmed)"
+        larger = "" if s.carved_for == lease.request.describe() else f", carved for {s.carved_for}"
         self.table.emit(
             "lease",
             f"lease {lease.lease_id} of {lease.owner} took the pre-warmed slice {s.slice_id} on "
-            f"{', '.join(s.devices)} ({'ready' if s.state == 'ready' else 'its worker is starting'})",
+            f"{', '.join(s.devices)} ({'ready' if s.state == 'ready' else 'its worker is starting'}{larger})",
             lease_id=lease.lease_id,
             owner=lease.owner,
             slice_id=s.slice_id,
