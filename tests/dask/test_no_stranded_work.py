@@ -302,3 +302,38 @@ def test_plain_tasks_that_find_no_open_worker_say_why_and_run_once_one_opens() -
         lease.release()  # its capacity is carved into a shared slice again
         wait(futures, timeout=30)
         assert [f.result() for f in futures] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.slow
+def test_a_preempted_lease_with_a_task_running_and_one_queued_resolves_both_with_the_cause() -> None:
+    """Slice workers as processes, so preemption really stops the task that runs: it comes
+    back queued beside the other one, the lease waits to be placed again, and when its TTL
+    runs out first both fail with LeaseEnded saying it expired, within the TTL plus a few
+    loop passes (never the 60 s the tasks would take)."""
+    reset_mock_devices()
+    cfg = {"flexlab.hi.interval": "0.2s", "flexlab.hi.preempt-grace": "0.3s"}
+    with dask.config.set(cfg):
+        plugin = FlexScheduler(state_file=":memory:", loop_interval=0.1, hi=True)
+    with (
+        FlexCluster(ONE_T4, plugin=plugin, cpu_workers=0, processes=True, telemetry_interval=0.2) as cluster,
+        Client(cluster) as client,
+    ):
+        low = flexlab.lease("gpu:1", ttl=12, owner="low", priority=0, client=client, timeout=60)
+        threads = cluster.flex_plugin.slice_threads
+        futures = low.map(_sleep, [60.0] * (threads + 1), pure=False)  # all threads busy, one queued
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "processing" not in _states(client, futures):
+            time.sleep(0.1)
+        assert "processing" in _states(client, futures)
+        high = flexlab.lease("gpu:1", ttl="1h", owner="high", priority=5, client=client, timeout=60)
+        assert low.refresh()["preemptions"] == 1
+        t0 = time.monotonic()
+        wait(futures, timeout=30)
+        took = time.monotonic() - t0
+        for f in futures:
+            with pytest.raises(LeaseEnded, match=f"lease {low.lease_id} ended.*expired"):
+                f.result()
+        assert took < 15, took  # what is left of the 12 s TTL plus a few passes
+        assert low.refresh()["state"] == "expired"
+        high.release()
+        assert_no_plugin_errors(cluster)
