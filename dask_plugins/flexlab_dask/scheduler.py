@@ -118,6 +118,7 @@ class FlexScheduler(SchedulerPlugin):
             carve_on_register=self.carve_on_register,
             slice_threads=self.slice_threads,
             speed=ThroughputTable() if self.speed_aware else None,
+            warm_oversize=float(config.get("hi.warm-oversize", 1.0)),
         )
         self.scheduler: Scheduler | None = None
         self.store: LeaseStore | None = None
@@ -162,6 +163,7 @@ class FlexScheduler(SchedulerPlugin):
             horizon=int(config.get("hi.horizon")),
             season=int(config.get("hi.season")),
             max_per_class=int(config.get("hi.max-warm-per-class")),
+            service_z=float(config.get("hi.service-z", 0.0)),
             max_total=int(config.get("hi.max-warm")),
         )
         #: The one Hi loop (``flexlab.core.hiloop``): it decides, this plugin enacts its
