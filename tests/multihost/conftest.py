@@ -3,6 +3,7 @@ host agents), a client on it, and the leases of three owners."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,8 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     """Namespaces, links and processes of one run; all gone after the test, pass or fail."""
     if SKIP is not None:
         pytest.skip(SKIP)
-    lab = Lab(tmp_path)
+    # FLEXLAB_MULTIHOST_TLS=1: the same tests over mutual TLS (certificates per run).
+    lab = Lab(tmp_path, tls=tmp_path / "tls" if os.environ.get("FLEXLAB_MULTIHOST_TLS") else None)
     try:
         yield lab
     finally:

@@ -53,6 +53,10 @@ class Pool:
     def start(self) -> None:
         for node in ("sched", *HOSTS):
             self.lab.add_node(node)
+        if self.lab.tls is not None:
+            from flexlab.commands.certs import write_pool_certs
+
+            write_pool_certs(self.lab.tls, [n.address for n in self.lab.nodes.values()])
         self.lab.start_scheduler(self.state_file)
         for h in HOSTS:
             self.start_agent(h)
@@ -63,9 +67,13 @@ class Pool:
             self.lab,
         )
         self.wait_full(120, leases=0)
+        # Asked all at once (their workers start side by side), then waited for.
         for owner in OWNERS:
-            lease = flexlab.lease("gpu:0.25", ttl="1h", owner=owner, client=self.client, timeout=120)
-            self.leases.append(lease)
+            self.leases.append(
+                flexlab.lease("gpu:0.25", ttl="1h", owner=owner, client=self.client, wait=False)
+            )
+        for lease in self.leases:
+            lease.wait(timeout=120)
         self.wait_full(120, leases=len(OWNERS))
 
     def start_agent(self, host: str) -> None:
@@ -115,8 +123,8 @@ class Pool:
         *,
         hold_s: float,
         bound_s: float,
-        warmup_s: float = 6.0,
-        after_s: float = 6.0,
+        warmup_s: float = 4.0,
+        after_s: float = 3.0,
     ) -> dict[str, Any]:
         """Load, ``inject``, wait ``hold_s``, ``end``, then wait for the capacity to come
         back within ``bound_s``; drain the load and return the figures."""
