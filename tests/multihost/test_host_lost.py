@@ -195,3 +195,13 @@ def test_agent_restarted_at_once_gets_the_starts_its_dead_predecessor_was_sent(l
     assert all(s["state"] == "ready" for s in served), served
     assert lease.submit(lambda: 42).result(timeout=30) == 42
     lease.release()
+
+
+def test_an_agent_in_a_long_poll_is_not_silent(quick_timeout: Any) -> None:
+    """Agents wait in long polls of 5 s, longer than this pool's agent-timeout (1.5 s): a host
+    whose agent waits in a poll is heard from, and no healthy host is lost."""
+    _cluster, client = quick_timeout
+    time.sleep(6)
+    state = PoolClient(client).state()
+    assert sorted(h["name"] for h in state["hosts"]) == [h.name for h in HOSTS]
+    assert not [e for e in PoolClient(client).events() if "left the pool" in e["message"]]
