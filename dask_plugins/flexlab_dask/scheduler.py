@@ -132,6 +132,8 @@ class FlexScheduler(SchedulerPlugin):
         #: ``agent-timeout``: the host is lost.
         self._agents: dict[str, float] = {}
         self.agent_timeout = config.seconds("agent-timeout")
+        #: Host -> long polls of its agent waiting now (a host with one is not silent).
+        self._polling: dict[str, int] = {}
         self._loop_task: asyncio.Task[None] | None = None
         #: Removals from Dask of a lost host's workers, under way.
         self._evictions: set[asyncio.Task[Any]] = set()
@@ -796,8 +798,12 @@ class FlexScheduler(SchedulerPlugin):
         ev = self._agent_events.setdefault(host, asyncio.Event())
         if not self.pool.outbox.get(host):
             ev.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(ev.wait(), timeout=max(0.0, min(float(timeout), 30.0)))
+            self._polling[host] = self._polling.get(host, 0) + 1
+            try:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(ev.wait(), timeout=max(0.0, min(float(timeout), 30.0)))
+            finally:
+                self._polling[host] -= 1
         self._agents[host] = time.time()
         cmds = self.pool.take_commands(host)
         for sid in running or []:
@@ -881,7 +887,7 @@ class FlexScheduler(SchedulerPlugin):
             return
         now = time.time()
         for host, seen in list(self._agents.items()):
-            if now - seen > self.agent_timeout:
+            if now - seen > self.agent_timeout and not self._polling.get(host):
                 why = f"its agent was silent for {now - seen:.0f} s (agent-timeout {self.agent_timeout:g} s)"
                 logger.warning("flexlab: host %s lost: %s", host, why)
                 self.metrics.hosts_lost += 1
