@@ -17,6 +17,8 @@ import pytest
 from flexlab.cli import main
 from flexlab.core.placement.live import LivePolicy
 
+from .clean_run import assert_clean
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -121,12 +123,7 @@ def test_up_then_status(tmp_path: Path) -> None:
     assert "flexlab scheduler at tcp://127.0.0.1:" in text
     assert text.count("registered with") == 3
     # a clean run, start to stop: what flexlab means to say, no Dask chatter (issue 14)
-    noise = [
-        line
-        for line in text.splitlines()
-        if any(word in line for word in ("Traceback", "WARNING", "ERROR", "RuntimeWarning", " INFO "))
-    ]
-    assert noise == [], "\n".join(noise[:10])
+    assert_clean(text, extra=(" INFO ",))
 
 
 @pytest.mark.parametrize(
@@ -189,9 +186,4 @@ def test_demo_runs_end_to_end() -> None:
     for model in ("ascend-910b3", "a100-80gb", "v100s-32gb"):
         assert model in r.stdout
     # a clean first run: nothing but what the demo means to say (issue 14)
-    noise = [
-        line
-        for line in (r.stdout + r.stderr).splitlines()
-        if any(word in line for word in ("Traceback", "WARNING", "ERROR", "RuntimeWarning"))
-    ]
-    assert noise == [], "\n".join(noise[:10])
+    assert_clean(r.stdout + r.stderr)

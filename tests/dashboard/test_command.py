@@ -10,6 +10,8 @@ import pytest
 
 from flexlab.commands import dashboard as cmd
 
+from ..clean_run import assert_clean, serve_then_stop
+
 
 def test_voila_listens_on_localhost_without_the_lab_panel(tmp_path: Path) -> None:
     argv = cmd.voila_command(tmp_path / "d.ipynb", 8123, open_browser=False)
@@ -58,46 +60,15 @@ def test_a_first_dashboard_prints_what_it_means_to_and_stops_cleanly(tmp_path: P
     """``flexlab dashboard`` on the embedded pool with its load, on a machine with no
     browser: where it serves, nothing else, from start to a stop by signal (issue 14)."""
     import os
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import time
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = tmp_path / "dashboard.log"
     env = {k: v for k, v in os.environ.items() if k not in ("FLEXLAB_SCHEDULER", "FLEXLAB_TLS", "BROWSER")}
     env["DISPLAY"] = ""
-    with log.open("w") as out:
-        dash = subprocess.Popen(
-            [sys.executable, "-m", "flexlab.cli", "dashboard", "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=tmp_path,
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while (
-            f"http://127.0.0.1:{port}/" not in log.read_text()
-            or "flexlab dashboard: http" not in log.read_text()
-        ):
-            assert dash.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.5)
-        time.sleep(5.0)  # the synthetic load runs on the pool for a while
-        dash.send_signal(signal.SIGTERM)
-        dash.wait(60)
-    finally:
-        if dash.poll() is None:
-            dash.kill()
-            dash.wait()
-    text = log.read_text()
-    noise = [
-        line
-        for line in text.splitlines()
-        if any(w in line for w in ("Traceback", "Warning", "WARNING", "ERROR", "[W ", "[E "))
-    ]
-    assert noise == [], "\n".join(noise[:10])
+    ready = [f"http://127.0.0.1:{port}/", "flexlab dashboard: http"]
+    # settle: the synthetic load runs on the pool for a while
+    text = serve_then_stop(
+        ["dashboard", "--port", str(port)], tmp_path / "dashboard.log", ready, env=env, cwd=tmp_path
+    )
+    assert_clean(text)

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from flexlab.commands.lab import add_parser, lab_argv
 from flexlab.core.errors import InvalidRequest
+
+from ..clean_run import assert_clean, serve_then_stop
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -58,7 +56,6 @@ def test_a_first_lab_prints_no_warnings_and_stops_its_pool_cleanly(tmp_path: Pat
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = tmp_path / "lab.log"
     env = {k: v for k, v in os.environ.items() if k not in ("FLEXLAB_SCHEDULER", "FLEXLAB_TLS")}
     env["JUPYTER_RUNTIME_DIR"] = str(tmp_path / "runtime")
     argv = [
@@ -70,32 +67,7 @@ def test_a_first_lab_prints_no_warnings_and_stops_its_pool_cleanly(tmp_path: Pat
         "--",
         f"--ServerApp.root_dir={tmp_path}",
     ]
-    with log.open("w") as out:
-        lab = subprocess.Popen(
-            [sys.executable, "-m", "flexlab.cli", *argv],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while "started the embedded mock pool" not in log.read_text():
-            assert lab.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.5)
-        time.sleep(5.0)  # the pool's workers settle (the race needs them up)
-        lab.send_signal(signal.SIGTERM)
-        time.sleep(0.05)
-        lab.send_signal(signal.SIGTERM)
-        lab.wait(60)
-    finally:
-        if lab.poll() is None:
-            lab.kill()
-            lab.wait()
-    text = log.read_text()
-    noise = [
-        line
-        for line in text.splitlines()
-        if any(w in line for w in ("Traceback", "Warning", "WARNING", "ERROR", "[W ", "[E "))
-    ]
-    assert noise == [], "\n".join(noise[:10])
+    # settle: the pool's workers are up (the race needs them); two stops at once
+    text = serve_then_stop(argv, tmp_path / "lab.log", ["started the embedded mock pool"], env=env, stops=2)
+    assert "received signal 15, stopping" in text
+    assert_clean(text)
