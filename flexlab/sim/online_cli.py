@@ -91,6 +91,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=w.scale_down_window_s,
         help="give warm slices back only above the highest target of this window (s)",
     )
+    hi.add_argument(
+        "--service-z",
+        type=float,
+        default=w.service_z,
+        help="warm slices beyond the forecast for its error, in standard deviations (0: none)",
+    )
+    hi.add_argument(
+        "--warm-oversize",
+        type=float,
+        default=w.oversize,
+        help="a lease takes a ready warm slice of another request up to this many times its size "
+        "(1: exact requests only; default %(default)s)",
+    )
     parser.add_argument("--no-batch", action="store_true", help="skip the speed-aware vs blind batch")
 
 
@@ -121,6 +134,8 @@ def config_of(args: argparse.Namespace) -> OnlineConfig:
             max_total=args.max_warm,
             reserve=args.reserve,
             scale_down_window_s=args.scale_down_window,
+            service_z=args.service_z,
+            oversize=args.warm_oversize,
         ),
     )
 

@@ -121,7 +121,7 @@ class WarmSettings:
     service_z: float = 0.0
     #: A lease takes a ready warm slice of another request up to this many times its size
     #: when none of its own is ready (``SlicePool(warm_oversize=)``; 1.0: never).
-    oversize: float = 1.0
+    oversize: float = 1.25
     #: Share of the pool kept warm in the arrival mix (the standing reserve).
     reserve: float = 0.1
     #: Warm slices are given back only above the highest target of this window.
