@@ -27,6 +27,7 @@ from flexlab_dask.agent import HostAgent
 
 import flexlab
 from flexlab.client import PoolClient
+from flexlab.core.errors import Unschedulable
 from flexlab.core.topology import DeviceSpec, HostSpec
 from flexlab.mock.model import reset_mock_devices
 
@@ -205,3 +206,31 @@ def test_an_agent_in_a_long_poll_is_not_silent(quick_timeout: Any) -> None:
     state = PoolClient(client).state()
     assert sorted(h["name"] for h in state["hosts"]) == [h.name for h in HOSTS]
     assert not [e for e in PoolClient(client).events() if "left the pool" in e["message"]]
+
+
+def test_work_sent_to_a_restarted_scheduler_waits_for_its_hosts(tmp_path: Any) -> None:
+    """A restarted scheduler has no host until the agents register again: a client that
+    sends its work at once (it reconnected first) must not see it fail as never fitting."""
+    reset_mock_devices()
+    state = str(tmp_path / "leases.sqlite")
+    with FlexCluster(HOSTS, state_file=state, loop_interval=0.2, telemetry_interval=0.2, cpu_workers=0) as c:
+        wait_for(lambda: c.flex_plugin.store.hosts() == ["t1", "t2"], 10, "the hosts in the state file")
+    with (
+        FlexCluster([], state_file=state, loop_interval=0.2, cpu_workers=0) as cluster,
+        Client(cluster) as client,
+    ):
+        with flexlab.request("t4:0.5"):
+            future = client.submit(lambda: 42, pure=False)
+        time.sleep(1)
+        assert future.status == "pending", future
+        for spec in HOSTS:
+            agent = HostAgent(cluster.scheduler.address, spec, provider="mock", processes=False)
+            cluster.agents.append(cluster.sync(agent.start))
+        assert future.result(timeout=30) == 42
+        # Settled: what can never fit fails at once again.
+        wait_for(lambda: not cluster.flex_plugin.pool.settling, 10, "the pool to settle")
+        with flexlab.request("a100:0.5"):
+            never = client.submit(lambda: 1, pure=False)
+        with pytest.raises(Unschedulable):
+            never.result(timeout=30)
+        assert cluster.flex_plugin.errors == []
