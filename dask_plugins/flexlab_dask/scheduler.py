@@ -134,6 +134,10 @@ class FlexScheduler(SchedulerPlugin):
         self.agent_timeout = config.seconds("agent-timeout")
         #: Host -> long polls of its agent waiting now (a host with one is not silent).
         self._polling: dict[str, int] = {}
+        #: After a restart: the hosts the pool had, waited for while ``pool.settling``.
+        self._expected: set[str] = set()
+        self._settle_until = 0.0
+        self._saved_hosts: list[str] = []
         self._loop_task: asyncio.Task[None] | None = None
         #: Removals from Dask of a lost host's workers, under way.
         self._evictions: set[asyncio.Task[Any]] = set()
@@ -207,6 +211,12 @@ class FlexScheduler(SchedulerPlugin):
             self.store = LeaseStore(self.state_file)
             for stored in self.store.live():
                 self.pool.restore_lease(restore(stored))
+            # The hosts it had, and those its leases were on, may still register: until they
+            # have (or agent-timeout has passed) nothing is refused as never fitting.
+            self._expected = set(self.store.hosts())
+            self._expected |= {x.placed_on[0] for x in self.pool.leases.values() if x.placed_on}
+            self._settle_until = time.time() + self.agent_timeout
+            self.pool.settling = bool(self._expected) and self.agent_timeout > 0
             logger.info("flexlab: %d leases restored from %s", len(self.pool.leases), self.state_file)
         self._loop_task = asyncio.create_task(self._loop())
         from flexlab_dask.metrics import install
@@ -293,6 +303,7 @@ class FlexScheduler(SchedulerPlugin):
             self._notify(lease.owner, f"lease {lease.lease_id} expired: its TTL ran out")
         self._fail_work_of_ended_leases()
         self._lose_silent_hosts()
+        self._settle()
         gone = self.pool.forget_ended(config.seconds("lease.keep-ended"))
         if gone and self.store is not None:
             self.store.forget(gone)
@@ -678,6 +689,13 @@ class FlexScheduler(SchedulerPlugin):
             if ts is None:
                 self.pool.task_finished(key)
                 continue
+            if b.status == "fail" and ts.state == "no-worker":
+                # it waited, and can never fit now (the pool settled without its hosts)
+                self.pool.task_finished(key)
+                self._err_task(
+                    key, Unschedulable(f"flexlab cannot place task {key!r}: {b.reason}", code="UNRESOLVABLE")
+                )
+                continue
             self._restrict(ts, key, b)
             if ts.state == "no-worker":
                 recs[key] = "processing" if b.status == "bound" else "erred"
@@ -878,6 +896,22 @@ class FlexScheduler(SchedulerPlugin):
         )
         self._evictions.add(task)
         task.add_done_callback(self._evictions.discard)
+
+    def _settle(self) -> None:
+        """End the settling after a restart once the expected hosts are back or agent-timeout
+        has passed: work that still cannot fit then fails as never fitting, as it would have."""
+        if self.store is not None:
+            hosts = sorted(self.pool.ledger.hosts)
+            if hosts != self._saved_hosts:
+                self.store.save_hosts(hosts)
+                self._saved_hosts = hosts
+        if not self.pool.settling:
+            return
+        if self._expected <= set(self.pool.ledger.hosts) or time.time() >= self._settle_until:
+            self.pool.settling = False
+            logger.info("flexlab: the pool settled (hosts %s)", sorted(self.pool.ledger.hosts))
+            self.pool.retry_pending()
+            self._apply_bindings(self.pool.take_rebound())
 
     def _lose_silent_hosts(self) -> None:
         """Hosts whose agent has not been heard from for ``agent-timeout`` are lost: the agent

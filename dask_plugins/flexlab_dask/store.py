@@ -96,6 +96,14 @@ class LeaseStore:
         """Delete the rows of leases the pool forgot (ended past their retention)."""
         self._db.executemany("DELETE FROM leases WHERE lease_id = ?", [(x,) for x in lease_ids])
 
+    def save_hosts(self, names: list[str]) -> None:
+        """The hosts registered now: a restarted scheduler expects them back."""
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('hosts', ?)", (json.dumps(sorted(names)),))
+
+    def hosts(self) -> list[str]:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'hosts'").fetchone()
+        return [str(x) for x in json.loads(row[0])] if row else []
+
     def close(self) -> None:
         self._db.close()
 

@@ -218,6 +218,9 @@ class TaskBinder:
             ex = explain(shape, ledger.pool, self.profile)
             if ex.code is Code.UNSCHEDULABLE:
                 return Binding("wait", reason=reason_text(ex), code=ex.code)
+            if self.table.settling:  # its hosts may not have registered yet
+                why = f"{reason_text(ex)} (hosts of this pool have not all registered yet)"
+                return Binding("wait", reason=why, code=Code.UNSCHEDULABLE)
             return Binding("fail", reason=reason_text(ex), code=Code.UNRESOLVABLE)
         host = ledger.pool.host_names[decision.host]
         devs = [ledger.device_at(i) for i in decision.devices]

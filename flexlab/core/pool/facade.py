@@ -108,6 +108,16 @@ class SlicePool:
     def keep(self, keep: Callable[[SliceInfo], bool] | None) -> None:
         self.book.keep = keep
 
+    @property
+    def settling(self) -> bool:
+        """Hosts may still register (the runtime's say, after a restart): what cannot fit
+        the hosts registered so far waits, tasks and leases alike, instead of failing."""
+        return self.table.settling
+
+    @settling.setter
+    def settling(self, settling: bool) -> None:
+        self.table.settling = settling
+
     # -- events and commands -------------------------------------------------------------
     def emit(self, kind: str, message: str, **fields: object) -> Event:
         return self.table.emit(kind, message, **fields)

@@ -79,7 +79,7 @@ class LeaseBook:
         req = replace(request, owner=owner, priority=priority)
         shared = [s.alloc_id for s in self.table.slices.values() if s.lease_id is None]
         ex = self.whatif.fits_ever(req, freed=shared)
-        if ex.code is Code.UNRESOLVABLE:
+        if ex.code is Code.UNRESOLVABLE and not self.table.settling:
             raise Unschedulable(
                 f"{req.describe()} can never fit this pool:\n{ex.describe()}",
                 code="UNRESOLVABLE",

@@ -56,6 +56,9 @@ class SliceTable:
         self.events: deque[Event] = deque(maxlen=max_events)
         #: Bumped on every change of the slices or the hosts (see the module docstring).
         self.version = 0
+        #: Hosts the pool expects may still register (after a scheduler restart): a request
+        #: that cannot fit the hosts registered so far waits instead of failing as never.
+        self.settling = False
         self._seq = itertools.count(1)
         self._slice_ids = itertools.count(1)
         self._by_worker: dict[str, str] = {}
