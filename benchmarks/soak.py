@@ -70,6 +70,30 @@ def capacity_back(pool: Pool) -> bool:
     )
 
 
+def _what_is_missing(pool: Pool) -> dict[str, Any]:
+    """What keeps the capacity from being back: hosts, long leases, slices not ready."""
+    try:
+        st = pool.state()
+    except Exception as exc:  # the pool cannot even be read
+        return {"state": f"{type(exc).__name__}: {exc}"[:200]}
+    return {
+        "hosts": sorted(h["name"] for h in st["hosts"]),
+        "long_leases": {
+            x["lease_id"]: [x["state"], x.get("reason", "")[:120]]
+            for x in st["leases"]
+            if x["lease_id"] in {le.lease_id for le in pool.leases}
+        },
+        "ready_milli": ready_milli(st),
+        "not_ready": [
+            [h["name"], s["slice_id"], s["state"]]
+            for h in st["hosts"]
+            for d in h["devices"]
+            for s in d["slices"]
+            if s["state"] != "ready"
+        ][:10],
+    }
+
+
 class Churn:
     """Short leases, again and again: take one, run two tasks on it, give it back."""
 
@@ -140,13 +164,40 @@ class Churn:
             t.join(180)
 
 
+def _structures(dask_scheduler: Any) -> dict[str, int]:
+    """How much the scheduler holds, by structure: what grows if its memory grows."""
+    plugin = dask_scheduler.plugins["flexlab"]
+    pool = plugin.pool
+    topics = dask_scheduler._broker._topics  # distributed's event topics (Scheduler.log_event)
+    out = {
+        "dask_tasks": len(dask_scheduler.tasks),
+        "dask_transition_log": len(dask_scheduler.transition_log),
+        "dask_event_topics": len(topics),
+        "dask_events": sum(len(t.events) for t in topics.values()),
+        "dask_workers": len(dask_scheduler.workers),
+        "dask_clients": len(dask_scheduler.clients),
+        "pool_leases": len(pool.leases),
+        "pool_ended_leases": sum(1 for x in pool.leases.values() if x.state in ("released", "expired")),
+        "pool_slices": len(pool.slices),
+        "pool_events": len(pool.table.events),
+        "pool_pending_tasks": len(pool.pending),
+        "pool_bound_tasks": len(pool.task_slice),
+    }
+    for name, value in vars(plugin).items():  # the plugin's own tables, whatever they are
+        if isinstance(value, (dict, list, set)) and name not in ("pool",):
+            out[f"plugin.{name}"] = len(value)
+    return out
+
+
 class Memory:
-    """The scheduler process's resident memory every ``interval`` seconds, by its life."""
+    """The scheduler process's resident memory every ``interval`` seconds, by its life, and
+    the sizes of what it holds every ``structures_every`` samples."""
 
     def __init__(self, pool: Pool, interval: float = 10.0) -> None:
         self.pool = pool
         self.interval = interval
         self.samples: list[dict[str, Any]] = []
+        self.structures: list[dict[str, Any]] = []
         self._t0 = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="soak-memory", daemon=True)
@@ -166,6 +217,13 @@ class Memory:
                 self.samples.append(
                     {"t_s": round(time.monotonic() - self._t0, 1), "pid": proc.pid, "rss_mib": rss / 2**20}
                 )
+                if len(self.samples) % 6 == 1 and self.pool.client is not None:
+                    try:
+                        sizes = self.pool.client.run_on_scheduler(_structures)
+                    except Exception:  # the scheduler is down or restarting: next time
+                        sizes = None
+                    if sizes is not None:
+                        self.structures.append({"t_s": self.samples[-1]["t_s"], **sizes})
             self._stop.wait(self.interval)
 
     def stop(self) -> None:
@@ -235,11 +293,12 @@ class Faults:
         end()
         t_end = time.monotonic()
         back = None
+        missing: dict[str, Any] = {}
         try:
             wait_for(lambda: capacity_back(pool), bound, f"capacity back after {kind}", lab)
             back = time.monotonic() - t_end
         except AssertionError:
-            pass
+            missing = _what_is_missing(pool)
         entry = {
             "kind": kind,
             "failed": failed,
@@ -249,6 +308,8 @@ class Faults:
             "capacity_back_s": None if back is None else round(back, 1),
             "bound_s": bound,
         }
+        if missing:
+            entry["missing_at_bound"] = missing
         self.log.append(entry)
         print(f"soak fault: {json.dumps(entry)}", flush=True)
 
@@ -350,6 +411,7 @@ def main() -> int:
                 "invariants_broken": watch.broken[:50],
                 "state_unreachable_polls": watch.unreachable,
                 "scheduler_memory": memory.summary(),
+                "scheduler_structures": memory.structures,
                 "scheduler_memory_samples": [
                     {"t_s": s["t_s"], "pid": s["pid"], "rss_mib": round(s["rss_mib"], 1)}
                     for s in memory.samples
