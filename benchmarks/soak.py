@@ -299,7 +299,7 @@ class Faults:
             back = time.monotonic() - t_end
         except AssertionError:
             missing = _what_is_missing(pool)
-        entry = {
+        entry: dict[str, Any] = {
             "kind": kind,
             "failed": failed,
             "host": None if kind == "scheduler" else host,
