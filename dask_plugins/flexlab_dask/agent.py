@@ -92,6 +92,9 @@ class HostAgent:
         self.env_for = env_for or (mock_env if provider == "mock" else _no_env)
         self.listen_host = listen_host
         self.poll_timeout = poll_timeout
+        #: Seconds between keep-alives while commands are carried out (from the scheduler's
+        #: agent-timeout at registration).
+        self.alive_interval = 5.0
         self.retry_interval = retry_interval
         self.telemetry_interval = telemetry_interval
         self.running: dict[str, _Running] = {}
@@ -129,6 +132,10 @@ class HostAgent:
         )
         if resp.get("status") != "OK":
             raise RuntimeError(f"flexlab agent: registration refused: {resp}")
+        timeout = resp.get("agent_timeout")
+        if isinstance(timeout, (int, float)) and timeout > 0:
+            # heard from three times within the scheduler's agent-timeout while busy
+            self.alive_interval = max(0.2, min(5.0, timeout / 3))
         self.registrations += 1
         self.registered.set()
         logger.info("flexlab agent: host %s registered with %s", self.host.name, self.scheduler)
@@ -147,13 +154,19 @@ class HostAgent:
                 if resp.get("status") == "unregistered":
                     need_register = True
                     continue
-                for cmd in resp.get("commands", []):
-                    if self._closing:
-                        return
-                    # Shielded: a worker half started when the agent closes would keep the
-                    # event loop from stopping; close() waits for the command instead.
-                    self._applying = asyncio.ensure_future(self._apply(cmd))
-                    await asyncio.shield(self._applying)
+                cmds = resp.get("commands", [])
+                alive = asyncio.ensure_future(self._say_alive()) if cmds else None
+                try:
+                    for cmd in cmds:
+                        if self._closing:
+                            return
+                        # Shielded: a worker half started when the agent closes would keep
+                        # the event loop from stopping; close() waits for the command instead.
+                        self._applying = asyncio.ensure_future(self._apply(cmd))
+                        await asyncio.shield(self._applying)
+                finally:
+                    if alive is not None:
+                        alive.cancel()
             except (OSError, CommClosedError, asyncio.TimeoutError) as exc:
                 if self._closing:
                     return
@@ -162,6 +175,19 @@ class HostAgent:
                 need_register = True
                 self.registered.clear()
                 await asyncio.sleep(self.retry_interval)
+
+    async def _say_alive(self) -> None:
+        """While commands are carried out (no poll meanwhile), tell the scheduler every few
+        seconds that this agent lives, so that a busy host is not taken for a lost one."""
+        while True:
+            await asyncio.sleep(self.alive_interval)
+            try:
+                await self._rpc.flexlab_agent_alive(host=self.host.name)
+            except (OSError, CommClosedError, asyncio.TimeoutError):
+                pass  # the scheduler is away: the poll after the commands finds out
+            except Exception as exc:  # a scheduler of an older flexlab: it has no such handler
+                logger.debug("flexlab agent: the scheduler did not take a keep-alive: %s", exc)
+                return
 
     async def _apply(self, cmd: dict[str, Any]) -> None:
         if cmd["op"] == "start":

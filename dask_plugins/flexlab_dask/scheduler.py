@@ -240,6 +240,7 @@ class FlexScheduler(SchedulerPlugin):
             "flexlab_agent_register": self.handle_agent_register,
             "flexlab_agent_poll": self.handle_agent_poll,
             "flexlab_agent_leave": self.handle_agent_leave,
+            "flexlab_agent_alive": self.handle_agent_alive,
             "flexlab_agent_retagged": self.handle_agent_retagged,
         }
         return {name: self._rpc(name, fn) for name, fn in handlers.items()}
@@ -804,7 +805,8 @@ class FlexScheduler(SchedulerPlugin):
             )
         self._flush_commands()
         logger.info("flexlab: agent %s registered host %s", agent, spec.name)
-        return {"status": "OK", "host": spec.name}
+        # the agent keeps itself heard within this while it is busy (flexlab_agent_alive)
+        return {"status": "OK", "host": spec.name, "agent_timeout": self.agent_timeout}
 
     async def handle_agent_poll(
         self, host: str, running: list[str] | None = None, timeout: float = 5.0
@@ -830,6 +832,15 @@ class FlexScheduler(SchedulerPlugin):
             ):
                 cmds.append(StopSlice(sid, host, "unknown to the scheduler"))
         return {"status": "OK", "commands": [_command_dict(c) for c in cmds]}
+
+    def handle_agent_alive(self, host: str) -> dict[str, Any]:
+        """An agent busy carrying out commands (starting and stopping slice workers can take
+        minutes under load) says it is alive; it polls again when done. Without this a busy
+        agent was silent for ``agent-timeout`` and its host lost."""
+        if not isinstance(host, str) or host not in self.pool.ledger.hosts:
+            return {"status": "unregistered"}
+        self._agents[host] = time.time()
+        return {"status": "OK"}
 
     def handle_agent_retagged(self, host: str, slice_id: str, worker: str) -> dict[str, Any]:
         """An agent handed a recycled slice's worker over (``RetagSlice``): it offers the

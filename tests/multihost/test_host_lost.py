@@ -10,6 +10,7 @@ wherever the suite runs, root or not):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -234,3 +235,26 @@ def test_work_sent_to_a_restarted_scheduler_waits_for_its_hosts(tmp_path: Any) -
         with pytest.raises(Unschedulable):
             never.result(timeout=30)
         assert cluster.flex_plugin.errors == []
+
+
+def test_an_agent_busy_with_slow_commands_is_not_silent(quick_timeout: Any) -> None:
+    """Starting and stopping slice workers can take an agent longer than agent-timeout
+    (1.5 s here) under load, and it does not poll meanwhile: it keeps itself heard, and no
+    busy host is lost (under 1,000 lease requests every host of the pool was)."""
+    cluster, client = quick_timeout
+    for agent in cluster.agents:
+        real = agent.start_slice
+
+        async def slow(cmd: dict[str, Any], real: Any = real) -> None:
+            await asyncio.sleep(4.0)  # a worker process that is slow to start
+            await real(cmd)
+
+        agent.start_slice = slow  # type: ignore[method-assign]
+    leases = [flexlab.lease("t4:0.25", ttl="1h", owner="ana", client=client, wait=False) for _ in range(2)]
+    time.sleep(6)
+    state = PoolClient(client).state()
+    assert sorted(h["name"] for h in state["hosts"]) == [h.name for h in HOSTS]
+    assert not [e for e in PoolClient(client).events() if "was lost" in e["message"]]
+    for lease in leases:
+        wait_for(lambda lease=lease: lease.refresh()["state"] == "active", 30, "the lease active")
+        lease.release()
