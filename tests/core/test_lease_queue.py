@@ -53,3 +53,19 @@ def test_other_requests_and_higher_priorities_do_not_queue_behind() -> None:
     assert "waits its turn" not in urgent.reason  # a higher priority never waits behind a lower one
     low = p.create_lease(parse_request("gpu:1"), owner="eli", ttl_s=600, priority=-1)
     assert low.reason.startswith("waits its turn after lease ")
+
+
+def test_giving_up_a_lease_that_still_waits_frees_nothing_and_places_nothing() -> None:
+    p, first = full_pool()
+    waiting = [p.create_lease(parse_request("gpu:0.5"), owner=f"u{i}", ttl_s=600) for i in range(5)]
+    placed: list[str] = []
+    real_place = p.book.place
+    p.book.place = lambda lease: placed.append(lease.lease_id) or real_place(lease)  # type: ignore[method-assign]
+    for lease in waiting[:4]:
+        p.release_lease(lease.lease_id, lease.owner, reason="the call gave up")
+    assert placed == []  # nothing was freed, so nothing was tried
+    p.release_lease(first, "ana")  # a whole T4 back: the one still waiting is placed
+    assert placed == [waiting[4].lease_id]
+    assert waiting[4].slice_id in p.slices
+    p.book.place = real_place  # type: ignore[method-assign]
+    assert audit(p) == []

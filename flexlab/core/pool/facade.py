@@ -272,8 +272,12 @@ class SlicePool:
         s = self.table.slices.get(lease.slice_id or "")
         kept = s is not None and self.warm.recycle(s, lease, reason)
         self.book.end(lease, reason=reason, state=state, keep_slice=kept)
-        self.binder.retry_pending()
-        self.book.retry()
+        if s is not None:
+            # Its capacity (or its warm slice) is free: waiting work may fit now. A lease
+            # that still waited held nothing, and its end frees nothing: retrying then cost
+            # a failed placement per waiting request, for each of 1,000 calls giving up.
+            self.binder.retry_pending()
+            self.book.retry()
         return lease
 
     def renew_lease(self, lease_id: str, actor: str | None, ttl_s: float) -> LeaseInfo:
