@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
 import warnings
 from collections.abc import Sequence
 
+from flexlab.commands.logs import set_levels
 from flexlab.core.errors import InvalidRequest
 
 DEFAULT_PORT = 8888
@@ -112,6 +114,9 @@ def cmd_lab(args: argparse.Namespace) -> int:
     with contextlib.suppress(ImportError):
         import voila  # noqa: F401
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="traitlets")
+    # The embedded pool's Dask runs in this process: its warnings and errors show, not its
+    # INFO lines (among them tracebacks of connections closed while the pool stops).
+    set_levels(logging.WARNING, ("distributed",))
     LabApp.launch_instance(argv=argv)
     return 0
 
