@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flexlab.commands.logs import set_levels
 from flexlab.core.errors import InvalidRequest
 
 #: The JupyterLab panel's lab extension: a lab-shell plugin, which fails to activate in Voila.
@@ -122,13 +123,7 @@ def _start_pool(scheduler_port: int, load: bool) -> tuple[Any, Any, Any]:
 
 def _quiet(verbose: bool, level: int) -> None:
     if not verbose:
-        for name in (
-            "distributed",
-            "distributed.worker",
-            "distributed.scheduler",
-            "distributed.worker.state_machine",
-        ):
-            logging.getLogger(name).setLevel(level)
+        set_levels(level, ("distributed",))
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
