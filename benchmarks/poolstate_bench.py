@@ -1,4 +1,4 @@
-"""Pool state benchmark: what the typed model (``flexlab/core/poolstate.py``) costs.
+"""Pool state benchmark: what the typed model (``flexlab/core/poolstate/``) costs.
 
 On a live ``SlicePool`` of ``--devices`` devices (hosts of eight, five catalog models, a
 lease on a part of them): the plugin's ``build_pool_state`` and ``to_json`` (in the

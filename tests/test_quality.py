@@ -1,5 +1,6 @@
 """The house checks run inside the test suite, so CI enforces them: ruff (lint and format),
-mypy (strict on flexlab.core) and the import-linter contracts that keep the core pure."""
+mypy (strict on flexlab.core), the import-linter contracts that keep the core pure, and the
+size rule of the core (no module over 500 lines)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,19 @@ def test_import_contracts() -> None:
     r = run(tool("lint-imports"))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "broken" not in r.stdout.lower() or " 0 broken" in r.stdout.lower(), r.stdout
+
+
+#: The core's size rule: no module of ``flexlab/core`` over this many lines, so each stays
+#: readable as one job. The catalog is excepted: a data table whose rows carry their citations.
+CORE_MAX_LINES = 500
+CORE_SIZE_EXCEPTIONS = {"flexlab/core/catalog.py"}
+
+
+def test_no_core_module_is_over_500_lines() -> None:
+    sizes = {
+        p.relative_to(ROOT).as_posix(): len(p.read_text(encoding="utf-8").splitlines())
+        for p in sorted((ROOT / "flexlab" / "core").rglob("*.py"))
+    }
+    assert "flexlab/core/pool/facade.py" in sizes  # it walks the subpackages too
+    over = {p: n for p, n in sizes.items() if n > CORE_MAX_LINES and p not in CORE_SIZE_EXCEPTIONS}
+    assert not over, f"core modules over {CORE_MAX_LINES} lines (split them, one job each): {over}"

@@ -1,7 +1,7 @@
 """The pool as a typed :class:`~flexlab.core.poolstate.PoolState`: what ``flexlab status``,
 the REST API and the dashboards read.
 
-The model and its wire format live in ``flexlab/core/poolstate.py`` (documented in
+The model and its wire format live in ``flexlab/core/poolstate/`` (documented in
 ``docs/wire.md``); this module only reads the ``SlicePool`` into it.
 """
 

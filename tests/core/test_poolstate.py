@@ -1,4 +1,4 @@
-"""The typed pool state (``flexlab/core/poolstate.py``): its wire JSON, the checks on a
+"""The typed pool state (``flexlab/core/poolstate/``): its wire JSON, the checks on a
 malformed payload, and the device menu computed from the pool."""
 
 from __future__ import annotations

@@ -270,9 +270,9 @@ def test_the_builders_fill_every_field() -> None:
 
 
 # ------------------------------------------------------------------ the typed pool state
-#: The REST model each class of ``flexlab/core/poolstate.py`` (the scheduler's one model) is
+#: The REST model each class of ``flexlab/core/poolstate/`` (the scheduler's one model) is
 #: sent as, and the core fields the REST API leaves behind on purpose (internal to the pool).
-CORE_PY = ROOT / "flexlab" / "core" / "poolstate.py"
+CORE_PY = ROOT / "flexlab" / "core" / "poolstate"
 CORE_OF = {
     "SliceModel": ("SliceState", {"warm_for", "worker", "load_milli"}),
     "DeviceModel": ("DeviceState", set()),
@@ -289,19 +289,22 @@ CORE_ALIASES = {"LeaseStateName": "LeaseState"}
 
 def core_fields() -> dict[str, dict[str, Field]]:
     """Fields of each dataclass of the core module with their annotation and comment."""
-    source = CORE_PY.read_text()
-    lines = source.splitlines()
     out: dict[str, dict[str, Field]] = {}
-    for node in ast.parse(source).body:
-        if not isinstance(node, ast.ClassDef):
-            continue
-        fields = {}
-        for stmt in node.body:
-            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
-                tail = lines[(stmt.end_lineno or stmt.lineno) - 1][stmt.end_col_offset or 0 :]
-                comment = tail.split("#", 1)[1].strip() if "#" in tail else ""
-                fields[stmt.target.id] = Field(stmt.target.id, ast.unparse(stmt.annotation), True, comment)
-        out[node.name] = fields
+    for path in sorted(CORE_PY.glob("*.py")):
+        source = path.read_text()
+        lines = source.splitlines()
+        for node in ast.parse(source).body:
+            if not isinstance(node, ast.ClassDef):
+                continue
+            fields = {}
+            for stmt in node.body:
+                if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                    tail = lines[(stmt.end_lineno or stmt.lineno) - 1][stmt.end_col_offset or 0 :]
+                    comment = tail.split("#", 1)[1].strip() if "#" in tail else ""
+                    fields[stmt.target.id] = Field(
+                        stmt.target.id, ast.unparse(stmt.annotation), True, comment
+                    )
+            out[node.name] = fields
     return out
 
 
@@ -329,7 +332,7 @@ def test_every_core_model_is_documented_field_by_field() -> None:
             continue
         assert [f.name for f in dataclasses.fields(cls)] == list(fields), name
         for f in fields.values():
-            assert f.comment, f"{name}.{f.name}: no comment in poolstate.py"
+            assert f.comment, f"{name}.{f.name}: no comment in flexlab/core/poolstate/"
 
 
 @pytest.mark.parametrize("model", sorted(CORE_OF))
