@@ -64,6 +64,7 @@ from flexlab.core.request import MAX_PRIORITY, SliceRequest, parse_request
 from flexlab.core.speed import ThroughputTable
 from flexlab.core.units import lease_ttl, parse_duration
 from flexlab_dask import config
+from flexlab_dask.housekeeping import prune_event_topics
 from flexlab_dask.state import build_pool_state, host_from_dict
 from flexlab_dask.store import LeaseStore, restore
 
@@ -183,6 +184,10 @@ class FlexScheduler(SchedulerPlugin):
             hold_after_wait_s=config.seconds("hi.hold-after-wait"),
         )
         self._hi_last = 0.0
+        #: When distributed's emptied event topics of gone workers were last dropped, and
+        #: how many have been (``flexlab_dask.housekeeping``).
+        self._pruned_at = 0.0
+        self.topics_pruned = 0
         #: Aggregated telemetry over time (one sampler, many readers).
         self.history = History(maxlen=3600)
         #: Prometheus metrics (``flexlab.core.metrics``) at the HTTP server's ``/metrics``.
@@ -317,6 +322,9 @@ class FlexScheduler(SchedulerPlugin):
             self.hi_step(now)
         self._flush_commands()
         self._persist()
+        if now - self._pruned_at >= 60.0:
+            self._pruned_at = now
+            self.topics_pruned += prune_event_topics(self.scheduler)
         self.record_history()
         self.metrics.observe(self.pool, now, plain_waiting=self.plain_waiting())
 

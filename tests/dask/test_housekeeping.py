@@ -1,0 +1,76 @@
+"""The scheduler does not keep an event topic per worker it ever had (issue 15, the soak's
+memory): once distributed has emptied a gone worker's topic, the plugin drops it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import dask
+from distributed import Client, Scheduler, Worker
+from distributed.utils_test import gen_cluster
+from flexlab_dask import FlexScheduler
+from flexlab_dask.housekeeping import prune_event_topics
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)], timeout=60)
+async def test_topics_of_gone_workers_are_dropped_and_nothing_else(c: Client, s: Scheduler, w: Any) -> None:
+    with dask.config.set({"distributed.scheduler.events-cleanup-delay": "50ms"}):
+        plugin = FlexScheduler(state_file=":memory:", loop_interval=0.05)
+        await s.register_scheduler_plugin(plugin, idempotent=False)
+        gone: list[str] = []
+        for _ in range(5):
+            async with Worker(s.address, nthreads=1) as extra:
+                gone.append(extra.address)
+        # A custom topic that still holds events, and one somebody subscribes to, stay.
+        s.log_event("my-topic", {"x": 1})
+        s._broker.subscribe("watched", c.id)
+        for _ in range(100):  # distributed empties them after the clean-up delay
+            if all(not s._broker._topics[a].events for a in gone):
+                break
+            await asyncio.sleep(0.05)
+        topics = s._broker._topics
+        assert set(gone) <= set(topics)
+        assert all(not topics[a].events for a in gone)
+
+        dropped = prune_event_topics(s)
+
+        assert dropped >= len(gone)
+        assert not set(gone) & set(topics)
+        assert {"all", "my-topic", "watched", w.address, c.id} <= set(topics)
+        assert s.get_events("my-topic")[0][1] == {"x": 1}
+        # A dropped topic comes back, empty, when read or written again.
+        assert s.get_events(gone[0]) == ()
+        s.log_event(gone[1], {"again": True})
+        assert len(s.get_events(gone[1])) == 1
+        assert plugin.errors == []
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)], timeout=60)
+async def test_the_plugin_prunes_on_its_own_tick(c: Client, s: Scheduler, w: Any) -> None:
+    with dask.config.set({"distributed.scheduler.events-cleanup-delay": "50ms"}):
+        plugin = FlexScheduler(state_file=":memory:", loop_interval=0.05)
+        await s.register_scheduler_plugin(plugin, idempotent=False)
+        async with Worker(s.address, nthreads=1) as extra:
+            addr = extra.address
+        for _ in range(100):
+            if not s._broker._topics[addr].events:
+                break
+            await asyncio.sleep(0.05)
+        plugin._pruned_at = 0.0  # due now
+        for _ in range(100):
+            if addr not in s._broker._topics:
+                break
+            await asyncio.sleep(0.05)
+        assert addr not in s._broker._topics
+        assert plugin.topics_pruned >= 1
+        assert plugin.errors == []
+
+
+def test_a_scheduler_without_a_broker_table_is_left_alone() -> None:
+    class Bare:
+        def __init__(self) -> None:
+            self.workers: dict[str, Any] = {}
+            self.clients: dict[str, Any] = {}
+
+    assert prune_event_topics(Bare()) == 0
