@@ -26,7 +26,18 @@ $(STAMP): pyproject.toml $(EXT_SOURCES)
 	$(VENV)/bin/jupyter server extension list 2>&1 | grep -q 'flexlab_jupyter.*OK'
 	touch $(STAMP)
 
-setup: $(STAMP)
+## configurable-http-proxy (npm) for the JupyterHub test deployment (tests/hub), project-local:
+## the committed package.json and lock file, installed with `npm ci` into .venv/chp.
+CHP_DIR := $(VENV)/chp
+CHP := $(CHP_DIR)/node_modules/.bin/configurable-http-proxy
+$(CHP): tests/hub/proxy/package.json tests/hub/proxy/package-lock.json
+	mkdir -p $(CHP_DIR)
+	cp tests/hub/proxy/package.json tests/hub/proxy/package-lock.json $(CHP_DIR)/
+	npm ci --prefix $(CHP_DIR) --no-audit --no-fund --loglevel=error
+	$(CHP) --version
+	touch $(CHP)
+
+setup: $(STAMP) $(CHP)
 
 ## The main job: a mixed AI workload on the embedded mock pool, sliced vs whole devices.
 demo: $(STAMP)
@@ -51,14 +62,15 @@ tmux:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends tmux; }
 
 ## Everything CI runs: tests (slow ones included), ruff, mypy, import-linter, then the
-## browser tests in their own pytest run (Playwright and pytest-jupyter cannot share one).
-test: $(STAMP) chromium prometheus tmux
+## browser tests and the JupyterHub deployment (tests/hub: root only, it makes two system users)
+## in their own pytest run (Playwright and pytest-jupyter cannot share one).
+test: $(STAMP) $(CHP) chromium prometheus tmux
 	$(PY) -m pytest -q
-	FLEXLAB_BROWSER_TESTS=1 $(PY) -m pytest -q -p no:warnings tests/browser \
+	FLEXLAB_BROWSER_TESTS=1 $(PY) -m pytest -q -p no:warnings tests/browser tests/hub \
 		--screenshot=only-on-failure --output=test-artifacts/playwright
 
-test-browser: $(STAMP) chromium
-	FLEXLAB_BROWSER_TESTS=1 $(PY) -m pytest -q -p no:warnings tests/browser
+test-browser: $(STAMP) $(CHP) chromium
+	FLEXLAB_BROWSER_TESTS=1 $(PY) -m pytest -q -p no:warnings tests/browser tests/hub
 
 lint: $(STAMP)
 	$(PY) -m pytest -q tests/test_quality.py

@@ -1,0 +1,56 @@
+"""The JupyterHub deployment's fixtures (tests/hub/deployment.py).
+
+These tests run in the browser tests' pytest run (``FLEXLAB_BROWSER_TESTS=1``, ``make test``):
+Playwright's event loop cannot share a session with pytest-jupyter's (toolchain P18), and the
+deployment, made once per module, serves the browser and the non-browser checks alike.
+They need root (system users); elsewhere they skip and say why.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..browser.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT
+from .deployment import Deployment, Service, unavailable
+
+collect_ignore_glob = [] if os.environ.get("FLEXLAB_BROWSER_TESTS") else ["test_*.py"]
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (never `playwright install`)")
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """``test-artifacts/`` at the repository root (git-ignored)."""
+    path = ROOT / "test-artifacts"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def hub() -> Iterator[Deployment]:
+    """JupyterHub for ana and bob (system users), the flexlab front as a Hub service holding
+    the pool's client certificate, and a TLS pool; all stopped and removed afterwards."""
+    why = unavailable()
+    if why:
+        pytest.skip(why)
+    deployment = Deployment(("ana", "bob"), services=FRONT_SERVICES, singleuser_args=SINGLEUSER_ARGS)
+    try:
+        yield deployment.start()
+    finally:
+        deployment.close()
+
+
+#: The front: ``flexlab front`` as the Hub's managed service ``flexlab`` (docs/jupyterhub.md).
+FRONT_SERVICES: list[Service] = []
+#: The single-user servers in front mode.
+SINGLEUSER_ARGS: list[str] = []
