@@ -143,12 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     from flexlab.commands.certs import add_parser as add_certs
     from flexlab.commands.dashboard import add_parser as add_dashboard
     from flexlab.commands.demo import add_parser as add_demo
+    from flexlab.commands.front import add_parser as add_front
     from flexlab.commands.lab import add_parser as add_lab
 
     add_certs(sub)
     add_demo(sub)
     add_lab(sub)
     add_dashboard(sub)
+    add_front(sub)
     _add_bench(sub)
     return parser
 

@@ -75,6 +75,15 @@ def _raise(resp: dict[str, Any]) -> dict[str, Any]:
     raise _ERRORS.get(kind, FlexlabError)(msg)
 
 
+def _front_mode() -> bool:
+    """No pool credentials but a front: the user tier (``flexlab.front.front_mode``)."""
+    if not os.environ.get("FLEXLAB_FRONT"):
+        return False
+    from flexlab.front import front_mode
+
+    return front_mode()
+
+
 def _client(client: Client | None) -> Client:
     return client if client is not None else default_client()
 
@@ -179,7 +188,13 @@ class Lease:
 
             lease = flexlab.Lease.attach("L3")
             lease.submit(fn).result()
+
+        Without pool credentials but with a front (``flexlab.front.front_mode``), through the front.
         """
+        if client is None and _front_mode():
+            from flexlab.front import FrontLease
+
+            return FrontLease.attach(lease_id, owner=owner)
         c = client if client is not None else connect()
         who = owner or current_user()
         info = _call(c, "flexlab_lease_get", lease_id=str(lease_id), owner=who)["lease"]
@@ -274,9 +289,16 @@ def lease(
     cancelled cell) or any other error before the lease is returned, the lease this call
     made is given back; if the process dies instead, the scheduler gives it back when this
     client's connection closes.
+
+    Without pool credentials but with a front (``flexlab.front.front_mode``: a kernel of a
+    front-mode Jupyter server), the lease is made through the front and is private.
     """
     parse_request(spec)
     parse_duration(ttl)
+    if client is None and _front_mode():
+        from flexlab.front import lease as front_lease
+
+        return front_lease(spec, ttl=ttl, priority=priority, owner=owner, wait=wait, timeout=timeout)
     c = _client(client)
     who = owner or current_user()
     token = uuid.uuid4().hex
@@ -296,7 +318,15 @@ def lease(
 
 # ------------------------------------------------------------------ the pool
 class PoolClient:
-    """Read the pool: state, explanations, events, leases."""
+    """Read the pool: state, explanations, events, leases (through the front in
+    ``flexlab.front.front_mode``: a :class:`flexlab.front.FrontPoolClient`)."""
+
+    def __new__(cls, client: Client | None = None, **kwargs: Any) -> PoolClient:
+        if cls is PoolClient and client is None and _front_mode():
+            from flexlab.front import FrontPoolClient
+
+            return object.__new__(FrontPoolClient)
+        return object.__new__(cls)
 
     def __init__(self, client: Client | None = None) -> None:
         self.client = _client(client)

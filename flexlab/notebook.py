@@ -10,7 +10,9 @@ Load it with ``%load_ext flexlab``, then::
 
 The pool is found by :func:`flexlab.client.connect`: the current Dask client, else
 ``$FLEXLAB_SCHEDULER`` (set by ``flexlab lab`` for its kernels) or the dask config
-``flexlab.scheduler-address``, else an embedded mock pool started in the kernel.
+``flexlab.scheduler-address``, else an embedded mock pool started in the kernel. In a kernel
+of a front-mode server (``$FLEXLAB_FRONT``, no pool credentials: ``flexlab.front``) every
+verb goes through the front instead, as the Hub user, and ``%flex lease`` makes private leases.
 IPython is imported only when the magics are loaded.
 """
 
@@ -31,8 +33,30 @@ LIVE = ("pending", "active", "recovering")
 
 # ------------------------------------------------------------------ shared with the widgets
 def pool_client() -> Any:
-    """The Dask client of the pool (see the module docstring); the first call may start it."""
+    """The Dask client of the pool (see the module docstring); the first call may start it.
+    None in ``flexlab.front.front_mode``: the verbs then go through the front."""
+    from flexlab.front import front_mode
+
+    if front_mode():
+        return None
     return connect(embedded=True)
+
+
+def me() -> str:
+    """The owner this kernel acts as: whom the front authenticated in front mode, else
+    :func:`~flexlab.client.current_user`."""
+    from flexlab.front import FrontClient, front_mode
+
+    return FrontClient().user if front_mode() else current_user()
+
+
+def _lease_of(client: Any, info: dict[str, Any]) -> Lease:
+    """A :class:`Lease` of ``info`` on ``client``, or through the front when ``client`` is None."""
+    if client is None:
+        from flexlab.front import FrontClient, of
+
+        return of(FrontClient(), str(info["lease_id"]), info=info)
+    return Lease(client, info)
 
 
 def compose_request(
@@ -170,7 +194,7 @@ class PoolStatus:
 def status(client: Any = None, owner: str | None = None) -> PoolStatus:
     """The pool and ``owner``'s live leases."""
     pc = PoolClient(client or pool_client())
-    who = owner or current_user()
+    who = owner or me()
     leases = [x for x in pc.lease_views(owner=who) if x.live]
     return PoolStatus(pc.pool_state(), leases, who)
 
@@ -230,16 +254,16 @@ class FlexMagicsCore:
     def _targets(self, ids: list[str], every: bool = False) -> list[Lease]:
         client = pool_client()
         if every:
-            mine = PoolClient(client).leases(owner=current_user())
-            return [Lease(client, x) for x in mine if x.get("state") in LIVE]
+            mine = PoolClient(client).leases(owner=me())
+            return [_lease_of(client, x) for x in mine if x.get("state") in LIVE]
         if ids:
             return [Lease.attach(i, client=client) for i in ids]
         live = [x for x in self.made if x.state in LIVE]
         if live:
             return [live[-1]]
-        mine = [x for x in PoolClient(client).leases(owner=current_user()) if x.get("state") in LIVE]
+        mine = [x for x in PoolClient(client).leases(owner=me()) if x.get("state") in LIVE]
         if len(mine) == 1:
-            return [Lease(client, mine[0])]
+            return [_lease_of(client, mine[0])]
         names = ", ".join(str(x["lease_id"]) for x in mine) or "none"
         raise InvalidRequest("lease id", None, f"one of your live leases: {names}")
 
@@ -261,7 +285,7 @@ class FlexMagicsCore:
                 f"{format_compute(w['compute_milli'][0])} and {format_memory(w['memory_mib'][0])}"
             )
             return f"{args.spec} would land on {', '.join(w['devices'])} as {shape}"
-        return f"{args.spec}: {e['text']}"
+        return f"{args.spec}: {e.get('text') or e.get('summary')}"
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -9,6 +9,13 @@ line)::
 With no address configured it uses ``$FLEXLAB_SCHEDULER``, then the dask config
 ``flexlab.scheduler-address``, and otherwise starts the embedded mock pool in the server
 process. Kernels started by the server find the same pool through ``$FLEXLAB_SCHEDULER``.
+
+Front mode (the user tier, ``docs/security.md``): with ``front_url`` set, the server holds no
+pool credential; its REST API forwards to that flexlab front (``flexlab front``, a JupyterHub
+service) with the user's own Hub token (``$JUPYTERHUB_API_TOKEN``), and its kernels get
+``$FLEXLAB_FRONT`` instead of the pool's address and certificate::
+
+    c.FlexlabJupyter.front_url = "http://127.0.0.1:8000/services/flexlab/"
 """
 
 from __future__ import annotations
@@ -20,10 +27,12 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Enum, Float, Int, Unicode
 
 from flexlab_jupyter.handlers import routes
-from flexlab_jupyter.manager import PoolManager
+from flexlab_jupyter.manager import FrontManager, PoolManager
 
 #: The environment variable kernels read to find the pool (``flexlab.client.SCHEDULER_ENV``).
 SCHEDULER_ENV = "FLEXLAB_SCHEDULER"
+#: The environment variable kernels read to find the front (``flexlab.front.FRONT_ENV``).
+FRONT_ENV = "FLEXLAB_FRONT"
 
 
 class FlexlabJupyter(ExtensionApp):
@@ -31,6 +40,7 @@ class FlexlabJupyter(ExtensionApp):
 
     name = "flexlab_jupyter"
     load_other_extensions = True
+    manager: PoolManager | FrontManager
 
     scheduler_address = Unicode(
         "",
@@ -66,6 +76,20 @@ class FlexlabJupyter(ExtensionApp):
         help="The owner of leases made through a single-user server (owner_source 'server'). Empty: "
         "$FLEXLAB_USER or the server's login name, which is also what kernels use by default.",
     )
+    front_url = Unicode(
+        "",
+        config=True,
+        help="Front mode: the URL of a flexlab front (flexlab front, a JupyterHub service), e.g. "
+        "http://127.0.0.1:8000/services/flexlab/. The REST API forwards to it with the user's Hub token "
+        "($JUPYTERHUB_API_TOKEN, or front_token), this server reads no pool credential, and its kernels "
+        "get $FLEXLAB_FRONT and never $FLEXLAB_TLS or $FLEXLAB_SCHEDULER. Empty: $FLEXLAB_FRONT, else off.",
+    )
+    front_token = Unicode(
+        "",
+        config=True,
+        help="The token sent to the front in front mode. Empty: $JUPYTERHUB_API_TOKEN (the Hub gives "
+        "it to each single-user server; it needs the scope access:services!service=flexlab).",
+    )
     api_threads = Int(
         4,
         config=True,
@@ -78,6 +102,10 @@ class FlexlabJupyter(ExtensionApp):
     )
 
     def initialize_settings(self) -> None:
+        front = self.front_url or os.environ.get(FRONT_ENV, "")
+        if front:
+            self._initialize_front(front)
+            return
         from flexlab.client import scheduler_address
         from flexlab.tls import TLS_ENV, tls_dir
 
@@ -109,6 +137,32 @@ class FlexlabJupyter(ExtensionApp):
             }
         )
 
+    def _initialize_front(self, url: str) -> None:
+        """Front mode: forward to ``url``; kernels get the front and nothing of the pool."""
+        from flexlab.tls import TLS_ENV
+
+        if self.tls_dir or self.scheduler_address:
+            raise ValueError(
+                "FlexlabJupyter.front_url excludes scheduler_address and tls_dir: a front-mode server "
+                "reaches the pool only through the front (docs/security.md)"
+            )
+        token = self.front_token or os.environ.get("JUPYTERHUB_API_TOKEN", "")
+        self.manager = FrontManager(url, token, threads=self.api_threads)
+        for name in (TLS_ENV, SCHEDULER_ENV):  # never handed to this server's kernels
+            if os.environ.pop(name, None) is not None:
+                self.log.warning("flexlab: front mode: $%s not passed on to kernels", name)
+        self._env_set = self._tls_env_set = False
+        self._front_env_set = os.environ.get(FRONT_ENV) != url
+        os.environ[FRONT_ENV] = url
+        self.log.info("flexlab: front mode, forwarding to %s", url)
+        self.settings.update(
+            {
+                "flexlab_manager": self.manager,
+                "flexlab_owner_source": self.owner_source,
+                "flexlab_anonymous_owner": self.anonymous_owner,
+            }
+        )
+
     def initialize_handlers(self) -> None:
         self.handlers.extend(routes())
 
@@ -118,6 +172,8 @@ class FlexlabJupyter(ExtensionApp):
             await manager.aclose()
         if getattr(self, "_env_set", False):
             os.environ.pop(SCHEDULER_ENV, None)
+        if getattr(self, "_front_env_set", False):
+            os.environ.pop(FRONT_ENV, None)
         if getattr(self, "_tls_env_set", False):
             from flexlab.tls import TLS_ENV
 

@@ -28,7 +28,7 @@ from flexlab.core.errors import (
     Unschedulable,
 )
 from flexlab_jupyter import models
-from flexlab_jupyter.manager import PoolManager, PoolUnavailable
+from flexlab_jupyter.manager import FrontManager, PoolManager, PoolUnavailable
 
 #: URL prefix of the API (after the server's base URL).
 API = "flexlab/api"
@@ -59,8 +59,8 @@ class FlexlabHandler(APIHandler):
     query: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     @property
-    def manager(self) -> PoolManager:
-        manager: PoolManager = self.settings["flexlab_manager"]
+    def manager(self) -> PoolManager | FrontManager:
+        manager: PoolManager | FrontManager = self.settings["flexlab_manager"]
         return manager
 
     @property
@@ -80,14 +80,19 @@ class FlexlabHandler(APIHandler):
 
     def fail(self, exc: FlexlabError) -> None:
         status = status_of(exc)
+        message = str(exc)
+        if isinstance(exc, NotOwner) and self.manager.user_tier:
+            # the scheduler's message names the lease's owner: a detail for its owner only
+            lease_id = self.path_kwargs.get("lease_id", "this lease")
+            message = f"lease {lease_id} is not yours ({self.owner!r}): only its owner may read or change it"
         model = models.make_error(
             type(exc).__name__,
-            str(exc),
+            message,
             field=getattr(exc, "field", None),
             allowed=getattr(exc, "allowed", None),
             code=getattr(exc, "code", None) if isinstance(exc, Unschedulable) else None,
         )
-        self.log.info("flexlab API %s %s: %s %s", self.request.method, self.request.path, status, exc)
+        self.log.info("flexlab API %s %s: %s %s", self.request.method, self.request.path, status, message)
         self.reply(model, status)
 
     def get_login_url(self) -> str:
@@ -165,7 +170,13 @@ class FlexlabHandler(APIHandler):
 
 #: Query parameters Jupyter itself reads on any API request.
 _ANY_QUERY = ("token", "no_track_activity", "_xsrf")
-_JSON_TYPE = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+_JSON_TYPE = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    dict: "an object",
+}
 
 
 def domain_errors(method: Handler) -> Handler:
@@ -209,10 +220,15 @@ class LeasesHandler(FlexlabHandler):
     @domain_errors
     async def post(self) -> None:
         data = self.body(
-            {"request": (str,), "ttl": (str, int, float), "priority": (int,)}, required=("request",)
+            {"request": (str,), "ttl": (str, int, float), "priority": (int,), "private": (dict,)},
+            required=("request",),
         )
         lease = await self.manager.create_lease(
-            self.owner, data["request"], ttl=data.get("ttl"), priority=data.get("priority", 0)
+            self.owner,
+            data["request"],
+            ttl=data.get("ttl"),
+            priority=data.get("priority", 0),
+            private=data.get("private"),
         )
         self.set_header("Location", url_path_join(self.base_url, API, "leases", lease["lease_id"]))
         self.reply(lease, 201)

@@ -52,8 +52,11 @@ class PoolManager:
         connect_timeout: float = 10.0,
         cluster_kwargs: dict[str, Any] | None = None,
         tls: str | None = None,
+        user_tier: bool = False,
     ) -> None:
         self.configured_address = address or None
+        #: Callers are the user tier (the front service): other owners' lease details are left out.
+        self.user_tier = user_tier
         #: The folder with the pool's client certificate (mutual TLS), or None.
         self.tls = tls or None
         self.embedded = embedded and not self.configured_address
@@ -160,7 +163,7 @@ class PoolManager:
         from flexlab.client import PoolClient
 
         state = await self._run(lambda c: PoolClient(c).pool_state())
-        return models.make_pool(state, owner)
+        return models.make_pool(state, owner, redact=self.user_tier)
 
     async def explain(self, request: str, *, lease: bool = True) -> models.ExplainModel:
         req = _request(request)
@@ -173,6 +176,12 @@ class PoolManager:
         from flexlab.client import PoolClient
 
         evs = await self._run(lambda c: PoolClient(c).events(since=since, owner=owner))
+        if self.user_tier:  # the caller's events and those about no lease at all
+            evs = [
+                e
+                for e in evs
+                if e.get("owner") == owner or (e.get("owner") is None and not e.get("lease_id"))
+            ]
         return models.make_event_list(evs, since)
 
     # ------------------------------------------------------------------ leases
@@ -180,23 +189,37 @@ class PoolManager:
         from flexlab.client import PoolClient
 
         leases = await self._run(lambda c: PoolClient(c).lease_views(owner=owner))
+        leases = [x for x in leases if x.owner == owner]
         if not include_ended:
             leases = [x for x in leases if x.live]
         return models.make_lease_list(leases)
 
     async def create_lease(
-        self, owner: str, request: str, *, ttl: str | float | None = None, priority: int = 0
+        self,
+        owner: str,
+        request: str,
+        *,
+        ttl: str | float | None = None,
+        priority: int = 0,
+        private: dict[str, Any] | None = None,
     ) -> models.LeaseModel:
+        """A lease of ``owner``; with ``private`` (a private scheduler's worker credentials,
+        ``models.PrivateModel``) its slice worker joins that scheduler instead of the pool's."""
         _request(request)
         from flexlab_dask import config
 
-        from flexlab.client import lease
+        from flexlab.client import _call, lease
 
         ttl_given = ttl if ttl is not None else str(config.get("lease.default-ttl"))
         _ttl(ttl_given)
         _priority(priority)
+        if private is not None:
+            private = _private(private)
 
         def create(c: Any) -> dict[str, Any]:
+            if private is not None:
+                args = {"request": request, "owner": owner, "ttl": ttl_given, "priority": priority}
+                return dict(_call(c, "flexlab_lease_create", **args, private=private)["lease"])
             return lease(request, ttl=ttl_given, priority=priority, owner=owner, client=c, wait=False).info
 
         return models.make_lease(await self._run(create))
@@ -241,7 +264,119 @@ def _ttl(ttl: object) -> float:
     return lease_ttl(ttl, config.get("lease.max-ttl"))
 
 
+def _private(private: object) -> dict[str, str]:
+    """A private scheduler's worker credentials: its tls:// address and PEM texts."""
+    allowed = (
+        "an object with the strings "
+        + ", ".join(models.PRIVATE_FIELDS)
+        + " (PrivateScheduler.worker_credentials())"
+    )
+    if not isinstance(private, dict):
+        raise InvalidRequest("private", private, allowed)
+    for key, value in private.items():
+        if key not in models.PRIVATE_FIELDS:
+            raise InvalidRequest(f"private.{key}", value, "no such field; " + allowed)
+    for key in models.PRIVATE_FIELDS:
+        value = private.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidRequest(f"private.{key}", value, "a non-empty string; " + allowed)
+    if not private["scheduler"].startswith("tls://"):
+        raise InvalidRequest("private.scheduler", private["scheduler"], "a tls://HOST:PORT address")
+    for key in ("ca", "cert", "key"):
+        if "-----BEGIN " not in private[key]:
+            raise InvalidRequest(f"private.{key}", private[key][:40], "PEM text (-----BEGIN ...)")
+    return {k: str(private[k]) for k in models.PRIVATE_FIELDS}
+
+
 def _priority(priority: object) -> int:
     if not isinstance(priority, int) or isinstance(priority, bool) or abs(priority) > MAX_PRIORITY:
         raise InvalidRequest("priority", priority, f"an integer in -{MAX_PRIORITY}..{MAX_PRIORITY}")
     return priority
+
+
+# ------------------------------------------------------------------ front mode
+class FrontManager:
+    """:class:`PoolManager`'s verbs forwarded to a flexlab front (``FlexlabJupyter.front_url``)
+    with the Jupyter user's own Hub token: this server holds no pool credential, and the
+    front decides the owner. Its answers are already the wire models; they pass unchanged."""
+
+    embedded = False
+    user_tier = False
+
+    def __init__(self, url: str, token: str | None, *, threads: int = 4, timeout: float = 30.0) -> None:
+        from flexlab.front import FrontClient
+
+        self.front = FrontClient(url, token or "", timeout=timeout)
+        self._executor = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="flexlab-front")
+
+    @property
+    def address(self) -> str:
+        """The front's URL (kernels find it as ``$FLEXLAB_FRONT``)."""
+        return self.front.url
+
+    def start(self) -> None:
+        """Nothing to start: each request goes to the front."""
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def _run(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` (a blocking call to the front) in the thread pool; the front's refusals
+        and absence are :class:`PoolUnavailable` (503) for the browser."""
+        from flexlab.front import FrontRejected, FrontUnavailable
+
+        def call() -> Any:
+            try:
+                return fn()
+            except FrontRejected as exc:
+                raise PoolUnavailable(
+                    f"the flexlab front at {self.address} refused this server: {exc}"
+                ) from exc
+            except FrontUnavailable as exc:
+                raise PoolUnavailable(str(exc)) from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def info(self, owner: str) -> models.InfoModel:
+        return await self._run(self.front.info)
+
+    async def pool(self, owner: str) -> models.PoolModel:
+        return await self._run(self.front.pool)
+
+    async def explain(self, request: str, *, lease: bool = True) -> models.ExplainModel:
+        _request(request)
+        return await self._run(lambda: self.front.explain(request, lease=lease))
+
+    async def events(self, owner: str, since: int = 0) -> models.EventListModel:
+        return await self._run(lambda: self.front.call("GET", "events", since=str(since)))
+
+    async def leases(self, owner: str, *, include_ended: bool = False) -> models.LeaseListModel:
+        query = {"ended": "true"} if include_ended else {}
+        return await self._run(lambda: self.front.call("GET", "leases", **query))
+
+    async def create_lease(
+        self,
+        owner: str,
+        request: str,
+        *,
+        ttl: str | float | None = None,
+        priority: int = 0,
+        private: dict[str, Any] | None = None,
+    ) -> models.LeaseModel:
+        _request(request)
+        checked = _private(private) if private is not None else None
+        return await self._run(
+            lambda: self.front.create_lease(request, ttl=ttl, priority=priority, private=checked)
+        )
+
+    async def get_lease(self, owner: str, lease_id: str) -> models.LeaseModel:
+        return await self._run(lambda: self.front.get_lease(lease_id))
+
+    async def release_lease(self, owner: str, lease_id: str) -> models.LeaseModel:
+        return await self._run(lambda: self.front.release_lease(lease_id))
+
+    async def renew_lease(self, owner: str, lease_id: str, ttl: str | float) -> models.LeaseModel:
+        return await self._run(lambda: self.front.renew_lease(lease_id, ttl))

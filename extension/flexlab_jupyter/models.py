@@ -246,11 +246,25 @@ class _RequestBody(TypedDict):
     request: str  # required: a request string ("npu:25%,16GiB", "a100:1g.10gb", "any:0.5")
 
 
+class PrivateModel(TypedDict):
+    """A private scheduler's worker credentials: where a private lease's slice worker joins."""
+
+    scheduler: str  # the private scheduler's address ("tls://10.0.0.9:40123")
+    ca: str  # PEM of the CA the private scheduler's certificates chain to
+    cert: str  # PEM of the certificate the slice worker shows
+    key: str  # PEM of that certificate's private key
+
+
+#: The fields of :class:`PrivateModel`, in order.
+PRIVATE_FIELDS = ("scheduler", "ca", "cert", "key")
+
+
 class LeaseCreateBody(_RequestBody, total=False):
     """``POST /flexlab/api/leases``: ask for a lease."""
 
     ttl: str | float  # time to live ("30m", "2h", 3600); default: the pool's default TTL
     priority: int  # -1000..1000, default 0
+    private: PrivateModel  # a private lease: its worker joins this scheduler, not the pool's
 
 
 class RenewBody(TypedDict):
@@ -378,12 +392,30 @@ def make_choice(c: MenuChoice) -> DeviceChoiceModel:
     }
 
 
-def make_pool(state: PoolState, user: str) -> PoolModel:
-    """The REST pool model from the typed pool state."""
+#: What a user-tier caller sees of a slice another owner's lease holds, instead of its ids and owner.
+HIDDEN = "(hidden)"
+OTHER_OWNER = "(another user)"
+
+
+def redact_host(host: HostModel, user: str) -> HostModel:
+    """``host`` as a user-tier caller sees it: the occupancy of other owners' lease slices
+    (shape, memory, state, utilisation, task count) without their lease ids, slice ids or owners."""
+    for d in host["devices"]:
+        for s in d["slices"]:
+            if s["lease_id"] is not None and s["owner"] != user:
+                s["slice_id"], s["lease_id"], s["owner"] = HIDDEN, HIDDEN, OTHER_OWNER
+    return host
+
+
+def make_pool(state: PoolState, user: str, *, redact: bool = False) -> PoolModel:
+    """The REST pool model from the typed pool state; ``redact``: as a user-tier ``user`` sees it."""
+    hosts = [make_host(h) for h in state.hosts]
+    if redact:
+        hosts = [redact_host(h, user) for h in hosts]
     return {
         "time": state.time,
         "user": user,
-        "hosts": [make_host(h) for h in state.hosts],
+        "hosts": hosts,
         "waiting": len(state.waiting),
         "policy": make_policy(state),
         "menu": [make_choice(c) for c in state.menu],

@@ -346,6 +346,18 @@ export interface ErrorModel {
   code: string | null;
 }
 
+/** A private scheduler's worker credentials: where a private lease's slice worker joins. */
+export interface PrivateModel {
+  /** The private scheduler's address ("tls://10.0.0.9:40123"). */
+  scheduler: string;
+  /** PEM of the CA the private scheduler's certificates chain to. */
+  ca: string;
+  /** PEM of the certificate the slice worker shows. */
+  cert: string;
+  /** PEM of that certificate's private key. */
+  key: string;
+}
+
 /** `POST /flexlab/api/leases`: ask for a lease. */
 export interface LeaseCreateBody {
   /** Required: a request string ("npu:25%,16GiB", "a100:1g.10gb", "any:0.5"). */
@@ -354,6 +366,8 @@ export interface LeaseCreateBody {
   ttl?: string | number;
   /** -1000..1000, default 0. */
   priority?: number;
+  /** A private lease: its worker joins this scheduler, not the pool's. */
+  private?: PrivateModel;
 }
 
 /** `POST /flexlab/api/leases/{id}/renew`: a new TTL, counted from now. */

@@ -1,0 +1,87 @@
+"""The per-user Jupyter server in front mode: its REST API forwards to the front with the
+user's Hub token, and its kernels get the front, never the pool's certificate."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.security.front.conftest import Hub
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def jp_server_config(
+    hub: Hub, tokens: dict[str, str], pool_tls: Path, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    # what a careless deployment might leave in the server's environment: it must not reach kernels
+    monkeypatch.setenv("FLEXLAB_TLS", str(pool_tls))
+    monkeypatch.setenv("FLEXLAB_SCHEDULER", "tls://127.0.0.1:1")
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", tokens["ana"])  # what the Hub gives ana's server
+    monkeypatch.delenv("FLEXLAB_FRONT", raising=False)
+    return {
+        "ServerApp": {"jpserver_extensions": {"flexlab_jupyter": True}},
+        "FlexlabJupyter": {"front_url": hub.front},
+    }
+
+
+async def test_the_panel_api_forwards_to_the_front_as_the_hub_user(
+    jp_fetch: Any, jp_serverapp: Any, hub: Hub, tokens: dict[str, str]
+) -> None:
+    info = json.loads((await jp_fetch("flexlab", "api", "info")).body)
+    assert info["user"] == "ana"
+    assert info["embedded"] is False
+    pool = json.loads((await jp_fetch("flexlab", "api", "pool")).body)
+    assert pool["user"] == "ana"
+    assert [h["name"] for h in pool["hosts"]] == ["gpu-host"]
+    resp = await jp_fetch("flexlab", "api", "leases", method="POST", body=json.dumps({"request": "t4:0.25"}))
+    lease = json.loads(resp.body)
+    assert resp.code == 201
+    assert lease["owner"] == "ana"
+    resp = await jp_fetch("flexlab", "api", "leases", "L99999", raise_error=False)
+    assert resp.code == 404
+    bad = await jp_fetch(
+        "flexlab", "api", "leases", method="POST", body=json.dumps({"request": "t4:7"}), raise_error=False
+    )
+    assert bad.code == 400
+    assert json.loads(bad.body)["error"] == "InvalidRequest"
+    resp = await jp_fetch("flexlab", "api", "leases", lease["lease_id"], method="DELETE")
+    assert json.loads(resp.body)["state"] == "released"
+
+
+async def test_kernels_get_the_front_and_never_the_pool_certificate(
+    jp_serverapp: Any, hub: Hub, tokens: dict[str, str]
+) -> None:
+    assert "FLEXLAB_TLS" not in os.environ
+    assert "FLEXLAB_SCHEDULER" not in os.environ
+    assert os.environ["FLEXLAB_FRONT"] == hub.front
+    km = jp_serverapp.kernel_manager
+    kid = await km.start_kernel()
+    client = km.get_kernel(kid).client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=120)
+        code = (
+            "import os, flexlab\n"
+            "print(repr((os.environ.get('FLEXLAB_TLS'), os.environ.get('FLEXLAB_SCHEDULER'), "
+            "os.environ.get('FLEXLAB_FRONT'), flexlab.PoolClient().state()['user'])))"
+        )
+        out: list[str] = []
+
+        def hook(msg: dict[str, Any]) -> None:
+            if msg["msg_type"] == "stream":
+                out.append(msg["content"]["text"])
+            elif msg["msg_type"] == "error":
+                out.append("\n".join(msg["content"]["traceback"]))
+
+        reply = await client.execute_interactive(code, output_hook=hook, timeout=120)
+        assert reply["content"]["status"] == "ok", out
+        assert "".join(out).strip() == repr((None, None, hub.front, "ana"))
+    finally:
+        client.stop_channels()
+        await km.shutdown_kernel(kid, now=True)
