@@ -12,6 +12,9 @@ Lease mode: a slice of your own until you give it back::
     with flexlab.lease("gpu:30%,8GiB", ttl="2h") as lease:
         result = lease.submit(train, data).result()
 
+A private lease's worker joins a Dask scheduler of this process's own instead of the pool's
+(``flexlab.private``), so that nobody else can reach it: ``flexlab.lease(spec, private=True)``.
+
 Both talk to the ``FlexScheduler`` plugin over the Dask client's connection. Bad input
 raises :class:`~flexlab.core.errors.InvalidRequest` before anything is sent.
 """
@@ -24,7 +27,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 from distributed import Client, Future, default_client
@@ -40,6 +43,9 @@ from flexlab.core.errors import (
 from flexlab.core.poolstate import LeaseView, PoolState, from_json
 from flexlab.core.request import parse_request
 from flexlab.core.units import parse_duration
+
+if TYPE_CHECKING:
+    from flexlab.private import PrivateScheduler
 
 _ERRORS: dict[str, type[FlexlabError]] = {
     "InvalidRequest": InvalidRequest,
@@ -171,10 +177,18 @@ def submit(work: Any, *args: Any, request: str, client: Client | None = None, **
 
 # ------------------------------------------------------------------ leases
 class Lease:
-    """A slice reserved for one owner. Use it as a context manager to release it."""
+    """A slice reserved for one owner. Use it as a context manager to release it.
 
-    def __init__(self, client: Client, info: dict[str, Any]) -> None:
-        self.client = client
+    ``client`` is the Dask client its work goes to: the pool's, or for a private lease
+    (``private``: the scheduler of this process its worker joins) that scheduler's client;
+    ``pool_client`` is the pool's, for the lease's own calls (refresh, renew, release)."""
+
+    def __init__(
+        self, client: Client, info: dict[str, Any], *, private: PrivateScheduler | None = None
+    ) -> None:
+        self.pool_client = client
+        self.private = private
+        self._private_client = private.client() if private is not None else None
         self.info = info
         self.lease_id: str = str(info["lease_id"])
         self.owner: str = str(info["owner"])
@@ -198,7 +212,30 @@ class Lease:
         c = client if client is not None else connect()
         who = owner or current_user()
         info = _call(c, "flexlab_lease_get", lease_id=str(lease_id), owner=who)["lease"]
+        if info.get("private"):
+            from flexlab.private import current_private_scheduler
+
+            ps = current_private_scheduler()
+            if ps is None or ps.address != info.get("scheduler"):
+                raise LedgerConflict(
+                    f"lease {lease_id} is private: its worker joins the scheduler at {info.get('scheduler')} "
+                    "of the process that made it; use that process's Lease"
+                )
+            return cls(c, info, private=ps)
         return cls(c, info)
+
+    @property
+    def client(self) -> Client:
+        """Where the lease's work goes: the private scheduler's client, else the pool's."""
+        return self._private_client if self._private_client is not None else self.pool_client
+
+    @client.setter
+    def client(self, value: Client) -> None:
+        # Setting it (a client reconnected to a restarted pool) moves a pool lease's calls too.
+        if self._private_client is not None:
+            self._private_client = value
+        else:
+            self.pool_client = value
 
     def __repr__(self) -> str:
         where = f" on {', '.join(self.info.get('devices') or [])}" if self.info.get("devices") else ""
@@ -217,7 +254,7 @@ class Lease:
     def refresh(self, *, claim: bool = False) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"claim": True} if claim else {}
         self.info = _call(
-            self.client, "flexlab_lease_get", lease_id=self.lease_id, owner=self.owner, **kwargs
+            self.pool_client, "flexlab_lease_get", lease_id=self.lease_id, owner=self.owner, **kwargs
         )["lease"]
         return self.info
 
@@ -237,35 +274,51 @@ class Lease:
     def _annotation(self) -> dict[str, str]:
         return {"lease": self.lease_id, "owner": self.owner}
 
+    @property
+    def _resources(self) -> dict[str, float]:
+        """A private lease's work asks for the lease's resource, which only its worker offers
+        (its scheduler has no flexlab plugin to read the annotation)."""
+        return {str(self.info.get("resource") or f"flexlab-lease-{self.lease_id}"): 1.0}
+
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
         """Run ``fn`` on this lease's slice (and nowhere else)."""
+        if self.private is not None:
+            return self.client.submit(fn, *args, resources=self._resources, **kwargs)
         with dask.annotate(flexlab=self._annotation()):
             return self.client.submit(fn, *args, **kwargs)
 
     def map(self, fn: Callable[..., Any], *iterables: Any, **kwargs: Any) -> list[Future]:
+        if self.private is not None:
+            return list(self.client.map(fn, *iterables, resources=self._resources, **kwargs))
         with dask.annotate(flexlab=self._annotation()):
             return self.client.map(fn, *iterables, **kwargs)
 
     def compute(self, collection: Any, **kwargs: Any) -> Any:
+        if self.private is not None:
+            with dask.annotate(resources=self._resources):
+                return self.client.compute(collection, optimize_graph=False, **kwargs)
         with dask.annotate(flexlab=self._annotation()):
             return self.client.compute(collection, optimize_graph=False, **kwargs)
 
     def release(self) -> dict[str, Any]:
-        """Give the slice back (idempotent)."""
-        self.info = _call(self.client, "flexlab_lease_release", lease_id=self.lease_id, owner=self.owner)[
-            "lease"
-        ]
+        """Give the slice back (idempotent). A private lease's unfinished work fails at once
+        with :class:`~flexlab.core.errors.LeaseEnded`."""
+        self.info = _call(
+            self.pool_client, "flexlab_lease_release", lease_id=self.lease_id, owner=self.owner
+        )["lease"]
+        if self.private is not None:
+            self.private.end_lease(self.lease_id, f"it {self.info.get('state')}: {self.info.get('reason')}")
         return self.info
 
     def renew(self, ttl: str | float) -> dict[str, Any]:
         parse_duration(ttl)
         self.info = _call(
-            self.client, "flexlab_lease_renew", lease_id=self.lease_id, owner=self.owner, ttl=ttl
+            self.pool_client, "flexlab_lease_renew", lease_id=self.lease_id, owner=self.owner, ttl=ttl
         )["lease"]
         return self.info
 
     def events(self, since: int = 0) -> list[dict[str, Any]]:
-        evs = _call(self.client, "flexlab_events", since=since, owner=self.owner)["events"]
+        evs = _call(self.pool_client, "flexlab_events", since=since, owner=self.owner)["events"]
         return [e for e in evs if e.get("lease_id") in (self.lease_id, None) and e.get("owner") == self.owner]
 
 
@@ -278,8 +331,14 @@ def lease(
     client: Client | None = None,
     wait: bool = True,
     timeout: float = 60.0,
+    private: bool = False,
 ) -> Lease:
     """Reserve a slice for ``owner`` (default: :func:`current_user`) for ``ttl``.
+
+    ``private``: the slice's worker joins this process's own scheduler
+    (:func:`flexlab.private.default_private_scheduler`, started at the first private lease)
+    instead of the pool's, so nobody else can reach it; ``lease.client`` is then that
+    scheduler's client and ``lease.submit`` runs there, on this lease's worker.
 
     Raises ``InvalidRequest`` for bad input and ``Unschedulable`` when the request can never
     fit the pool; with ``wait`` (default) returns once the slice's worker is up, or raises
@@ -303,9 +362,15 @@ def lease(
     who = owner or current_user()
     token = uuid.uuid4().hex
     kwargs: dict[str, Any] = {"client_id": c.id, "token": token} if wait else {}
+    ps: PrivateScheduler | None = None
+    if private:
+        from flexlab.private import default_private_scheduler
+
+        ps = default_private_scheduler(pool=str(c.scheduler.address))
+        kwargs["private"] = ps.worker_credentials()
     try:
         resp = _call(c, "flexlab_lease_create", request=spec, owner=who, ttl=ttl, priority=priority, **kwargs)
-        out = Lease(c, resp["lease"])
+        out = Lease(c, resp["lease"], private=ps)
         if wait:
             out.wait(timeout=timeout)
     except BaseException:

@@ -65,6 +65,7 @@ from flexlab.core.speed import ThroughputTable
 from flexlab.core.units import lease_ttl, parse_duration
 from flexlab_dask import config
 from flexlab_dask.housekeeping import prune_event_topics
+from flexlab_dask.private import PrivateLeases
 from flexlab_dask.state import build_pool_state, host_from_dict
 from flexlab_dask.store import LeaseStore, restore
 
@@ -198,6 +199,8 @@ class FlexScheduler(SchedulerPlugin):
         )
         self._wait_reasons = WaitReasons()
         self._metrics_route: Any = None
+        #: Private leases' credentials and their agents' reports (``flexlab_dask.private``).
+        self.private = PrivateLeases(self)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, scheduler: Scheduler) -> None:
@@ -247,6 +250,7 @@ class FlexScheduler(SchedulerPlugin):
             "flexlab_agent_leave": self.handle_agent_leave,
             "flexlab_agent_alive": self.handle_agent_alive,
             "flexlab_agent_retagged": self.handle_agent_retagged,
+            **self.private.handlers(),
         }
         return {name: self._rpc(name, fn) for name, fn in handlers.items()}
 
@@ -839,7 +843,9 @@ class FlexScheduler(SchedulerPlugin):
                 isinstance(c, StopSlice) and c.slice_id == sid for c in cmds
             ):
                 cmds.append(StopSlice(sid, host, "unknown to the scheduler"))
-        return {"status": "OK", "commands": [_command_dict(c) for c in cmds]}
+        out = [self.private.command(_command_dict(c)) for c in cmds]
+        self.private.prune()
+        return {"status": "OK", "commands": out}
 
     def handle_agent_alive(self, host: str) -> dict[str, Any]:
         """An agent busy carrying out commands (starting and stopping slice workers can take
@@ -1056,10 +1062,13 @@ class FlexScheduler(SchedulerPlugin):
         priority: int = 0,
         client_id: str | None = None,
         token: str | None = None,
+        private: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """A new lease. With ``client_id`` and ``token`` the caller is still waiting for it: it
         is given back if that client leaves, or the caller abandons ``token``, before a
-        ``flexlab_lease_get(..., claim=True)`` saw it active (:meth:`handle_lease_abandon`)."""
+        ``flexlab_lease_get(..., claim=True)`` saw it active (:meth:`handle_lease_abandon`).
+        ``private``: the owner's scheduler and credentials its worker joins with
+        (``flexlab_dask.private``)."""
         cls = "unknown"  # the request class, once it parses (for the metrics)
         try:
             ttl_s = lease_ttl(
@@ -1072,8 +1081,17 @@ class FlexScheduler(SchedulerPlugin):
                 if value is not None:
                     _text(name, value)
             req = parse_request(_text("request", request))
+            creds = self.private.check(private)
             cls = metric_class(req)  # the class the Hi loop's forecaster counts it in
-            lease = self.pool.create_lease(req, owner=owner, ttl_s=ttl_s, priority=priority)
+            lease = self.pool.create_lease(
+                req,
+                owner=owner,
+                ttl_s=ttl_s,
+                priority=priority,
+                private=creds["scheduler"] if creds else None,
+            )
+            if creds is not None:
+                self.private.hold(lease.lease_id, creds)
             placed = lease.slice_id in self.pool.slices
             outcome: LeaseOutcome = "warm" if lease.state == "active" else "placed" if placed else "waiting"
             self.metrics.lease_asked(cls, outcome, lease.lease_id)
@@ -1166,6 +1184,8 @@ class FlexScheduler(SchedulerPlugin):
             else self.pool.leases.values()
         )
         for lease in leases:
+            if lease.private is not None:
+                continue  # its credentials are not kept: it cannot come back after a restart
             sig = (lease.state, lease.expires_at, lease.ttl_s, lease.priority, lease.placed_on)
             if saved.get(lease.lease_id) != sig:
                 self.store.save(lease)

@@ -96,6 +96,11 @@ def lease_view(pool: SlicePool, lease: LeaseInfo) -> LeaseView:
 def lease_dict(pool: SlicePool, lease: LeaseInfo) -> dict[str, Any]:
     """A lease's wire JSON (what the ``flexlab_lease_*`` handlers answer)."""
     out: dict[str, Any] = to_json(lease_view(pool, lease))
+    # A private lease's worker joins its owner's scheduler (flexlab_dask.private): its
+    # address, never a credential. (Not in LeaseView: readers of the typed view ignore it.)
+    out["private"] = lease.private is not None
+    if lease.private is not None:
+        out["scheduler"] = lease.private
     return out
 
 

@@ -7,6 +7,11 @@ it to the slice (the vendor's visibility and limit variables; for mock devices, 
 own ``FLEXLAB_MOCK_*`` variables). ``SliceWorkerPlugin`` reports utilisation and memory to
 the scheduler once a second over the worker's batched stream.
 
+The worker of a private lease joins its owner's scheduler instead (``flexlab_dask.private``):
+it reports to its host agent instead, which relays to the pool (``--report-fd``: one JSON
+line per message on a pipe the agent reads: ``ready`` with the worker's address once it
+joined, then ``telemetry``).
+
 Run one by hand (the host agent does this)::
 
     python -m flexlab_dask tcp://127.0.0.1:8786 --slice '{"slice_id": "s1", ...}'
@@ -16,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from distributed import Worker, WorkerPlugin
@@ -31,6 +38,8 @@ logger = logging.getLogger("flexlab.worker")
 
 PLUGIN_NAME = "flexlab-slice"
 NAME_PREFIX = "flexlab-slice-"
+#: Where a private lease's worker sends its messages (``ready``, ``telemetry``) for its agent.
+Report = Callable[[dict[str, Any]], None]
 
 
 class SliceWorkerPlugin(WorkerPlugin):
@@ -45,8 +54,11 @@ class SliceWorkerPlugin(WorkerPlugin):
         provider: str = "mock",
         interval: float = 1.0,
         env: dict[str, str] | None = None,
+        report: Report | None = None,
     ) -> None:
         self.slice = dict(slice_spec)
+        #: None: telemetry goes to the scheduler; else to this (a private lease's agent).
+        self.report = report
         self.slice_id = str(slice_spec["slice_id"])
         self.provider = provider
         self.interval = interval
@@ -112,7 +124,8 @@ class SliceWorkerPlugin(WorkerPlugin):
         while True:
             await asyncio.sleep(self.interval)
             w = self.worker
-            if w is None or w.batched_stream is None or w.batched_stream.comm is None:
+            to_stream = self.report is None
+            if w is None or (to_stream and (w.batched_stream is None or w.batched_stream.comm is None)):
                 continue
             try:
                 util, mem = self.sample()
@@ -120,25 +133,29 @@ class SliceWorkerPlugin(WorkerPlugin):
                 logger.exception("flexlab: telemetry of slice %s failed", self.slice_id)
                 continue
             self.samples += 1
-            w.batched_stream.send(
-                {
-                    "op": "flexlab-telemetry",
-                    "slice": self.slice_id,
-                    "utilisation": util,
-                    "memory_used_mib": mem,
-                }
-            )
+            msg = {"slice": self.slice_id, "utilisation": util, "memory_used_mib": mem}
+            if self.report is not None:
+                self.report({"op": "telemetry", **msg})
+            else:
+                w.batched_stream.send({"op": "flexlab-telemetry", **msg})
 
 
 def worker_kwargs(
-    cmd: dict[str, Any], *, provider: str = "mock", interval: float = 1.0, env: dict[str, str] | None = None
+    cmd: dict[str, Any],
+    *,
+    provider: str = "mock",
+    interval: float = 1.0,
+    env: dict[str, str] | None = None,
+    report: Report | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments of ``distributed.Worker`` for one StartSlice command."""
+    """Keyword arguments of ``distributed.Worker`` for one StartSlice command (``report``:
+    a private lease's worker sends its telemetry there)."""
+    spec = {k: v for k, v in cmd.items() if k != "private"}  # never the credentials
     return {
         "nthreads": int(cmd.get("nthreads", 4)),
         "resources": {k: float(v) for k, v in cmd["resources"].items()},
         "name": f"{NAME_PREFIX}{cmd['slice_id']}",
-        "plugins": (SliceWorkerPlugin(cmd, provider=provider, interval=interval, env=env),),
+        "plugins": (SliceWorkerPlugin(spec, provider=provider, interval=interval, env=env, report=report),),
         "dashboard": False,
         # Dask's HTTP routes of the worker (health, metrics: plain, unauthenticated HTTP) stay
         # on loopback even where the worker listens on the network for the scheduler.
@@ -164,14 +181,16 @@ async def _run(
     interval: float,
     tls: str | None = None,
     agent_pid: int | None = None,
+    report_fd: int | None = None,
 ) -> None:
     env = {k: v for k, v in os.environ.items() if k.startswith(("FLEXLAB_", "CUDA_", "ASCEND_", "MLU_"))}
+    report = _fd_report(report_fd) if report_fd is not None else None
     if provider != "mock":
         from flexlab.providers.memcap import apply_memory_cap
 
         result = apply_memory_cap()
         logger.info("flexlab: slice %s memory cap: %s", cmd["slice_id"], result)
-    kwargs = worker_kwargs(cmd, provider=provider, interval=interval, env=env)
+    kwargs = worker_kwargs(cmd, provider=provider, interval=interval, env=env, report=report)
     if tls:
         from flexlab.tls import pool_security
 
@@ -181,6 +200,8 @@ async def _run(
     watch = asyncio.create_task(_watch_agent(agent_pid, stop)) if agent_pid else None
     try:
         async with Worker(scheduler, host=host, **kwargs) as w:
+            if report is not None:
+                report({"op": "ready", "worker": w.address})
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
@@ -190,6 +211,17 @@ async def _run(
     finally:
         if watch is not None:
             watch.cancel()
+
+
+def _fd_report(fd: int) -> Report:
+    """Messages as JSON lines on the pipe ``fd`` (a private lease's agent reads it)."""
+    stream = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
+
+    def report(msg: dict[str, Any]) -> None:
+        with contextlib.suppress(BrokenPipeError, ValueError):  # the agent is gone: _watch_agent stops us
+            stream.write(json.dumps(msg) + "\n")
+
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,6 +240,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="stop when this process (the host agent that started the worker) is gone",
     )
+    parser.add_argument(
+        "--report-fd",
+        type=int,
+        default=None,
+        help="a private lease's worker: write ready and telemetry as JSON lines to this pipe",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     asyncio.run(
@@ -219,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             args.interval,
             args.tls,
             args.agent_pid,
+            args.report_fd,
         )
     )
     return 0

@@ -236,16 +236,19 @@ class SlicePool:
         ttl_s: float,
         priority: int = 0,
         lease_id: str | None = None,
+        private: str | None = None,
     ) -> LeaseInfo:
         """Reserve a slice for ``owner``. Raises ``Unschedulable`` when it can never fit;
         when it cannot fit now the lease is ``pending`` with its reason. A warm slice
-        carved for exactly this request is taken at once."""
+        carved for exactly this request is taken at once, except by a ``private`` lease
+        (the address of the owner's scheduler its worker joins): a warm slice's worker
+        runs in the pool already."""
         req = self.book.admit(request, owner=owner, ttl_s=ttl_s, priority=priority)
         self.live_policy.observe(req)
-        warm = None if lease_id else self.warm.slice_for(req)
+        warm = None if lease_id or private else self.warm.slice_for(req)
         if warm is not None:
             lease_id = warm.next_lease or warm.slice_id
-        lease = self.book.open(req, owner=owner, ttl_s=ttl_s, lease_id=lease_id)
+        lease = self.book.open(req, owner=owner, ttl_s=ttl_s, lease_id=lease_id, private=private)
         if warm is not None and (warm.next_lease or warm.slice_id) == lease.lease_id:
             self.warm.adopt(lease, warm)
         elif (ahead := self.book.queued_behind(lease)) is not None:
@@ -270,7 +273,8 @@ class SlicePool:
         if lease.state in ENDED:
             return lease
         s = self.table.slices.get(lease.slice_id or "")
-        kept = s is not None and self.warm.recycle(s, lease, reason)
+        # A private lease's worker ran its owner's code for their own scheduler: never recycled.
+        kept = s is not None and lease.private is None and self.warm.recycle(s, lease, reason)
         self.book.end(lease, reason=reason, state=state, keep_slice=kept)
         if s is not None:
             # Its capacity (or its warm slice) is free: waiting work may fit now. A lease

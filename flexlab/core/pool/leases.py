@@ -87,9 +87,18 @@ class LeaseBook:
             )
         return req
 
-    def open(self, req: SliceRequest, *, owner: str, ttl_s: float, lease_id: str | None) -> LeaseInfo:
+    def open(
+        self,
+        req: SliceRequest,
+        *,
+        owner: str,
+        ttl_s: float,
+        lease_id: str | None,
+        private: str | None = None,
+    ) -> LeaseInfo:
         """Record a new lease of an admitted request, under ``lease_id`` unless a lease
-        has it (then, or without one, under a new id)."""
+        has it (then, or without one, under a new id); ``private``: the address of the
+        owner's scheduler its worker joins (a private lease)."""
         now = self.table.clock()
         lid = lease_id if lease_id and lease_id not in self.leases else self.new_id()
         lease = LeaseInfo(
@@ -100,9 +109,13 @@ class LeaseBook:
             priority=req.priority,
             created=now,
             expires_at=now + ttl_s,
+            private=private,
         )
         self.leases[lid] = lease
-        self.table.emit("lease", f"lease {lid} asked by {owner}: {req.describe()}", lease_id=lid, owner=owner)
+        what = "a private lease" if private else "lease"
+        self.table.emit(
+            "lease", f"{what} {lid} asked by {owner}: {req.describe()}", lease_id=lid, owner=owner
+        )
         return lease
 
     def bind_task(self, key: object, lease_id: str, owner: str | None) -> Binding:

@@ -107,6 +107,9 @@ class LeaseInfo:
     policy: str | None = None
     #: When it was released or expired (kept ``forget_ended``'s retention, then forgotten).
     ended_at: float | None = None
+    #: A private lease: the address of its owner's own Dask scheduler, which its slice's
+    #: worker joins instead of the pool's (None: the pool's). Never a credential.
+    private: str | None = None
 
     @property
     def resource(self) -> str:

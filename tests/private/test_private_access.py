@@ -1,0 +1,159 @@
+"""Who can reach a private lease's scheduler (only holders of its own credentials), what
+``flexlab_lease_create`` accepts as ``private``, and a private lease on the in-process TLS
+pool (slice workers as threads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from distributed import Client
+from flexlab_dask import FlexCluster
+
+import flexlab
+from flexlab.client import _raise
+from flexlab.core.errors import InvalidRequest, LeaseEnded
+from flexlab.private import PrivateScheduler, make_material, route_host
+from flexlab.tls import pool_security
+from tests.private.conftest import wait_until
+
+
+@pytest.fixture(scope="module")
+def private_scheduler() -> Any:
+    with PrivateScheduler(host="127.0.0.1") as ps:
+        yield ps
+
+
+def test_only_its_own_credentials_reach_a_private_scheduler(
+    private_scheduler: PrivateScheduler, pool_tls: Path, other_tls: Path
+) -> None:
+    ps = private_scheduler
+    assert ps.address.startswith("tls://127.0.0.1:")
+    assert ps.client().scheduler_info()["address"] == ps.address  # it has no workers of its own
+    port = ps.address.rsplit(":", 1)[1]
+    with pytest.raises(OSError, match=r"Timed out|handshake|closed"):  # plain TCP to its TLS port
+        Client(f"tcp://127.0.0.1:{port}", timeout="3s")
+    # the pool's own client certificate (the trusted tier) and another CA's are refused
+    for folder in (pool_tls, other_tls):
+        with pytest.raises(OSError, match=r"Timed out|certificate|handshake"):
+            Client(ps.address, timeout="3s", security=pool_security(str(folder), client="client"))
+    # a certificate of another private scheduler (another user's) too
+    other = make_material("127.0.0.1")
+    from distributed import Security
+
+    with pytest.raises(OSError, match=r"Timed out|certificate|handshake"):
+        Client(
+            ps.address,
+            timeout="3s",
+            security=Security(
+                tls_ca_file=other["ca"], tls_client_cert=other["client"], tls_client_key=other["client-key"]
+            ),
+        )
+
+
+def test_worker_credentials_are_the_rpc_contract(private_scheduler: PrivateScheduler) -> None:
+    creds = private_scheduler.worker_credentials()
+    assert sorted(creds) == ["ca", "cert", "key", "scheduler"]
+    assert creds["scheduler"] == private_scheduler.address
+    assert creds["ca"].startswith("-----BEGIN CERTIFICATE-----")
+    assert creds["key"].startswith("-----BEGIN PRIVATE KEY-----")
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [("tls://127.0.0.1:8786", "127.0.0.1"), ("tcp://localhost:1", "127.0.0.1"), (None, "127.0.0.1")],
+    ids=["loopback", "localhost", "no-pool"],
+)
+def test_route_host_of_a_loopback_pool(host: str | None, expected: str) -> None:
+    assert route_host(host) == expected
+
+
+def _create(cluster: FlexCluster, private: object) -> dict[str, Any]:
+    with Client(cluster) as client:
+        return dict(
+            client.sync(
+                client.scheduler.flexlab_lease_create,
+                request="t4:0.25",
+                owner="ana",
+                ttl="1m",
+                private=private,
+            )
+        )
+
+
+GOOD = make_material("127.0.0.1")
+
+
+def _creds(**changes: Any) -> dict[str, Any]:
+    base = {
+        "scheduler": "tls://127.0.0.1:9",
+        "ca": GOOD["ca"],
+        "cert": GOOD["worker"],
+        "key": GOOD["worker-key"],
+    }
+    base.update(changes)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    ("private", "field", "allowed"),
+    [
+        ("tls://127.0.0.1:9", "private", "a dict"),
+        (_creds(key=None), "private", "exactly the keys scheduler, ca, cert, key"),
+        (_creds(extra="x"), "private", "exactly the keys"),
+        (_creds(scheduler="tcp://127.0.0.1:9"), "private.scheduler", "tcp:// only where the pool itself"),
+        (_creds(scheduler="tls://127.0.0.1"), "private.scheduler", "tls://HOST:PORT"),
+        (_creds(scheduler="tls://127.0.0.1:99999"), "private.scheduler", "tls://HOST:PORT"),
+        (_creds(ca="not a pem"), "private.ca", "the CA's PEM certificate"),
+        (_creds(cert=GOOD["worker-key"]), "private.cert", "PEM certificate"),
+        (_creds(key=GOOD["ca"]), "private.key", "the key of private.cert"),
+        (_creds(key=GOOD["client-key"]), "private.key", "the private key of private.cert"),
+        (_creds(ca=7), "private.ca", "a non-empty string"),
+    ],
+    ids=[
+        "not-a-dict",
+        "missing-key",
+        "extra-key",
+        "plain-tcp-on-tls-pool",
+        "no-port",
+        "bad-port",
+        "ca-not-pem",
+        "cert-is-a-key",
+        "key-is-a-cert",
+        "key-of-another-cert",
+        "ca-not-a-string",
+    ],
+)
+def test_bad_private_credentials_are_refused_and_change_nothing(
+    tls_pool: FlexCluster, private: object, field: str, allowed: str
+) -> None:
+    before = len(tls_pool.pool.leases)
+    resp = _create(tls_pool, private)
+    assert resp["status"] == "error"
+    assert resp["error"] == "InvalidRequest"
+    assert resp["field"] == field
+    assert allowed in resp["allowed"]
+    assert "-----BEGIN" not in str(resp)  # a refused PEM is never echoed
+    assert len(tls_pool.pool.leases) == before
+    with pytest.raises(InvalidRequest):
+        _raise(resp)
+
+
+def test_private_lease_with_in_process_workers(tls_pool: FlexCluster) -> None:
+    agent = tls_pool.agents[0]
+    with Client(tls_pool) as client:
+        with flexlab.lease("t4:0.25", owner="bob", client=client, private=True, timeout=60) as lease:
+            assert lease.info["private"] is True
+            assert lease.submit(lambda x: x + 1, 41).result(timeout=30) == 42
+            folder = agent.running[str(lease.info["slice_id"])].private.folder  # type: ignore[union-attr]
+            assert folder.is_dir()
+        wait_until("the agent deletes the lease's credentials", lambda: not folder.exists())
+        with pytest.raises(LeaseEnded, match="released"):
+            lease.submit(sum, [1]).result(timeout=10)
+        # an ordinary lease of the same pool still joins the pool's scheduler
+        with flexlab.lease("t4:0.25", owner="bob", client=client) as plain:
+            assert plain.info["private"] is False
+            assert "scheduler" not in plain.info
+            assert plain.client is client
+            assert plain.submit(lambda: 7).result(timeout=30) == 7
