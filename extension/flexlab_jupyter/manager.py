@@ -224,26 +224,34 @@ class PoolManager:
 
         return models.make_lease(await self._run(create))
 
+    # The lease verbs call the plugin's handlers, not flexlab.client.Lease: a private lease's
+    # Lease belongs to the process whose scheduler its worker joined (the kernel), not to this one.
     async def get_lease(self, owner: str, lease_id: str) -> models.LeaseModel:
-        from flexlab.client import Lease
+        from flexlab.client import _call
 
-        lease = await self._run(lambda c: Lease.attach(lease_id, owner=owner, client=c))
-        return models.make_lease(lease.info)
+        def get(c: Any) -> dict[str, Any]:
+            return dict(_call(c, "flexlab_lease_get", lease_id=str(lease_id), owner=owner)["lease"])
+
+        return models.make_lease(await self._run(get))
 
     async def release_lease(self, owner: str, lease_id: str) -> models.LeaseModel:
-        from flexlab.client import Lease
+        from flexlab.client import _call
 
         def release(c: Any) -> dict[str, Any]:
-            return Lease.attach(lease_id, owner=owner, client=c).release()
+            _call(c, "flexlab_lease_get", lease_id=str(lease_id), owner=owner)  # UnknownName, NotOwner
+            return dict(_call(c, "flexlab_lease_release", lease_id=str(lease_id), owner=owner)["lease"])
 
         return models.make_lease(await self._run(release))
 
     async def renew_lease(self, owner: str, lease_id: str, ttl: str | float) -> models.LeaseModel:
         _ttl(ttl)
-        from flexlab.client import Lease
+        from flexlab.client import _call
 
         def renew(c: Any) -> dict[str, Any]:
-            return Lease.attach(lease_id, owner=owner, client=c).renew(ttl)
+            _call(c, "flexlab_lease_get", lease_id=str(lease_id), owner=owner)
+            return dict(
+                _call(c, "flexlab_lease_renew", lease_id=str(lease_id), owner=owner, ttl=ttl)["lease"]
+            )
 
         return models.make_lease(await self._run(renew))
 

@@ -107,3 +107,27 @@ def test_a_kernel_without_pool_credentials_goes_through_the_front(
         magics.run(f"renew {lid} --ttl 7d")
     assert "would land on" in magics.run("explain t4:0.25") or "t4:0.25:" in magics.run("explain t4:0.25")
     assert FrontClient(hub.front, tokens["ana"]).get_lease(lid)["state"] in ("pending", "active")
+
+
+def test_a_private_lease_through_the_front_runs_only_its_owners_work(fronts: dict[str, FrontClient]) -> None:
+    """ana's kernel: a private lease through the front, a task on it through her own
+    scheduler; bob reaches neither the lease (403) nor that scheduler (TLS of its own)."""
+    pytest.importorskip("flexlab.private")
+    from distributed import Client
+
+    from flexlab.notebook import where
+
+    with flexlab.front.lease("t4:0.25", ttl="10m", front=fronts["ana"], timeout=90) as lease:
+        assert lease.owner == "ana"
+        assert lease.state == "active"
+        done = lease.submit(where).result(timeout=60)
+        assert done["slice"] == lease.info["slice_id"]
+        assert done["device"] == lease.info["devices"][0]
+        address = lease.private.address
+        assert address.startswith("tls://")
+        with pytest.raises(NotOwner, match="not your lease"):
+            FrontLease.attach(lease.lease_id, front=fronts["bob"])
+        with pytest.raises((OSError, TimeoutError)):
+            Client(address.replace("tls://", "tcp://"), timeout=3)  # no certificate of its CA
+    assert fronts["ana"].get_lease(lease.lease_id)["state"] == "released"
+    lease.private.close()  # this process's private scheduler (a later lease starts another)
