@@ -48,6 +48,9 @@ from flexlab.core.units import parse_duration
 
 #: The front's URL, for kernels of a front-mode Jupyter server (``.../flexlab/api/`` is under it).
 FRONT_ENV = "FLEXLAB_FRONT"
+#: A file with the client credentials of the private scheduler of this kernel's Jupyter
+#: server, whose workers are the Accelerators panel's leases (``write_private_file``).
+PRIVATE_ENV = "FLEXLAB_PRIVATE"
 #: Where the token for the front is read, in order: an explicit one, then the Hub's.
 TOKEN_ENVS = ("FLEXLAB_FRONT_TOKEN", "JUPYTERHUB_API_TOKEN")
 
@@ -230,6 +233,8 @@ def error_of(status: int, model: dict[str, Any], url: str = "") -> FlexlabError:
 #: The private scheduler of each live lease this process made, by lease id (a lease attached
 #: again in the same kernel finds it; another process cannot).
 _PRIVATE: dict[str, Any] = {}
+#: Leases attached here whose worker was found on this kernel's server's private scheduler.
+_CHECKED: set[str] = set()
 
 
 class FrontLease(Lease):
@@ -247,6 +252,8 @@ class FrontLease(Lease):
         self.lease_id = str(info["lease_id"])
         self.owner = str(info["owner"])
         self.private = private
+        #: The private scheduler its worker joined: ``private``, or this kernel's server's.
+        self._scheduler: Any = private
 
     @classmethod
     def attach(  # type: ignore[override]
@@ -272,14 +279,17 @@ class FrontLease(Lease):
 
     @property
     def client(self) -> Any:
-        """The Dask client of this process's private scheduler, which this lease's slice worker joined."""
-        if self.private is None:
+        """The Dask client of the private scheduler this lease's slice worker joined: this
+        process's, or for a lease of the Accelerators panel its Jupyter server's."""
+        if self._scheduler is None:
+            self._scheduler = self.private if self.private is not None else server_private()
+        if self._scheduler is None:
             raise PermissionError(
-                f"lease {self.lease_id} has no private scheduler in this process: it was made "
-                "elsewhere (the Accelerators panel, another kernel), and its worker is reachable only "
-                "by the pool's trusted tier. Make a lease here with flexlab.lease(...) to run work on it"
+                f"lease {self.lease_id} has no private scheduler this process can reach: it was made "
+                "elsewhere (another kernel, or a server without $FLEXLAB_PRIVATE), and its worker is "
+                "reachable only there. Make a lease here with flexlab.lease(...) to run work on it"
             )
-        return self.private.client()
+        return self._scheduler.client()
 
     @client.setter
     def client(self, value: Any) -> None:
@@ -306,28 +316,42 @@ class FrontLease(Lease):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"lease {self.lease_id} not active after {timeout} s: {info['reason']}")
             time.sleep(interval)
-        if self.private is not None:
-            resource = next(iter(self._resources))
-            while not any(resource in (w.get("resources") or {}) for w in self._workers()):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"lease {self.lease_id}'s worker did not join the private scheduler")
-                time.sleep(interval)
+        resource = next(iter(self._resources))
+        while not any(resource in (w.get("resources") or {}) for w in self._workers()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"lease {self.lease_id}'s worker did not join the private scheduler at "
+                    f"{self._scheduler.address} in {timeout} s: a lease another kernel made runs work "
+                    "only from that kernel"
+                )
+            time.sleep(interval)
         return self
 
     def _workers(self) -> list[dict[str, Any]]:
         info = self.client.scheduler_info()
         return list(info.get("workers", {}).values())
 
+    def _check_worker(self, timeout: float = 60.0) -> None:
+        """A lease attached here (not made here) must be active with its worker on the private
+        scheduler found, else its work would wait for a worker that never comes."""
+        if self.lease_id in _PRIVATE or self.lease_id in _CHECKED:
+            return
+        self.wait(timeout=timeout)
+        _CHECKED.add(self.lease_id)
+
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``fn`` on this lease's slice, through the private scheduler."""
+        self._check_worker()
         return self.client.submit(fn, *args, resources=self._resources, **kwargs)
 
     def map(self, fn: Callable[..., Any], *iterables: Any, **kwargs: Any) -> Any:
+        self._check_worker()
         return list(self.client.map(fn, *iterables, resources=self._resources, **kwargs))
 
     def compute(self, collection: Any, **kwargs: Any) -> Any:
         import dask
 
+        self._check_worker()
         with dask.annotate(resources=self._resources):
             return self.client.compute(collection, optimize_graph=False, **kwargs)
 
@@ -405,6 +429,59 @@ def lease(
                 made.release()
         raise
     return made
+
+
+class ServerPrivate:
+    """The private scheduler of this kernel's Jupyter server (front mode), from the file
+    ``$FLEXLAB_PRIVATE`` names: its address and a client certificate of its own CA."""
+
+    def __init__(self, path: str) -> None:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        self.address = str(data["scheduler"])
+        self._creds = {k: str(data[k]) for k in ("ca", "cert", "key")}
+        self._client: Any = None
+
+    def client(self) -> Any:
+        if self._client is None:
+            from distributed import Client, Security
+
+            security = Security(
+                tls_ca_file=self._creds["ca"],
+                tls_client_cert=self._creds["cert"],
+                tls_client_key=self._creds["key"],
+                require_encryption=True,
+            )
+            self._client = Client(self.address, security=security, set_as_default=False)
+        return self._client
+
+
+_SERVER_PRIVATE: dict[str, ServerPrivate] = {}
+
+
+def server_private() -> ServerPrivate | None:
+    """The private scheduler of this kernel's Jupyter server, or None when it has none yet."""
+    path = os.environ.get(PRIVATE_ENV)
+    if not path or not os.path.exists(path):
+        return None
+    if path not in _SERVER_PRIVATE:
+        _SERVER_PRIVATE[path] = ServerPrivate(path)
+    return _SERVER_PRIVATE[path]
+
+
+def write_private_file(path: str, private: Any) -> None:
+    """Write ``private``'s address and client credentials to ``path``, readable by this
+    account alone (the Jupyter server's user: the same as its kernels')."""
+    material = private._material  # the scheduler's own CA and its client certificate
+    data = {
+        "scheduler": private.address,
+        "ca": material["ca"],
+        "cert": material["client"],
+        "key": material["client-key"],
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f)
 
 
 class FrontPoolClient(PoolClient):

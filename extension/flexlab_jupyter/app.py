@@ -146,8 +146,16 @@ class FlexlabJupyter(ExtensionApp):
                 "FlexlabJupyter.front_url excludes scheduler_address and tls_dir: a front-mode server "
                 "reaches the pool only through the front (docs/security.md)"
             )
+        from flexlab.front import PRIVATE_ENV
+
         token = self.front_token or os.environ.get("JUPYTERHUB_API_TOKEN", "")
-        self.manager = FrontManager(url, token, threads=self.api_threads)
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        runtime = getattr(self.serverapp, "runtime_dir", None) or jupyter_runtime_dir()
+        os.makedirs(runtime, mode=0o700, exist_ok=True)
+        private_file = os.path.join(runtime, f"flexlab-private-{os.getpid()}.json")
+        self.manager = FrontManager(url, token, threads=self.api_threads, private_file=private_file)
+        os.environ[PRIVATE_ENV] = private_file  # written at the panel's first lease
         for name in (TLS_ENV, SCHEDULER_ENV):  # never handed to this server's kernels
             if os.environ.pop(name, None) is not None:
                 self.log.warning("flexlab: front mode: $%s not passed on to kernels", name)
@@ -174,6 +182,10 @@ class FlexlabJupyter(ExtensionApp):
             os.environ.pop(SCHEDULER_ENV, None)
         if getattr(self, "_front_env_set", False):
             os.environ.pop(FRONT_ENV, None)
+        if isinstance(manager, FrontManager):
+            from flexlab.front import PRIVATE_ENV
+
+            os.environ.pop(PRIVATE_ENV, None)
         if getattr(self, "_tls_env_set", False):
             from flexlab.tls import TLS_ENV
 

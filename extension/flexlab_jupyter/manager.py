@@ -17,8 +17,10 @@ to HTTP status codes. :class:`PoolUnavailable` means the pool cannot be reached.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -306,15 +308,31 @@ def _priority(priority: object) -> int:
 class FrontManager:
     """:class:`PoolManager`'s verbs forwarded to a flexlab front (``FlexlabJupyter.front_url``)
     with the Jupyter user's own Hub token: this server holds no pool credential, and the
-    front decides the owner. Its answers are already the wire models; they pass unchanged."""
+    front decides the owner. Its answers are already the wire models; they pass unchanged.
+
+    The leases it makes (the Accelerators panel's) are private: their workers join a private
+    scheduler this server starts at the first one (``flexlab.private``), whose client
+    credentials it writes to ``private_file`` (0600, this user's own) for its kernels, which
+    find it through ``$FLEXLAB_PRIVATE`` and run work there (``flexlab.front``)."""
 
     embedded = False
     user_tier = False
 
-    def __init__(self, url: str, token: str | None, *, threads: int = 4, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        *,
+        threads: int = 4,
+        timeout: float = 30.0,
+        private_file: str | None = None,
+    ) -> None:
         from flexlab.front import FrontClient
 
         self.front = FrontClient(url, token or "", timeout=timeout)
+        self.private_file = private_file
+        self._private: Any = None
+        self._private_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="flexlab-front")
 
     @property
@@ -325,8 +343,31 @@ class FrontManager:
     def start(self) -> None:
         """Nothing to start: each request goes to the front."""
 
+    def private_scheduler(self) -> Any:
+        """This server's private scheduler for the panel's leases, started at the first call
+        (blocking: cryptography and a scheduler, about a second), its client credentials
+        written to ``private_file`` for the kernels."""
+        with self._private_lock:
+            if self._private is None:
+                from flexlab.front import write_private_file
+                from flexlab.private import PrivateScheduler
+
+                pool = str(self.front.info().get("scheduler") or "") or None
+                self._private = PrivateScheduler(pool=pool)
+                if self.private_file:
+                    write_private_file(self.private_file, self._private)
+                logger.info("flexlab: private scheduler for the panel's leases at %s", self._private.address)
+            return self._private
+
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._private_lock:
+            private, self._private = self._private, None
+        if private is not None:
+            private.close()
+        if self.private_file:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.private_file)
 
     async def aclose(self) -> None:
         self.close()
@@ -376,15 +417,24 @@ class FrontManager:
     ) -> models.LeaseModel:
         _request(request)
         checked = _private(private) if private is not None else None
-        return await self._run(
-            lambda: self.front.create_lease(request, ttl=ttl, priority=priority, private=checked)
-        )
+
+        def create() -> Any:
+            creds = checked if checked is not None else self.private_scheduler().worker_credentials()
+            return self.front.create_lease(request, ttl=ttl, priority=priority, private=creds)
+
+        return await self._run(create)
 
     async def get_lease(self, owner: str, lease_id: str) -> models.LeaseModel:
         return await self._run(lambda: self.front.get_lease(lease_id))
 
     async def release_lease(self, owner: str, lease_id: str) -> models.LeaseModel:
-        return await self._run(lambda: self.front.release_lease(lease_id))
+        def release() -> Any:
+            out = self.front.release_lease(lease_id)
+            if self._private is not None:  # its unfinished work fails now, with why
+                self._private.end_lease(lease_id, f"it {out.get('state')}: {out.get('reason')}")
+            return out
+
+        return await self._run(release)
 
     async def renew_lease(self, owner: str, lease_id: str, ttl: str | float) -> models.LeaseModel:
         return await self._run(lambda: self.front.renew_lease(lease_id, ttl))

@@ -55,22 +55,24 @@ async def test_the_panel_api_forwards_to_the_front_as_the_hub_user(
 
 
 async def test_kernels_get_the_front_and_never_the_pool_certificate(
-    jp_serverapp: Any, hub: Hub, tokens: dict[str, str]
+    jp_fetch: Any, jp_serverapp: Any, hub: Hub, tokens: dict[str, str]
 ) -> None:
+    """A kernel of the server: no pool certificate, the front as ana, and the code the panel
+    inserts for its lease runs a task there (the lease's worker joined the server's own
+    private scheduler, which the kernel reaches with the credentials the server wrote)."""
     assert "FLEXLAB_TLS" not in os.environ
     assert "FLEXLAB_SCHEDULER" not in os.environ
     assert os.environ["FLEXLAB_FRONT"] == hub.front
+    resp = await jp_fetch("flexlab", "api", "leases", method="POST", body=json.dumps({"request": "t4:0.25"}))
+    lease = json.loads(resp.body)
+    private_file = Path(os.environ["FLEXLAB_PRIVATE"])
+    assert private_file.stat().st_mode & 0o777 == 0o600
     km = jp_serverapp.kernel_manager
     kid = await km.start_kernel()
     client = km.get_kernel(kid).client()
     client.start_channels()
     try:
         await client.wait_for_ready(timeout=120)
-        code = (
-            "import os, flexlab\n"
-            "print(repr((os.environ.get('FLEXLAB_TLS'), os.environ.get('FLEXLAB_SCHEDULER'), "
-            "os.environ.get('FLEXLAB_FRONT'), flexlab.PoolClient().state()['user'])))"
-        )
         out: list[str] = []
 
         def hook(msg: dict[str, Any]) -> None:
@@ -79,9 +81,27 @@ async def test_kernels_get_the_front_and_never_the_pool_certificate(
             elif msg["msg_type"] == "error":
                 out.append("\n".join(msg["content"]["traceback"]))
 
-        reply = await client.execute_interactive(code, output_hook=hook, timeout=120)
-        assert reply["content"]["status"] == "ok", out
-        assert "".join(out).strip() == repr((None, None, hub.front, "ana"))
+        async def run(code: str) -> str:
+            out.clear()
+            reply = await client.execute_interactive(code, output_hook=hook, timeout=120)
+            assert reply["content"]["status"] == "ok", out
+            return "".join(out).strip()
+
+        env = await run(
+            "import os, flexlab\n"
+            "print(repr((os.environ.get('FLEXLAB_TLS'), os.environ.get('FLEXLAB_SCHEDULER'), "
+            "os.environ.get('FLEXLAB_FRONT'), flexlab.PoolClient().state()['user'])))"
+        )
+        assert env == repr((None, None, hub.front, "ana"))
+        done = await run(
+            lease["attach_code"].replace(
+                "lease.submit(where).result()", "print(lease.submit(where).result())"
+            )
+        )
+        assert f"'slice': '{lease['slice_id'] or lease['lease_id']}'" in done or lease["lease_id"] in done, (
+            done
+        )
     finally:
         client.stop_channels()
         await km.shutdown_kernel(kid, now=True)
+        await jp_fetch("flexlab", "api", "leases", lease["lease_id"], method="DELETE")
