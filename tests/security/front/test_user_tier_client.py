@@ -131,3 +131,37 @@ def test_a_private_lease_through_the_front_runs_only_its_owners_work(fronts: dic
             Client(address.replace("tls://", "tcp://"), timeout=3)  # no certificate of its CA
     assert fronts["ana"].get_lease(lease.lease_id)["state"] == "released"
     lease.private.close()  # this process's private scheduler (a later lease starts another)
+
+
+def test_flex_magics_make_and_release_a_private_lease_through_the_front(
+    hub: Hub, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("flexlab.private")
+    from flexlab.notebook import where
+
+    for name in (
+        "FLEXLAB_TLS",
+        "DASK_FLEXLAB__TLS",
+        "FLEXLAB_SCHEDULER",
+        "FLEXLAB_FRONT_TOKEN",
+        "FLEXLAB_PRIVATE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FLEXLAB_FRONT", hub.front)
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", tokens["ana"])
+    ns: dict[str, Any] = {}
+    magics = FlexMagicsCore(ns)
+    lease = magics.run("lease t4:0.25 --ttl 10m")
+    try:
+        assert isinstance(lease, FrontLease)
+        assert ns["lease"] is lease
+        assert lease.owner == "ana"
+        assert lease.state == "active"
+        assert lease.submit(where).result(timeout=60)["slice"] == lease.info["slice_id"]
+        assert lease.lease_id in repr(magics.run("status"))
+        assert magics.run("release") == f"released {lease.lease_id}"
+        assert FrontClient(hub.front, tokens["ana"]).get_lease(lease.lease_id)["state"] == "released"
+    finally:
+        if lease.state != "released":
+            lease.release()
+        lease.private.close()
