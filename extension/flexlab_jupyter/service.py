@@ -135,4 +135,7 @@ def run(address: str, *, tls: str | None, url: str | None = None, service_name: 
     identity = HubTokenIdentity(hub_auth(service_name))
     manager = PoolManager(address, embedded=False, tls=tls, user_tier=True)
     manager.start()  # fails now, not at the first request, when the pool cannot be reached
+    # distributed's logging config silences tornado; the front's requests belong in the Hub's log
+    logging.getLogger("tornado.access").setLevel(logging.INFO)
+    logging.getLogger("tornado.application").setLevel(logging.ERROR)
     asyncio.run(serve(manager, identity, host=host, port=port, base_url=base_url))

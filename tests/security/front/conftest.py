@@ -102,7 +102,7 @@ class Hub:
             f"c.JupyterHub.db_url = {'sqlite:///' + str(self.folder / 'hub.sqlite')!r}",
             f"c.JupyterHub.cookie_secret_file = {str(self.folder / 'cookie_secret')!r}",
             "c.JupyterHub.authenticator_class = 'dummy'",
-            "c.Authenticator.allowed_users = {'ana', 'bob'}",
+            "c.Authenticator.allowed_users = {'ana', 'bob', 'fuzz'}",
             f"c.JupyterHub.services = {services!r}",
             f"c.JupyterHub.load_roles = {roles!r}",
         ]
@@ -172,7 +172,7 @@ def tls_pool(pool_tls: Path) -> Iterator[FlexCluster]:
 
 @pytest.fixture(scope="package")
 def hub(tmp_path_factory: pytest.TempPathFactory, tls_pool: FlexCluster, pool_tls: Path) -> Iterator[Hub]:
-    """JupyterHub with ``flexlab front`` as its service ``flexlab``, users ana and bob."""
+    """JupyterHub with ``flexlab front`` as its service ``flexlab``, users ana, bob and fuzz."""
     h = Hub(tmp_path_factory.mktemp("hub"), str(tls_pool.scheduler_address), pool_tls)
     try:
         h.start()
