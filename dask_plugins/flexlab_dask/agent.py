@@ -10,9 +10,11 @@ leases back. Several agents pointed at one scheduler form one pool.
 A private lease's start command carries its owner's scheduler and credentials
 (``flexlab_dask.private``): the agent writes them 0600 into a folder of its own, starts the
 slice's worker against that scheduler with the same environment as any slice worker, tells
-the pool when the worker joined (the pool cannot see it) and relays its telemetry. When the
-pool stops it, the agent first tells the owner's scheduler why (so that the owner's futures
-fail with that reason instead of waiting), then stops the worker and deletes the folder.
+the pool when the worker joined (the pool cannot see it) and relays its telemetry. The folder
+is deleted as soon as the worker has joined (it read its credentials when it started: files
+of the agent's system user are readable by every slice worker of the host), at the latest
+when the worker stops. When the pool stops it, the agent first tells the owner's scheduler
+why (so that the owner's futures fail with that reason instead of waiting), then stops it.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ class _Private:
     lease_id: str
     scheduler: str
     folder: Path
+    #: How the agent reaches the owner's scheduler (made while the folder exists).
+    connection_args: dict[str, Any] = field(default_factory=dict)
     #: The worker's address once it joined its owner's scheduler.
     address: str | None = None
     watch: asyncio.Task[None] | None = None
@@ -372,6 +376,15 @@ class HostAgent:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(str(creds[key]))
         priv = _Private(str(cmd.get("lease_id") or sid), str(creds["scheduler"]), folder)
+        if priv.tls:
+            from distributed import Security
+
+            priv.connection_args = Security(
+                tls_ca_file=str(folder / "ca.pem"),
+                tls_client_cert=str(folder / "worker.pem"),
+                tls_client_key=str(folder / "worker-key.pem"),
+                require_encryption=True,
+            ).get_connection_args("client")
         logger.info(
             "flexlab agent: slice %s is private lease %s's: its worker joins %s",
             sid,
@@ -432,6 +445,8 @@ class HostAgent:
         op = msg.get("op")
         if op == "ready" and isinstance(msg.get("worker"), str) and priv.address is None:
             priv.address = str(msg["worker"])
+            # It holds its credentials in memory now: the files go (see the module's doc).
+            shutil.rmtree(priv.folder, ignore_errors=True)
             logger.info("flexlab agent: private worker of slice %s joined at %s", sid, priv.address)
             self._report(priv, "flexlab_agent_private_started", slice_id=sid, worker=priv.address)
             return
@@ -532,18 +547,7 @@ class HostAgent:
         """Tell the owner's scheduler why its lease's worker stops (``flexlab.private``'s
         plugin fails the lease's work with it once ``ended``). A scheduler that does not
         answer within 5 s, or has no such handler, is not waited for."""
-        connection_args: dict[str, Any] = {}
-        if priv.tls:
-            from distributed import Security
-
-            folder = priv.folder
-            connection_args = Security(
-                tls_ca_file=str(folder / "ca.pem"),
-                tls_client_cert=str(folder / "worker.pem"),
-                tls_client_key=str(folder / "worker-key.pem"),
-                require_encryption=True,
-            ).get_connection_args("client")
-        owner = rpc(priv.scheduler, connection_args=connection_args)
+        owner = rpc(priv.scheduler, connection_args=priv.connection_args)
         try:
             await asyncio.wait_for(
                 owner.flexlab_private_stopping(lease_id=priv.lease_id, reason=reason, ended=ended), 5

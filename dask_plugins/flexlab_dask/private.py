@@ -210,13 +210,13 @@ class PrivateLeases:
                 s.owner, f"private lease {lease_id}: its worker was lost ({why}); placing it again"
             )
         else:
-            lease = self.plugin.pool.leases[lease_id]
             self.plugin.pool.release_lease(
-                lease_id, None, reason=f"its private worker could not join {lease.private}: {why}"
+                lease_id, None, reason=f"its private worker could not join its owner's scheduler: {why}"
             )
             self.plugin._notify(s.owner, f"private lease {lease_id} ended: its worker could not join ({why})")
         self.plugin._flush_commands()
         self.plugin._persist()
+        self.prune()
         return {"status": "OK", "known": True}
 
     def handle_telemetry(

@@ -146,9 +146,11 @@ def test_private_lease_with_in_process_workers(tls_pool: FlexCluster) -> None:
         with flexlab.lease("t4:0.25", owner="bob", client=client, private=True, timeout=60) as lease:
             assert lease.info["private"] is True
             assert lease.submit(lambda x: x + 1, 41).result(timeout=30) == 42
-            folder = agent.running[str(lease.info["slice_id"])].private.folder  # type: ignore[union-attr]
-            assert folder.is_dir()
-        wait_until("the agent deletes the lease's credentials", lambda: not folder.exists())
+            run = agent.running[str(lease.info["slice_id"])]
+            assert run.private is not None
+            assert run.private.address is not None  # joined: its credentials' folder is gone
+            assert not run.private.folder.exists()
+        wait_until("the agent stops the worker", lambda: str(lease.info["slice_id"]) not in agent.running)
         with pytest.raises(LeaseEnded, match="released"):
             lease.submit(sum, [1]).result(timeout=10)
         # an ordinary lease of the same pool still joins the pool's scheduler
@@ -157,3 +159,23 @@ def test_private_lease_with_in_process_workers(tls_pool: FlexCluster) -> None:
             assert "scheduler" not in plain.info
             assert plain.client is client
             assert plain.submit(lambda: 7).result(timeout=30) == 7
+
+
+def test_a_worker_that_cannot_join_its_owners_scheduler_ends_the_lease(
+    tls_pool: FlexCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = tls_pool.agents[0]
+    monkeypatch.setattr(agent, "private_start_timeout", 3.0)
+    with PrivateScheduler(host="127.0.0.1") as ps:
+        creds = ps.worker_credentials()
+    # that scheduler is closed now: nothing listens at its address
+    with Client(tls_pool) as client:
+        resp = client.sync(
+            client.scheduler.flexlab_lease_create, request="t4:0.25", owner="ana", ttl="1m", private=creds
+        )
+        lid = resp["lease"]["lease_id"]
+        lease = tls_pool.pool.leases[lid]
+        wait_until("the lease ends", lambda: lease.state == "released", timeout=30)
+    assert lease.reason.startswith("its private worker could not join its owner's scheduler: ")
+    assert lid not in agent.running
+    assert lid not in tls_pool.flex_plugin.private.credentials
