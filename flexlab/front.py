@@ -421,6 +421,7 @@ def lease(
         info = f.create_lease(spec, ttl=ttl, priority=priority, private=private.worker_credentials())
         _PRIVATE[str(info["lease_id"])] = private
         made = FrontLease(f, info, private)
+        _at_exit(made)
         if wait:
             made.wait(timeout=timeout)
     except BaseException:
@@ -429,6 +430,30 @@ def lease(
                 made.release()
         raise
     return made
+
+
+#: The leases this process made through the front, given back when it exits (their workers'
+#: scheduler, this process's, stops with it; the pool would keep them until their TTL).
+_MADE: dict[str, FrontLease] = {}
+
+
+def _at_exit(lease: FrontLease) -> None:
+    if not _MADE:
+        import atexit
+
+        atexit.register(release_at_exit)
+    _MADE[lease.lease_id] = lease
+
+
+def release_at_exit() -> None:
+    """Give back the leases this process made that are still held (best effort, 5 s each)."""
+    for lease in list(_MADE.values()):
+        if lease.lease_id not in _PRIVATE:  # released already
+            continue
+        lease.front.timeout = min(lease.front.timeout, 5.0)
+        with contextlib.suppress(Exception):
+            lease.release()
+    _MADE.clear()
 
 
 class ServerPrivate:

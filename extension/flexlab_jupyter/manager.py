@@ -333,6 +333,8 @@ class FrontManager:
         self.private_file = private_file
         self._private: Any = None
         self._private_lock = threading.Lock()
+        #: The leases made here on the private scheduler: given back when the server stops.
+        self._made: set[str] = set()
         self._executor = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="flexlab-front")
 
     @property
@@ -360,7 +362,16 @@ class FrontManager:
             return self._private
 
     def close(self) -> None:
+        """Give back the leases made here (their workers' scheduler stops with this server;
+        the pool would keep them until their TTL) and stop the private scheduler."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self.front.timeout = min(self.front.timeout, 5.0)
+        for lease_id in sorted(self._made):
+            try:
+                self.front.release_lease(lease_id)
+            except Exception as exc:  # the server stops anyway; the TTL ends the lease
+                logger.warning("flexlab: could not give back lease %s at shutdown: %s", lease_id, exc)
+        self._made.clear()
         with self._private_lock:
             private, self._private = self._private, None
         if private is not None:
@@ -419,8 +430,12 @@ class FrontManager:
         checked = _private(private) if private is not None else None
 
         def create() -> Any:
-            creds = checked if checked is not None else self.private_scheduler().worker_credentials()
-            return self.front.create_lease(request, ttl=ttl, priority=priority, private=creds)
+            if checked is not None:  # a kernel's private scheduler: the kernel gives it back
+                return self.front.create_lease(request, ttl=ttl, priority=priority, private=checked)
+            creds = self.private_scheduler().worker_credentials()
+            out = self.front.create_lease(request, ttl=ttl, priority=priority, private=creds)
+            self._made.add(str(out["lease_id"]))
+            return out
 
         return await self._run(create)
 
@@ -430,6 +445,7 @@ class FrontManager:
     async def release_lease(self, owner: str, lease_id: str) -> models.LeaseModel:
         def release() -> Any:
             out = self.front.release_lease(lease_id)
+            self._made.discard(lease_id)
             if self._private is not None:  # its unfinished work fails now, with why
                 self._private.end_lease(lease_id, f"it {out.get('state')}: {out.get('reason')}")
             return out

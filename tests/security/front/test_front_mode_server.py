@@ -105,3 +105,19 @@ async def test_kernels_get_the_front_and_never_the_pool_certificate(
         client.stop_channels()
         await km.shutdown_kernel(kid, now=True)
         await jp_fetch("flexlab", "api", "leases", lease["lease_id"], method="DELETE")
+
+
+async def test_a_stopping_server_gives_back_the_panels_leases(
+    hub: Hub, tokens: dict[str, str], tmp_path: Path
+) -> None:
+    """Their workers' scheduler stops with the server: the pool would keep them until their TTL."""
+    from flexlab_jupyter.manager import FrontManager
+
+    from flexlab.front import FrontClient
+
+    manager = FrontManager(hub.front, tokens["ana"], private_file=str(tmp_path / "private.json"))
+    lease = await manager.create_lease("ana", "t4:0.25", ttl="10m")
+    assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600
+    await manager.aclose()
+    assert FrontClient(hub.front, tokens["ana"]).get_lease(lease["lease_id"])["state"] == "released"
+    assert not (tmp_path / "private.json").exists()

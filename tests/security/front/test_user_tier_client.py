@@ -165,3 +165,13 @@ def test_flex_magics_make_and_release_a_private_lease_through_the_front(
         if lease.state != "released":
             lease.release()
         lease.private.close()
+
+
+def test_a_kernel_gives_back_its_leases_when_it_exits(fronts: dict[str, FrontClient]) -> None:
+    pytest.importorskip("flexlab.private")
+    lease = flexlab.front.lease("t4:0.25", ttl="10m", front=fronts["ana"], wait=False)
+    try:
+        flexlab.front.release_at_exit()  # what the kernel's interpreter runs at exit
+        assert fronts["ana"].get_lease(lease.lease_id)["state"] == "released"
+    finally:
+        lease.private.close()
