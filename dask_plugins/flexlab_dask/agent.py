@@ -37,6 +37,7 @@ from distributed import Worker
 from distributed.comm.core import CommClosedError
 from distributed.core import rpc
 
+from flexlab.core.errors import InvalidRequest
 from flexlab.core.topology import HostSpec
 from flexlab_dask.state import host_to_dict
 from flexlab_dask.worker import worker_kwargs
@@ -70,6 +71,8 @@ class _Private:
     folder: Path
     #: How the agent reaches the owner's scheduler (made while the folder exists).
     connection_args: dict[str, Any] = field(default_factory=dict)
+    #: The worker's scratch folder when it runs as another account (deleted when it stops).
+    workdir: Path | None = None
     #: The worker's address once it joined its owner's scheduler.
     address: str | None = None
     watch: asyncio.Task[None] | None = None
@@ -114,8 +117,17 @@ class HostAgent:
         on_stop: Callable[[str], None] | None = None,
         tls: str | None = None,
         private_start_timeout: float = 60.0,
+        private_user: str | None = None,
+        private_python: str | None = None,
     ) -> None:
+        if private_user and not processes:
+            raise InvalidRequest("private_user", private_user, "None where slice workers run in-process")
         self.scheduler = scheduler
+        #: The system account a private lease's worker runs as (``{owner}`` is replaced by the
+        #: lease's owner; None: the agent's own). Needs an agent running as root.
+        self.private_user = private_user
+        #: The Python that account runs (default: this one's; it must be able to run it).
+        self.private_python = private_python
         #: Seconds a private lease's worker has to join its owner's scheduler; after that it
         #: is stopped and the lease ends with the reason.
         self.private_start_timeout = private_start_timeout
@@ -391,6 +403,16 @@ class HostAgent:
             priv.lease_id,
             priv.scheduler,
         )
+        try:
+            account = self._private_account(cmd)
+        except InvalidRequest as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            logger.warning("flexlab agent: private worker of slice %s not started: %s", sid, exc)
+            with contextlib.suppress(OSError, CommClosedError, asyncio.TimeoutError):
+                await self._rpc.flexlab_agent_private_lost(
+                    host=self.host.name, slice_id=sid, reason=str(exc), started=False
+                )
+            return
         if self.processes:
             read_fd, write_fd = os.pipe()
             argv = [
@@ -414,9 +436,23 @@ class HostAgent:
             ]
             # Not the pool's TLS folder nor its address: the worker belongs to its owner.
             base = {k: v for k, v in os.environ.items() if k not in ("FLEXLAB_TLS", "FLEXLAB_SCHEDULER")}
+            as_user: dict[str, Any] = {}
+            if account is not None:
+                priv.workdir = Path(tempfile.mkdtemp(prefix=f"flexlab-private-{priv.lease_id}-work-"))
+                for path in (folder, *folder.iterdir(), priv.workdir):
+                    os.chown(path, account.pw_uid, account.pw_gid)
+                base.update(HOME=account.pw_dir, USER=account.pw_name, LOGNAME=account.pw_name)
+                base["DASK_TEMPORARY_DIRECTORY"] = str(priv.workdir)
+                argv[0] = self.private_python or sys.executable
+                as_user = {
+                    "user": account.pw_uid,
+                    "group": account.pw_gid,
+                    "extra_groups": [],
+                    "cwd": priv.workdir,
+                }
             try:
                 proc = subprocess.Popen(
-                    argv, env={**base, **env}, stdin=subprocess.DEVNULL, pass_fds=(write_fd,)
+                    argv, env={**base, **env}, stdin=subprocess.DEVNULL, pass_fds=(write_fd,), **as_user
                 )
             finally:
                 os.close(write_fd)
@@ -439,6 +475,26 @@ class HostAgent:
             run = _Running(spec, worker=w, private=priv)
             self.running[sid] = run
             priv.watch = asyncio.create_task(self._watch_private(sid, run, None))
+
+    def _private_account(self, cmd: dict[str, Any]) -> Any:
+        """The account (``pwd`` entry) a private lease's worker runs as, or None (the
+        agent's own). ``InvalidRequest`` for one that does not exist, root, or the agent's."""
+        if not self.private_user:
+            return None
+        import pwd
+
+        name = self.private_user.replace("{owner}", str(cmd.get("owner") or ""))
+        try:
+            account = pwd.getpwnam(name)
+        except KeyError:
+            raise InvalidRequest(
+                "private worker account", name, f"a system account on host {self.host.name}"
+            ) from None
+        if account.pw_uid in (0, os.getuid()):
+            raise InvalidRequest(
+                "private worker account", name, "an account other than root and the agent's own"
+            )
+        return account
 
     def _private_message(self, sid: str, priv: _Private, msg: dict[str, Any]) -> None:
         """A message of a private worker: ``ready`` (it joined) or ``telemetry``."""
@@ -563,6 +619,8 @@ class HostAgent:
             with contextlib.suppress(asyncio.CancelledError):
                 await priv.watch
         shutil.rmtree(priv.folder, ignore_errors=True)
+        if priv.workdir is not None:
+            shutil.rmtree(priv.workdir, ignore_errors=True)
 
 
 def _no_env(cmd: dict[str, Any]) -> dict[str, str]:

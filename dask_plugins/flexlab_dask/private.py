@@ -211,7 +211,9 @@ class PrivateLeases:
             )
         else:
             self.plugin.pool.release_lease(
-                lease_id, None, reason=f"its private worker could not join its owner's scheduler: {why}"
+                lease_id,
+                None,
+                reason=f"its private worker could not start or join its owner's scheduler: {why}",
             )
             self.plugin._notify(s.owner, f"private lease {lease_id} ended: its worker could not join ({why})")
         self.plugin._flush_commands()

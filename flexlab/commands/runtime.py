@@ -137,6 +137,8 @@ async def _serve_agents(scheduler: str, args: argparse.Namespace) -> None:
                     layouts=layouts.get(h.name),
                     listen_host=args.listen,
                     tls=tls,
+                    private_user=args.private_user,
+                    private_python=args.private_python,
                 )
             )
     else:
@@ -160,6 +162,8 @@ async def _serve_agents(scheduler: str, args: argparse.Namespace) -> None:
                 on_stop=hw.release,
                 listen_host=args.listen,
                 tls=tls,
+                private_user=args.private_user,
+                private_python=args.private_python,
             )
         )
     for a in agents:
@@ -378,6 +382,20 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
             action="store_true",
             help="allow listening beyond loopback without TLS: anyone who reaches the port can run "
             "code on the pool",
+        )
+        p.add_argument(
+            "--private-user",
+            metavar="ACCOUNT",
+            default=None,
+            help="run private leases' workers as this system account ({owner}: the lease owner's "
+            "account), not the agent's, which can read the pool's certificates; needs root "
+            "(docs/security.md, Private leases)",
+        )
+        p.add_argument(
+            "--private-python",
+            metavar="PATH",
+            default=None,
+            help="the Python that --private-user runs (default: this one, if that account can run it)",
         )
 
     up = sub.add_parser("up", help="start a scheduler with the flexlab plugin and a local agent")
