@@ -176,6 +176,6 @@ def test_a_worker_that_cannot_join_its_owners_scheduler_ends_the_lease(
         lid = resp["lease"]["lease_id"]
         lease = tls_pool.pool.leases[lid]
         wait_until("the lease ends", lambda: lease.state == "released", timeout=30)
-    assert lease.reason.startswith("its private worker could not join its owner's scheduler: ")
+    assert lease.reason.startswith("its private worker could not start or join its owner's scheduler: ")
     assert lid not in agent.running
     assert lid not in tls_pool.flex_plugin.private.credentials
