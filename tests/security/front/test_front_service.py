@@ -45,6 +45,12 @@ def test_a_token_without_the_service_scope_is_refused(hub: Hub) -> None:
     assert "access:services!service=flexlab" in out["message"]
 
 
+def test_a_services_token_names_no_owner(hub: Hub) -> None:
+    status, out = call(api(hub, "leases"), "POST", hub.admin, {"request": "t4:0.25"})
+    assert status == 403
+    assert "service token does not name a user" in out["message"]
+
+
 def test_the_owner_is_the_hub_user_never_what_the_client_writes(hub: Hub, tokens: dict[str, str]) -> None:
     status, info = call(api(hub, "info"), "GET", tokens["ana"])
     assert status == 200
