@@ -162,3 +162,22 @@ def test_private_credentials_are_checked_before_anything_is_sent() -> None:
         with pytest.raises(InvalidRequest) as info:
             _private(bad)
         assert info.value.field == field
+
+
+def test_the_example_hub_config_loads_and_wires_the_front() -> None:
+    from pathlib import Path
+
+    from traitlets.config.loader import PyFileConfigLoader
+
+    import flexlab
+
+    path = Path(flexlab.__file__).parent / "ops" / "jupyterhub_config.py"
+    c = PyFileConfigLoader(path.name, str(path.parent)).load_config()
+    (service,) = c.JupyterHub.services
+    assert service["name"] == "flexlab"
+    assert service["command"][:2] == ["flexlab", "front"]
+    assert "--tls" in service["command"]
+    port = service["url"].rsplit(":", 1)[1]
+    assert c.Spawner.args == [f"--FlexlabJupyter.front_url=http://127.0.0.1:{port}/services/flexlab/"]
+    assert "access:services!service=flexlab" in c.Spawner.server_token_scopes
+    assert "access:services!service=flexlab" in c.JupyterHub.load_roles[0]["scopes"]
