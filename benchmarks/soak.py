@@ -192,6 +192,9 @@ def _structures(dask_scheduler: Any) -> dict[str, int]:
         "pool_pending_tasks": len(pool.pending),
         "pool_bound_tasks": len(pool.task_slice),
         "plugin_topics_pruned": int(getattr(plugin, "topics_pruned", 0)),
+        # Bounded rings that fill over the first half hour or hour: history frames (one per
+        # tick, 3,600 kept) and the pool's events (2,000 kept).
+        "plugin_history_frames": len(plugin.history.frames()),
     }
     for name, value in vars(plugin).items():  # the plugin's own tables, whatever they are
         if isinstance(value, (dict, list, set)) and name not in ("pool",):
