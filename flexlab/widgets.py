@@ -20,11 +20,11 @@ from typing import Any
 
 import ipywidgets as w
 
-from flexlab.client import Lease, PoolClient, current_user, lease
+from flexlab.client import Lease, PoolClient, lease
 from flexlab.core.errors import FlexlabError
 from flexlab.core.poolstate import MenuChoice
 from flexlab.core.units import format_compute, format_memory
-from flexlab.notebook import compose_request, device_choices, pool_client
+from flexlab.notebook import compose_request, device_choices, me, pool_client
 
 TTLS = ("15m", "30m", "1h", "2h", "4h", "8h", "1d")
 
@@ -43,7 +43,7 @@ class LeasePicker(w.VBox):
     ) -> None:
         self.client = client if client is not None else pool_client()
         self.pool = PoolClient(self.client)
-        self.owner = owner or current_user()
+        self.owner = owner or me()  # in front mode, whom the front authenticated
         #: Leases made with this picker, the last one last.
         self.made: list[Lease] = []
         self._choices: tuple[MenuChoice, ...] = ()

@@ -175,3 +175,20 @@ def test_a_kernel_gives_back_its_leases_when_it_exits(fronts: dict[str, FrontCli
         assert fronts["ana"].get_lease(lease.lease_id)["state"] == "released"
     finally:
         lease.private.close()
+
+
+def test_the_lease_picker_works_through_the_front(
+    hub: Hub, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("ipywidgets")
+    from flexlab.widgets import LeasePicker
+
+    for name in ("FLEXLAB_TLS", "DASK_FLEXLAB__TLS", "FLEXLAB_SCHEDULER", "FLEXLAB_FRONT_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FLEXLAB_FRONT", hub.front)
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", tokens["bob"])
+    monkeypatch.setenv("FLEXLAB_USER", "not-bob")  # the login name is not who the front says
+    picker = LeasePicker(refresh_interval=None)
+    assert picker.owner == "bob"
+    assert isinstance(picker.pool, FrontPoolClient)
+    assert "t4" in {c.value for c in picker._choices}
