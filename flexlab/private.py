@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 
 from distributed import Client, Scheduler, SchedulerPlugin, Security
 
-from flexlab.core.errors import LeaseEnded
+from flexlab.core.errors import InvalidRequest, LeaseEnded
 from flexlab.core.pool.model import LEASE_PREFIX
 
 logger = logging.getLogger("flexlab.private")
@@ -192,11 +192,16 @@ def route_host(pool: str | None) -> str:
             return "127.0.0.1"
     except ValueError:
         pass  # a DNS name: ask the routing table
-    infos = socket.getaddrinfo(host, int(port) if port.isdigit() else 8786, type=socket.SOCK_DGRAM)
-    family, _, _, _, sockaddr = infos[0]
-    with socket.socket(family, socket.SOCK_DGRAM) as s:
-        s.connect(sockaddr)  # UDP: nothing is sent, the kernel only picks the route
-        return str(s.getsockname()[0])
+    try:
+        infos = socket.getaddrinfo(host, int(port) if port.isdigit() else 8786, type=socket.SOCK_DGRAM)
+        family, _, _, _, sockaddr = infos[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect(sockaddr)  # UDP: nothing is sent, the kernel only picks the route
+            return str(s.getsockname()[0])
+    except OSError as exc:
+        raise InvalidRequest(
+            "host", None, f"the address the pool's hosts reach this process at (none routes to {pool}: {exc})"
+        ) from None
 
 
 def make_material(host: str, *, days: int = CERT_DAYS) -> dict[str, str]:

@@ -134,22 +134,22 @@ class PrivateLeases:
     def command(self, cmd: dict[str, Any]) -> dict[str, Any]:
         """An agent's command dict with what a private lease's worker needs: a start gets
         the credentials, a stop says whether the lease ended (its owner's futures then
-        fail) or will come back (preempted, its host lost)."""
-        if not self.credentials:
-            return cmd
-        lease_id = cmd.get("lease_id") or cmd.get("slice_id")
-        creds = self.credentials.get(str(lease_id))
-        if creds is None:
-            return cmd
-        lease = self.plugin.pool.leases.get(str(lease_id))
-        if cmd["op"] == "start":
-            return {**cmd, "private": dict(creds)}
+        fail) or will come back (preempted, its host lost). A stop of a slice whose lease
+        the pool does not know (any more: a restarted scheduler) counts as ended; the agent
+        reads the flag only for private workers."""
+        lease_id = str(cmd.get("lease_id") or cmd.get("slice_id"))
         if cmd["op"] == "stop":
+            lease = self.plugin.pool.leases.get(lease_id)
             ended = lease is None or lease.state in ENDED
-            out = {**cmd, "private_lease": str(lease_id), "lease_ended": ended}
+            out = {**cmd, "lease_ended": ended}
             if lease is not None and ended:
                 out["reason"] = f"it {lease.state}: {lease.reason}"
+            elif lease is None:
+                out["reason"] = f"the pool does not know lease {lease_id} ({cmd.get('reason', '')})"
             return out
+        creds = self.credentials.get(lease_id)
+        if creds is not None and cmd["op"] == "start":
+            return {**cmd, "private": dict(creds)}
         return cmd
 
     def prune(self) -> None:

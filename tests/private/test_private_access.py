@@ -179,3 +179,18 @@ def test_a_worker_that_cannot_join_its_owners_scheduler_ends_the_lease(
     assert lease.reason.startswith("its private worker could not start or join its owner's scheduler: ")
     assert lid not in agent.running
     assert lid not in tls_pool.flex_plugin.private.credentials
+
+
+def test_stop_commands_say_whether_the_lease_ended(tls_pool: FlexCluster) -> None:
+    """The agent fails a private lease's work at once only when the stop is for good."""
+    private = tls_pool.flex_plugin.private
+    with Client(tls_pool) as client:
+        with flexlab.lease("t4:0.25", owner="ana", client=client) as live:
+            stop = {"op": "stop", "slice_id": live.lease_id, "host": "gpu-host", "reason": "preempted"}
+            assert private.command(stop)["lease_ended"] is False
+        ended = private.command({**stop, "reason": "released by its owner"})
+        assert ended["lease_ended"] is True
+        assert ended["reason"] == "it released: released by its owner"
+    unknown = private.command({**stop, "slice_id": "L999", "reason": "unknown to the scheduler"})
+    assert unknown["lease_ended"] is True
+    assert unknown["reason"] == "the pool does not know lease L999 (unknown to the scheduler)"
