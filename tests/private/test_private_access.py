@@ -194,3 +194,25 @@ def test_stop_commands_say_whether_the_lease_ended(tls_pool: FlexCluster) -> Non
     unknown = private.command({**stop, "slice_id": "L999", "reason": "unknown to the scheduler"})
     assert unknown["lease_ended"] is True
     assert unknown["reason"] == "the pool does not know lease L999 (unknown to the scheduler)"
+
+
+def test_two_private_leases_share_one_scheduler_and_keep_to_their_workers(tls_pool: FlexCluster) -> None:
+    def worker_name() -> str:
+        from distributed import get_worker
+
+        return str(get_worker().name)
+
+    with (
+        Client(tls_pool) as client,
+        flexlab.lease("t4:0.25", owner="ana", client=client, private=True, timeout=60) as a,
+        flexlab.lease("t4:0.25", owner="ana", client=client, private=True, timeout=60) as b,
+    ):
+        assert a.private is b.private
+        assert a.client is b.client
+        for lease in (a, b):
+            names = {f.result(timeout=30) for f in lease.map(lambda _: worker_name(), range(6), pure=False)}
+            assert names == {f"flexlab-slice-{lease.info['slice_id']}"}
+        # attached again in this process: the same private scheduler
+        again = flexlab.Lease.attach(a.lease_id, owner="ana", client=client)
+        assert again.private is a.private
+        assert again.submit(worker_name).result(timeout=30) == f"flexlab-slice-{a.info['slice_id']}"
