@@ -43,14 +43,18 @@ def hub() -> Iterator[Deployment]:
     why = unavailable()
     if why:
         pytest.skip(why)
-    deployment = Deployment(("ana", "bob"), services=FRONT_SERVICES, singleuser_args=SINGLEUSER_ARGS)
+    deployment = Deployment(
+        ("ana", "bob"),
+        services=[
+            Service(
+                "flexlab",
+                ["{python}", "-m", "flexlab.cli", "front", "--scheduler", "{scheduler}", "--tls", "{tls}"],
+            )
+        ],
+        singleuser_args=["--FlexlabJupyter.front_url={public}/services/flexlab/"],
+        user_scopes=["access:services!service=flexlab"],
+    )
     try:
         yield deployment.start()
     finally:
         deployment.close()
-
-
-#: The front: ``flexlab front`` as the Hub's managed service ``flexlab`` (docs/jupyterhub.md).
-FRONT_SERVICES: list[Service] = []
-#: The single-user servers in front mode.
-SINGLEUSER_ARGS: list[str] = []

@@ -43,6 +43,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -64,6 +65,9 @@ SYSTEM_PYTHON = Path(
 #: What ``useradd -c`` writes: a user with this comment was made by a deployment (and may be
 #: removed by the next one, after a run that was killed before it could clean up).
 GECOS = "flexlab hub test user"
+
+#: JupyterHub's default scopes of a single-user server's own token.
+SERVER_TOKEN_SCOPES = ("users:activity!user", "access:servers!server")
 
 #: Tests' password authenticator: a name and password pair from ``passwords`` logs in.
 HUB_AUTH = '''
@@ -171,8 +175,9 @@ class Proc:
 
 @dataclass
 class Service:
-    """A hub-managed service: ``argv`` may use ``{port}``, ``{scheduler}``, ``{tls}`` and
-    ``{hub_api}``; ``scopes`` are given to it through a role."""
+    """A hub-managed service: ``argv`` may use ``{port}``, ``{scheduler}``, ``{tls}``,
+    ``{hub_api}``, ``{public}`` (the proxy's URL) and ``{python}`` (the deployment's
+    interpreter); ``scopes`` are given to it through a role."""
 
     name: str
     argv: Sequence[str]
@@ -222,6 +227,7 @@ class Deployment:
         singleuser_args: Sequence[str] = (),
         singleuser_env: dict[str, str] | None = None,
         pool_args: Sequence[str] = ("--policy", "firstfit"),
+        user_scopes: Sequence[str] = (),
     ) -> None:
         self.users = list(users)
         self.passwords = {u: secrets.token_urlsafe(12) for u in self.users}
@@ -229,6 +235,7 @@ class Deployment:
         self.singleuser_args = list(singleuser_args)
         self.singleuser_env = dict(singleuser_env or {})
         self.pool_args = list(pool_args)
+        self.user_scopes = list(user_scopes)
         self.root = Path(tempfile.mkdtemp(prefix="flexlab-hub-"))
         self.root.chmod(0o755)
         self.tls = self.root / "tls"
@@ -245,6 +252,7 @@ class Deployment:
         self.hub: Proc | None = None
         self._closed = False
         _OPEN.append(self)
+        _exit_on_sigterm()
 
     # ------------------------------------------------------------------ start
     def start(self, timeout: float = 150.0) -> Deployment:
@@ -303,16 +311,21 @@ class Deployment:
         env["PATH"] = f"{VENV / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
         return env
 
+    def flexlab(self) -> list[str]:
+        """The flexlab command on the deployment's interpreter: the pool, its slice workers
+        (the agent starts them with its own interpreter) and the front run the same Python as
+        the users' kernels, so Dask finds no version mismatch between them."""
+        return [str(self.python), "-m", "flexlab.cli"]
+
     def _start_pool(self, until: float) -> None:
-        flexlab = str(VENV / "bin" / "flexlab")
-        self._run(flexlab, "certs", str(self.tls))
+        self._run(*self.flexlab(), "certs", str(self.tls))
         self.tls.chmod(0o700)
         self.pool_dir.mkdir(mode=0o700)
         port = self.scheduler.rsplit(":", 1)[1]
         self.pool = self._spawn(
             "pool",
             [
-                flexlab,
+                *self.flexlab(),
                 "up",
                 "--tls",
                 str(self.tls),
@@ -332,7 +345,7 @@ class Deployment:
 
     def _pool_ready(self) -> bool:
         done = subprocess.run(
-            [str(VENV / "bin" / "flexlab"), "status", "--scheduler", self.scheduler, "--tls", str(self.tls)],
+            [*self.flexlab(), "status", "--scheduler", self.scheduler, "--tls", str(self.tls)],
             check=False,
             capture_output=True,
             text=True,
@@ -351,9 +364,12 @@ class Deployment:
             "scheduler": self.scheduler,
             "tls": str(self.tls),
             "hub_api": f"http://127.0.0.1:{self.hub_port}/hub/api",
+            "public": self.url,
+            "python": str(self.python),
         }
         services: list[dict[str, Any]] = [{"name": "flexlab-tests", "api_token": self.api_token}]
         roles: list[dict[str, Any]] = [
+            {"name": "user", "scopes": ["self", *self.user_scopes]},
             {
                 "name": "flexlab-tests",
                 "services": ["flexlab-tests"],
@@ -396,6 +412,10 @@ class Deployment:
             f"c.JupyterHub.load_roles = {roles!r}",
             "c.JupyterHub.cleanup_servers = True",
             "c.JupyterHub.cleanup_proxy = True",
+            # users' own tokens and their servers' token ($JUPYTERHUB_API_TOKEN, which kernels
+            # inherit) get user_scopes, e.g. access to the front service
+            f"c.Spawner.server_token_scopes = {[*SERVER_TOKEN_SCOPES, *self.user_scopes]!r}",
+            "c.Spawner.env_keep = ['LANG', 'LC_ALL']",
             "c.Spawner.ip = '127.0.0.1'",
             f"c.Spawner.cmd = [{str(self.python)!r}, '-m', 'jupyterhub.singleuser']",
             f"c.Spawner.args = {args!r}",
@@ -435,42 +455,64 @@ class Deployment:
         """A new API token of ``user`` (their own scopes)."""
         return str(self.api("POST", f"/users/{user}/tokens", {"note": "flexlab hub test"})["token"])
 
-    def start_server(self, user: str, timeout: float = 120.0) -> None:
-        """Start ``user``'s single-user server through the Hub API and wait until it answers."""
-        with contextlib.suppress(urllib.error.HTTPError):  # 400: already running
-            self.api("POST", f"/users/{user}/server")
+    def start_servers(self, *users: str, timeout: float = 120.0) -> None:
+        """Start these users' single-user servers through the Hub API (all at once) and wait
+        until each answers."""
+        for user in users:
+            with contextlib.suppress(urllib.error.HTTPError):  # 400: already running
+                self.api("POST", f"/users/{user}/server")
         until = time.monotonic() + timeout
-        while True:
-            model = self.api("GET", f"/users/{user}")
-            server = (model.get("servers") or {}).get("", {})
-            if server.get("ready"):
-                return
-            assert self.hub is not None
-            self.hub.check()
-            if time.monotonic() > until:
-                raise TimeoutError(f"{user}'s server did not start in time:\n{self.hub.log()}")
-            time.sleep(0.5)
+        for user in users:
+            while True:
+                model = self.api("GET", f"/users/{user}")
+                if (model.get("servers") or {}).get("", {}).get("ready"):
+                    break
+                assert self.hub is not None
+                self.hub.check()
+                if time.monotonic() > until:
+                    raise TimeoutError(f"{user}'s server did not start in time:\n{self.hub.log()}")
+                time.sleep(0.5)
 
     def uid(self, user: str) -> int:
         return pwd.getpwnam(user).pw_uid
 
     # ------------------------------------------------------------------ stop
     def close(self) -> None:
+        """Stop everything, remove the users and the folder; a SIGTERM meanwhile waits."""
         if self._closed:
             return
         self._closed = True
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN) if main else None
+        try:
+            self._close()
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
+            if self in _OPEN:
+                _OPEN.remove(self)
+
+    def _close(self) -> None:
         for proc in reversed(self.procs):  # the hub (it stops the servers and the proxy), then the pool
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(BaseException):
                 proc.stop()
         with contextlib.suppress(OSError, ValueError):  # the proxy, should the hub have died first
             pid = int((self.hub_dir / "proxy.pid").read_text())
             if Path(f"/proc/{pid}/cmdline").read_bytes().find(b"configurable-http-proxy") >= 0:
                 os.kill(pid, signal.SIGTERM)
         for user in self.created_users:
-            self._remove_user(user)
+            with contextlib.suppress(BaseException):
+                self._remove_user(user)
         shutil.rmtree(self.root, ignore_errors=True)
-        if self in _OPEN:
-            _OPEN.remove(self)
+
+
+def _exit_on_sigterm() -> None:
+    """A SIGTERM to the test process (a CI job cancelled, ``timeout``) exits through
+    SystemExit, so the fixture's finalizer and the atexit hook still remove the users."""
+    if threading.current_thread() is threading.main_thread() and (
+        signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    ):
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 @atexit.register

@@ -38,14 +38,8 @@ class Kernel:
         self.timeout = timeout
         self.kernel_id = str(self._rest("POST", "/api/kernels", {"name": "python3"})["id"])
         self.session = uuid.uuid4().hex
-        ws_url = (
-            "ws"
-            + self.server[len("http") :]
-            + f"/api/kernels/{self.kernel_id}/channels?session_id={self.session}"
-        )
-        self.ws = websocket.create_connection(
-            ws_url, header=[f"Authorization: token {token}"], timeout=timeout
-        )
+        base = "ws" + self.server[len("http") :]
+        self.ws_url = f"{base}/api/kernels/{self.kernel_id}/channels?session_id={self.session}"
 
     def _rest(self, method: str, path: str, body: Any = None) -> Any:
         req = urllib.request.Request(
@@ -67,9 +61,20 @@ class Kernel:
         return dict(json.loads(reply.ok().stdout))
 
     def run(self, code: str, *, timeout: float | None = None) -> Reply:
-        """Execute ``code``; wait until the kernel is idle again."""
+        """Execute ``code``; wait until the kernel is idle again. A websocket per call: between
+        calls nobody answers the server's pings, and it closes idle ones."""
+        limit = timeout or self.timeout
+        ws = websocket.create_connection(
+            self.ws_url, header=[f"Authorization: token {self.token}"], timeout=limit
+        )
+        try:
+            return self._execute(ws, code, limit)
+        finally:
+            ws.close()
+
+    def _execute(self, ws: websocket.WebSocket, code: str, limit: float) -> Reply:
         msg_id = uuid.uuid4().hex
-        self.ws.send(
+        ws.send(
             json.dumps(
                 {
                     "header": {
@@ -90,20 +95,25 @@ class Kernel:
                         "store_history": False,
                         "user_expressions": {},
                         "allow_stdin": False,
-                        "stop_on_error": True,
+                        # an error must not abort the next call (an aborted request gets no idle status)
+                        "stop_on_error": False,
                     },
                 }
             )
         )
         reply = Reply()
-        deadline = time.monotonic() + (timeout or self.timeout)
+        deadline = time.monotonic() + limit
         while True:
-            self.ws.settimeout(max(0.1, deadline - time.monotonic()))
+            # short reads: the server's pings, answered inside recv, would otherwise keep a
+            # long read from ever timing out
+            ws.settimeout(5.0)
             try:
-                msg = json.loads(self.ws.recv())
+                msg = json.loads(ws.recv())
             except websocket.WebSocketTimeoutException:
+                if time.monotonic() < deadline:
+                    continue
                 raise TimeoutError(
-                    f"the kernel did not finish in time: {code[:200]!r}; so far {reply}"
+                    f"the kernel did not finish in {limit} s: {code[:200]!r}; so far {reply}"
                 ) from None
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
@@ -118,9 +128,11 @@ class Kernel:
             elif kind == "error":
                 reply.error = f"{content['ename']}: {content['evalue']}"
                 reply.traceback = content["traceback"]
+            elif kind == "execute_reply" and content["status"] == "aborted":
+                reply.error = "aborted: the kernel dropped this request after an earlier error"
+                return reply
             elif kind == "status" and content["execution_state"] == "idle":
                 return reply
 
     def close(self) -> None:
-        self.ws.close()
         self._rest("DELETE", f"/api/kernels/{self.kernel_id}")
