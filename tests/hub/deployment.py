@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import json
 import os
 import pwd
@@ -65,6 +66,8 @@ SYSTEM_PYTHON = Path(
 #: What ``useradd -c`` writes: a user with this comment was made by a deployment (and may be
 #: removed by the next one, after a run that was killed before it could clean up).
 GECOS = "flexlab hub test user"
+#: Held (flock) while a deployment lives: a second one on the machine waits for it.
+LOCK = Path(tempfile.gettempdir()) / "flexlab-hub-tests.lock"
 
 #: JupyterHub's default scopes of a single-user server's own token.
 SERVER_TOKEN_SCOPES = ("users:activity!user", "access:servers!server")
@@ -255,9 +258,10 @@ class Deployment:
         _exit_on_sigterm()
 
     # ------------------------------------------------------------------ start
-    def start(self, timeout: float = 150.0) -> Deployment:
+    def start(self, timeout: float = 150.0, lock_timeout: float = 900.0) -> Deployment:
         until = time.monotonic() + timeout
         try:
+            self._lock(lock_timeout)
             for user in self.users:
                 self._add_user(user)
             self._user_venv()
@@ -267,6 +271,20 @@ class Deployment:
             self.close()
             raise
         return self
+
+    def _lock(self, timeout: float) -> None:
+        """One deployment at a time on a machine (they make the same system users): wait for
+        :data:`LOCK`, which the kernel releases when its holder exits, however it exits."""
+        self._lock_file = LOCK.open("a")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"another hub test deployment held {LOCK} for {timeout} s") from None
+                time.sleep(1.0)
 
     def _run(self, *argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=60)
@@ -504,6 +522,9 @@ class Deployment:
             with contextlib.suppress(BaseException):
                 self._remove_user(user)
         shutil.rmtree(self.root, ignore_errors=True)
+        lock = getattr(self, "_lock_file", None)
+        if lock is not None:
+            lock.close()  # releases the flock
 
 
 def _exit_on_sigterm() -> None:

@@ -290,11 +290,12 @@ def test_bobs_rest_calls_on_anas_leases_get_403(hub: Deployment, ana_leases: dic
         assert (status, lease["owner"], lease["state"]) == (200, "ana", "active"), lease
 
 
-#: Run in bob's kernel: for each address, check that its port is open, then try to connect
-#: with no certificate and with one of a CA of bob's own, each try in a process of bob's with
-#: a time limit; print one JSON line per try (its outcome, the exception's type).
+#: Run in bob's kernel: for each address, check that its port is open, try a bare TLS
+#: handshake without a certificate, then a Dask client with no certificate and with one of a
+#: CA of bob's own, each in a process of bob's with a time limit; print one JSON line per try
+#: (its outcome, the exception's type).
 BOB_CONNECTS = """
-import json, socket, subprocess, sys, tempfile
+import json, socket, ssl, subprocess, sys, tempfile
 from pathlib import Path
 from flexlab.commands.certs import write_pool_certs
 
@@ -315,10 +316,26 @@ try:
 except Exception as exc:
     print("refused " + type(exc).__name__ + ": " + str(exc)[:200])
 '''
+def bare_tls(host, port):
+    # a TLS handshake with no client certificate (and no check of the server's): the server
+    # must refuse it (with TLS 1.3 the refusal comes as an alert at the first read)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port), timeout=10) as raw, ctx.wrap_socket(raw) as tls:
+            tls.sendall(b"hello")
+            data = tls.recv(1)
+            return "CONNECTED" if data else "refused EOF: the server closed the connection"
+    except (ssl.SSLError, OSError) as exc:
+        return "refused " + type(exc).__name__ + ": " + str(exc)[:200]
+
 for name, address in {targets!r}.items():
     host, port = address.rsplit("/", 1)[1].rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=5):
         pass  # the port is open: what follows is refused by TLS, not by a closed port
+    outcome = bare_tls(host, int(port))
+    print(json.dumps({{"target": name, "how": "TLS, no certificate", "outcome": outcome}}), flush=True)
     for how, folder in (("no certificate", ""), ("bob's own CA", str(mine))):
         try:
             done = subprocess.run([sys.executable, "-c", TRY, address, folder], capture_output=True,
@@ -347,7 +364,7 @@ def test_bobs_kernel_reaches_neither_the_pool_nor_anas_schedulers(
     reply = bob.run(BOB_CONNECTS.format(targets=targets), timeout=60 + 45 * len(targets)).ok()
     outcomes = [json.loads(line) for line in reply.stdout.splitlines() if line.startswith("{")]
     (artifacts / "hub-bob-connections.json").write_text(json.dumps(outcomes, indent=1))
-    assert len(outcomes) == 2 * len(targets), reply
+    assert len(outcomes) == 3 * len(targets), reply
     for attempt in outcomes:
         assert attempt["outcome"].startswith("refused "), attempt
         assert attempt["outcome"].split()[1].rstrip(":") in REFUSALS, attempt
@@ -363,4 +380,7 @@ REFUSALS = {
     "CommClosedError",
     "FatalCommClosedError",
     "TimeoutExpired",
+    "SSLEOFError",
+    "ConnectionResetError",
+    "EOF",
 }
