@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from distributed import Client
 from flexlab_dask import FlexCluster
-from flexlab_dask import agent as agent_module
+from flexlab_dask import agent_private as agent_module
 
 import flexlab
 from flexlab.core.errors import LeaseEnded
