@@ -20,7 +20,9 @@ Why ``venv/``: the project's ``.venv`` runs an interpreter under ``/root`` (pyen
 ``/root`` is 0700, so the users could not start it. ``venv/`` is a venv of the system's
 ``/usr/bin/python3`` (same minor version) whose ``.pth`` adds the project's site-packages,
 with ``share/`` and ``etc/`` linked to the project venv's (the lab extension, the server
-extension's config, the settings overrides). Nothing is installed twice.
+extension's config, the settings overrides). Nothing is installed twice. The pool (so its
+slice workers, which the agent starts with its own interpreter) and the front run on it too:
+with another Python than the kernels', Dask warns of a version mismatch in the notebook.
 
 :meth:`Deployment.close` stops everything it started, by pid (the hub stops the single-user
 servers and the proxy; any process left under a test user's uid is one this deployment's hub

@@ -1,8 +1,13 @@
-"""A real JupyterHub with two system users, ana and bob, and a TLS pool neither can read.
+"""A real JupyterHub with two system users, ana and bob, and a TLS pool neither can read
+(issue 13, "Done when"; the deployment: ``deployment.py``, how to run it: docs/jupyterhub.md).
 
-Each user logs in through the Hub's login page in Chromium; their single-user servers and
-kernels run as their own system accounts (checked in /proc), and the pool's certificates are
-out of their reach. Screenshots of each user's Accelerators panel go to ``test-artifacts/``.
+Their single-user servers and kernels run as their own system accounts (checked in /proc) and
+cannot read the pool's certificates; the flexlab front, a Hub service, holds them. In
+Chromium, ana logs in through the Hub, asks for a slice in the Accelerators panel, inserts its
+code and runs a task on her private lease; bob logs in and sees the pool's occupancy but not
+her leases, his REST calls on them get 403, and from his kernel the pool's scheduler and her
+private schedulers refuse him. Screenshots of each user's panel (and ana's notebook) and what
+bob's connection tries got go to ``test-artifacts/``.
 """
 
 from __future__ import annotations
