@@ -1,9 +1,10 @@
 """Private leases, the user's side: a Dask scheduler of your own for your leases' workers.
 
 A private lease's slice worker joins a scheduler of its owner's instead of the pool's, so
-nobody else (other users, trusted pool clients) can send it work or read its data: only
-holders of this scheduler's own TLS material can connect, and that material is made here,
-in memory, for this process. ``flexlab.lease(spec, private=True)`` starts one per process
+other users cannot send it work or read its data: only holders of this scheduler's own TLS
+material can connect, and that material is made here, in memory, for this process (the
+worker's part goes to the pool, whose trusted tier can therefore reach it too:
+``docs/security.md``). ``flexlab.lease(spec, private=True)`` starts one per process
 (:func:`default_private_scheduler`) and hands its worker credentials to the pool::
 
     with flexlab.lease("gpu:0.5", private=True) as lease:
