@@ -6,9 +6,12 @@ carries those credentials to the host agent, which starts the slice's worker aga
 owner's scheduler (never the pool's) and reports back what the plugin cannot see through
 ``add_worker``: that the worker started (the lease is then active), that it died (handled
 like a lease worker that dies: the lease is placed again and gets a new worker), and its
-telemetry. The credentials live in this process's memory only, for the lease's life: they
-are not written to the lease store (a private lease does not survive a scheduler restart)
-and never appear in a lease's view, which shows ``private`` and the scheduler's address.
+telemetry. The credentials live in this process's memory and in the lease store (mode
+0600) for the lease's life, and never appear in a lease's view, which shows ``private`` and
+the scheduler's address. A private worker runs on through a restart of the pool scheduler
+(it is joined to its owner's): the restarted scheduler restores the lease where it was,
+adopts the worker its agent still runs (:meth:`PrivateLeases.adopt`) instead of starting
+another, and the agent reports it again, so the lease is active on the same worker.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from flexlab.core.errors import InvalidRequest
-from flexlab.core.pool.model import ENDED
+from flexlab.core.pool.model import ENDED, StartSlice
 
 if TYPE_CHECKING:
     from flexlab_dask.scheduler import FlexScheduler
@@ -130,6 +133,26 @@ class PrivateLeases:
 
     def hold(self, lease_id: str, private: dict[str, str]) -> None:
         self.credentials[lease_id] = private
+
+    def adopt(self, host: str, running: list[str]) -> list[str]:
+        """The agent of ``host`` registered running ``running``: the restored private leases'
+        slices among them keep the worker it runs (already joined to its owner's
+        scheduler, with work on it) instead of being started again; their agent reports
+        them started. Returns the adopted slice ids."""
+        have = set(running)
+        adopted = []
+        for sid in have:
+            s = self.plugin.pool.slices.get(sid)
+            if s is None or s.host != host or s.state != "starting" or s.lease_id is None:
+                continue
+            lease = self.plugin.pool.leases.get(s.lease_id)
+            if lease is not None and lease.private is not None and s.lease_id in self.credentials:
+                adopted.append(sid)
+        if adopted:
+            box = self.plugin.pool.outbox.get(host, [])
+            box[:] = [c for c in box if not (isinstance(c, StartSlice) and c.slice_id in adopted)]
+            logger.info("flexlab: host %s: private workers of %s adopted after a restart", host, adopted)
+        return adopted
 
     def command(self, cmd: dict[str, Any]) -> dict[str, Any]:
         """An agent's command dict with what a private lease's worker needs: a start gets

@@ -217,7 +217,14 @@ class FlexScheduler(SchedulerPlugin):
         scheduler.stream_handlers["flexlab-telemetry"] = self.handle_telemetry
         if self.state_file:
             self.store = LeaseStore(self.state_file)
-            for stored in self.store.live():
+            live = self.store.live()
+            # A private lease's worker runs on through a restart (it joined its owner's
+            # scheduler); its credentials come back first, in case it must start again.
+            kept = self.store.private_credentials()
+            for stored in live:
+                if stored.private is not None and stored.lease_id in kept:
+                    self.private.hold(stored.lease_id, kept[stored.lease_id])
+            for stored in live:
                 self.pool.restore_lease(restore(stored))
             # The hosts it had, and those its leases were on, may still register: until they
             # have (or agent-timeout has passed) nothing is refused as never fitting.
@@ -807,6 +814,7 @@ class FlexScheduler(SchedulerPlugin):
         self.pool.register_host(spec, layouts={k: tuple(v) for k, v in (layouts or {}).items()})
         self._agents[spec.name] = time.time()
         self._agent_events.setdefault(spec.name, asyncio.Event())
+        self.private.adopt(spec.name, [str(x) for x in running or []])
         again = self.pool.agent_back(spec.name, [str(x) for x in running or []])
         if again:
             logger.info("flexlab: host %s: slices %s started again (their agent was new)", spec.name, again)
@@ -1092,6 +1100,8 @@ class FlexScheduler(SchedulerPlugin):
             )
             if creds is not None:
                 self.private.hold(lease.lease_id, creds)
+                if self.store is not None:
+                    self.store.save_private(lease.lease_id, creds)
             placed = lease.slice_id in self.pool.slices
             outcome: LeaseOutcome = "warm" if lease.state == "active" else "placed" if placed else "waiting"
             self.metrics.lease_asked(cls, outcome, lease.lease_id)
@@ -1184,8 +1194,6 @@ class FlexScheduler(SchedulerPlugin):
             else self.pool.leases.values()
         )
         for lease in leases:
-            if lease.private is not None:
-                continue  # its credentials are not kept: it cannot come back after a restart
             sig = (lease.state, lease.expires_at, lease.ttl_s, lease.priority, lease.placed_on)
             if saved.get(lease.lease_id) != sig:
                 self.store.save(lease)

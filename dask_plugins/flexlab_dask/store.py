@@ -3,12 +3,19 @@
 One row per lease (owner, request, TTL, priority, state and where its slice was). Writes
 are small and synchronous; the file uses WAL so readers (``flexlab status``) never block
 the scheduler.
+
+A private lease also keeps the credentials its worker joins its owner's scheduler with
+(``flexlab_dask.private``), so that a restarted scheduler can start that worker again if it
+must. The scheduler holds them in memory anyway; on disk the file is readable by its owner
+only (mode 0600, like its WAL files, which SQLite creates with the database's mode), and a
+lease's credentials go when the lease is forgotten.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +38,7 @@ CREATE TABLE IF NOT EXISTS leases (
     state      TEXT NOT NULL,
     placed_on  TEXT
 );
+CREATE TABLE IF NOT EXISTS private (lease_id TEXT PRIMARY KEY, credentials TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -46,6 +54,8 @@ class StoredLease:
     expires_at: float
     state: str
     placed_on: tuple[str, tuple[str, ...], int] | None
+    #: A private lease: its owner's scheduler address.
+    private: str | None = None
 
 
 class LeaseStore:
@@ -55,10 +65,15 @@ class LeaseStore:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+            os.chmod(self.path, 0o600)  # a file from before private leases: owner only now
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         if self.path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(leases)")}
+        if "private" not in columns:  # a file written before private leases
+            self._db.execute("ALTER TABLE leases ADD COLUMN private TEXT")
 
     def save(self, lease: LeaseInfo) -> None:
         placed = (
@@ -67,7 +82,7 @@ class LeaseStore:
             else None
         )
         self._db.execute(
-            "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 lease.lease_id,
                 lease.owner,
@@ -78,8 +93,22 @@ class LeaseStore:
                 lease.expires_at,
                 lease.state,
                 placed,
+                lease.private,
             ),
         )
+
+    def save_private(self, lease_id: str, credentials: dict[str, str]) -> None:
+        """The credentials of a private lease's worker (kept until the lease is forgotten)."""
+        self._db.execute("INSERT OR REPLACE INTO private VALUES (?, ?)", (lease_id, json.dumps(credentials)))
+
+    def private_credentials(self) -> dict[str, dict[str, str]]:
+        """Lease id -> its worker's credentials, for the private leases kept."""
+        out: dict[str, dict[str, str]] = {}
+        for lease_id, text in self._db.execute("SELECT lease_id, credentials FROM private"):
+            creds = json.loads(text)
+            if isinstance(creds, dict):
+                out[str(lease_id)] = {str(k): str(v) for k, v in creds.items()}
+        return out
 
     def load(self) -> Iterator[StoredLease]:
         for row in self._db.execute("SELECT * FROM leases ORDER BY created"):
@@ -87,7 +116,7 @@ class LeaseStore:
             if row[8]:
                 h, devs, start = json.loads(row[8])
                 placed = (str(h), tuple(str(d) for d in devs), int(start))
-            yield StoredLease(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], placed)
+            yield StoredLease(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], placed, row[9])
 
     def live(self) -> list[StoredLease]:
         return [s for s in self.load() if s.state not in ("released", "expired")]
@@ -95,6 +124,7 @@ class LeaseStore:
     def forget(self, lease_ids: list[str]) -> None:
         """Delete the rows of leases the pool forgot (ended past their retention)."""
         self._db.executemany("DELETE FROM leases WHERE lease_id = ?", [(x,) for x in lease_ids])
+        self._db.executemany("DELETE FROM private WHERE lease_id = ?", [(x,) for x in lease_ids])
 
     def save_hosts(self, names: list[str]) -> None:
         """The hosts registered now: a restarted scheduler expects them back."""
@@ -121,6 +151,7 @@ def restore(stored: StoredLease) -> LeaseInfo:
         expires_at=stored.expires_at,
         state="recovering",
         placed_on=stored.placed_on,
+        private=stored.private,
         reason="scheduler restarted; waiting for its host",
         # its TTL keeps the end it had (a lease that was never active gets it anew)
         active_since=stored.created if stored.state != "pending" else None,
