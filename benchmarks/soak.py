@@ -195,6 +195,12 @@ def _structures(dask_scheduler: Any) -> dict[str, int]:
         # Bounded rings that fill over the first half hour or hour: history frames (one per
         # tick, 3,600 kept) and the pool's events (2,000 kept).
         "plugin_history_frames": len(plugin.history.frames()),
+        # distributed keeps the last low-level-log-length batches sent on each worker's and
+        # client's stream (BatchedSend.recent_message_log): a long-lived worker's fills slowly.
+        "dask_comm_log_batches": sum(
+            len(getattr(c, "recent_message_log", ()))
+            for c in [*dask_scheduler.stream_comms.values(), *dask_scheduler.client_comms.values()]
+        ),
     }
     for name, value in vars(plugin).items():  # the plugin's own tables, whatever they are
         if isinstance(value, (dict, list, set)) and name not in ("pool",):
@@ -371,9 +377,19 @@ def main() -> int:
         help="distributed.scheduler.events-cleanup-delay for the run (default 5m; distributed's "
         "default 1h): how long a gone worker's events stay",
     )
+    ap.add_argument(
+        "--log-length",
+        type=int,
+        default=100,
+        help="distributed.admin.low-level-log-length for the run (default 100; distributed's default "
+        "1000): the batches each worker's and client's stream keeps for debugging, and the events "
+        "each topic keeps, which fill over an hour or more at 1000",
+    )
     args = ap.parse_args()
     from dask.utils import parse_timedelta
 
+    if args.log_length < 1:
+        ap.error(f"--log-length {args.log_length}: give a positive number of entries")
     for name, value in (("--keep-ended", args.keep_ended), ("--events-cleanup", args.events_cleanup)):
         try:
             seconds = parse_timedelta(value)
@@ -402,13 +418,18 @@ def main() -> int:
         env={
             "DASK_FLEXLAB__LEASE__KEEP_ENDED": args.keep_ended,
             "DASK_DISTRIBUTED__SCHEDULER__EVENTS_CLEANUP_DELAY": args.events_cleanup,
+            "DASK_DISTRIBUTED__ADMIN__LOW_LEVEL_LOG_LENGTH": str(args.log_length),
         },
     )
     report: dict[str, Any] = {
         "minutes": args.minutes,
         "seed": args.seed,
         "every_s": [lo, hi],
-        "retention": {"lease.keep-ended": args.keep_ended, "events-cleanup-delay": args.events_cleanup},
+        "retention": {
+            "lease.keep-ended": args.keep_ended,
+            "events-cleanup-delay": args.events_cleanup,
+            "low-level-log-length": args.log_length,
+        },
     }
     ok = False
     pool: Pool | None = None

@@ -39,4 +39,8 @@ def test_a_short_soak_loses_nothing_and_leaves_nothing(tmp_path: Path) -> None:
     assert report["processes_left"] == []
     assert report["namespaces_left"] == []
     assert report["scheduler_memory"]["flat"] is None  # two minutes judge nothing about memory
-    assert report["retention"] == {"lease.keep-ended": "5m", "events-cleanup-delay": "5m"}
+    assert report["retention"] == {
+        "lease.keep-ended": "5m",
+        "events-cleanup-delay": "5m",
+        "low-level-log-length": 100,
+    }
