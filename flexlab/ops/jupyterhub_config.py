@@ -15,7 +15,9 @@
 
 c = get_config()  # type: ignore[name-defined]  # noqa: F821  (JupyterHub provides it)
 
-POOL = "tls://10.0.0.5:8786"  # flexlab up --tls /etc/flexlab/tls on the pool's scheduler machine
+# On the pool's machines, as root: flexlab up --tls /etc/flexlab/tls --private-user '{owner}'
+# (and flexlab agent ... --private-user '{owner}'): users' private workers run as themselves.
+POOL = "tls://10.0.0.5:8786"
 POOL_TLS = "/etc/flexlab/tls"  # ca.pem, client.pem, client-key.pem (flexlab certs)
 FRONT_PORT = 10101  # the front listens here, on loopback; the Hub's proxy routes /services/flexlab/ to it
 

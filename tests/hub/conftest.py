@@ -53,6 +53,9 @@ def hub() -> Iterator[Deployment]:
         ],
         singleuser_args=["--FlexlabJupyter.front_url={public}/services/flexlab/"],
         user_scopes=["access:services!service=flexlab"],
+        # private leases' workers run as their owners' accounts, not the agent's (root): the
+        # owner's code on them cannot read the pool's certificates (docs/security.md)
+        pool_args=["--policy", "firstfit", "--private-user", "{owner}"],
     )
     try:
         yield deployment.start()

@@ -219,12 +219,24 @@ def ana_leases(hub: Deployment, kernels: dict[str, Kernel]) -> dict[str, str]:
             "from flexlab.notebook import where\n"
             "mine = flexlab.lease('t4:0.5')\n"
             "print(mine.submit(where).result())\n"
-            "print('LEASE', mine.lease_id, mine.client.scheduler.address)\n",
+            "print('LEASE', mine.lease_id, mine.client.scheduler.address)\n"
+            "def probe(path):\n"
+            "    import os\n"
+            "    try:\n"
+            "        open(path).read()\n"
+            "        return os.getuid(), 'readable'\n"
+            "    except PermissionError:\n"
+            "        return os.getuid(), 'refused'\n"
+            f"print('PROBE', *mine.submit(probe, {str(hub.tls / 'client-key.pem')!r}).result())\n",
             timeout=120,
         )
         .ok()
     )
     assert "'model': 't4'" in reply.stdout, reply
+    # her task ran as her own account (flexlab up --private-user '{owner}'), not as the
+    # agent's (root): it cannot read the pool's client key
+    uid, key = reply.stdout.split("PROBE ", 1)[1].split()[:2]
+    assert (int(uid), key) == (hub.uid("ana"), "refused"), reply
     lease_id, address = reply.stdout.split("LEASE ", 1)[1].split()[:2]
     assert address.startswith("tls://127.0.0.1:")
     assert address != hub.scheduler
