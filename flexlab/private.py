@@ -157,26 +157,10 @@ class PrivateLeasePlugin(SchedulerPlugin):
             self._err(sched, key, exc)
 
     def _err(self, sched: Scheduler, key: Any, exc: Exception) -> None:
-        from distributed.core import error_message
+        from flexlab_dask.tasks import fail_waiting_task
 
-        ts = sched.tasks.get(key)
-        if ts is None or ts.state != "no-worker":
-            return
-        msg = error_message(exc)
-        stimulus_id = f"flexlab-private-lease-ended-{time.time()}"
-        recs, client_msgs, worker_msgs = sched._transition(
-            key,
-            "erred",
-            stimulus_id,
-            cause=key,
-            exception=msg["exception"],
-            traceback=msg["traceback"],
-            exception_text=msg["exception_text"],
-            traceback_text=msg["traceback_text"],
-        )
-        sched._transitions(recs, client_msgs, worker_msgs, stimulus_id)
-        sched.send_all(client_msgs, worker_msgs)
-        self.failed += 1
+        if fail_waiting_task(sched, key, exc, f"flexlab-private-lease-ended-{time.time()}"):
+            self.failed += 1
 
 
 def route_host(pool: str | None) -> str:

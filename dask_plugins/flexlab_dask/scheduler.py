@@ -68,6 +68,7 @@ from flexlab_dask.housekeeping import prune_event_topics
 from flexlab_dask.private import PrivateLeases
 from flexlab_dask.state import build_pool_state, host_from_dict
 from flexlab_dask.store import LeaseStore, restore
+from flexlab_dask.tasks import fail_waiting_task
 
 logger = logging.getLogger("flexlab.scheduler")
 
@@ -747,26 +748,9 @@ class FlexScheduler(SchedulerPlugin):
 
     def _err_task(self, key: Any, exc: Exception) -> None:
         """Fail a task that waits in ``no-worker`` with ``exc`` (its future raises it)."""
-        from distributed.core import error_message
-
         sched = self.scheduler
-        ts = sched.tasks.get(key) if sched is not None else None
-        if sched is None or ts is None or ts.state != "no-worker":
+        if sched is None or not fail_waiting_task(sched, key, exc, f"flexlab-lease-ended-{time.time()}"):
             return
-        msg = error_message(exc)
-        stimulus_id = f"flexlab-lease-ended-{time.time()}"
-        recs, client_msgs, worker_msgs = sched._transition(
-            key,
-            "erred",
-            stimulus_id,
-            cause=key,
-            exception=msg["exception"],
-            traceback=msg["traceback"],
-            exception_text=msg["exception_text"],
-            traceback_text=msg["traceback_text"],
-        )
-        sched._transitions(recs, client_msgs, worker_msgs, stimulus_id)
-        sched.send_all(client_msgs, worker_msgs)
         self._stats["failed"] += 1
         self._requests.pop(key, None)
 
