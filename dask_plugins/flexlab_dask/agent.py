@@ -233,6 +233,26 @@ class HostAgent(PrivateWorkers):
             return  # its worker is gone; the scheduler sees it leave
         await self._rpc.flexlab_agent_retagged(host=self.host.name, slice_id=sid, worker=addr)
 
+    def worker_argv(self, scheduler: str, spec: dict[str, Any], provider: str, tls: str | None) -> list[str]:
+        """The command line of a slice worker process joining ``scheduler``."""
+        return [
+            sys.executable,
+            "-m",
+            "flexlab_dask",
+            scheduler,
+            "--slice",
+            json.dumps(spec),
+            "--provider",
+            provider,
+            "--host",
+            self.listen_host,
+            "--interval",
+            str(self.telemetry_interval),
+            *(["--tls", tls] if tls else []),
+            "--agent-pid",
+            str(os.getpid()),
+        ]
+
     async def start_slice(self, cmd: dict[str, Any]) -> None:
         sid = str(cmd["slice_id"])
         if sid in self.running:
@@ -244,23 +264,7 @@ class HostAgent(PrivateWorkers):
             await self._start_private(sid, cmd, env, provider)
             return
         if self.processes:
-            argv = [
-                sys.executable,
-                "-m",
-                "flexlab_dask",
-                self.scheduler,
-                "--slice",
-                json.dumps(cmd),
-                "--provider",
-                provider,
-                "--host",
-                self.listen_host,
-                "--interval",
-                str(self.telemetry_interval),
-                *(["--tls", self.tls] if self.tls else []),
-                "--agent-pid",
-                str(os.getpid()),
-            ]
+            argv = self.worker_argv(self.scheduler, cmd, provider, self.tls)
             proc = subprocess.Popen(argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL)
             self.running[sid] = Running(cmd, process=proc)
         else:

@@ -87,6 +87,9 @@ class PrivateWorkers:
     async def _stop_worker(self, r: Running, reason: str) -> None:
         raise NotImplementedError
 
+    def worker_argv(self, scheduler: str, spec: dict[str, Any], provider: str, tls: str | None) -> list[str]:
+        raise NotImplementedError
+
     async def _start_private(self, sid: str, cmd: dict[str, Any], env: dict[str, str], provider: str) -> None:
         """Start the worker of a private lease's slice against its owner's scheduler, with
         the slice's environment and the credentials of ``cmd["private"]`` (in a 0600 folder
@@ -127,25 +130,7 @@ class PrivateWorkers:
             return
         if self.processes:
             read_fd, write_fd = os.pipe()
-            argv = [
-                sys.executable,
-                "-m",
-                "flexlab_dask",
-                priv.scheduler,
-                "--slice",
-                json.dumps(spec),
-                "--provider",
-                provider,
-                "--host",
-                self.listen_host,
-                "--interval",
-                str(self.telemetry_interval),
-                *(["--tls", priv.tls] if priv.tls else []),
-                "--agent-pid",
-                str(os.getpid()),
-                "--report-fd",
-                str(write_fd),
-            ]
+            argv = [*self.worker_argv(priv.scheduler, spec, provider, priv.tls), "--report-fd", str(write_fd)]
             # Not the pool's TLS folder nor its address: the worker belongs to its owner.
             base = {k: v for k, v in os.environ.items() if k not in ("FLEXLAB_TLS", "FLEXLAB_SCHEDULER")}
             as_user: dict[str, Any] = {}
