@@ -270,13 +270,6 @@ class FrontLease(Lease):
     def __enter__(self) -> FrontLease:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    @property
-    def state(self) -> str:
-        return str(self.info.get("state"))
-
     @property
     def client(self) -> Any:
         """The Dask client of the private scheduler this lease's slice worker joined: this
