@@ -16,7 +16,7 @@ from distributed import Client
 import flexlab
 from flexlab.client import PoolClient
 from flexlab.private import close_default_private_scheduler
-from tests.dask.test_processes import Procs, wait_for
+from tests.dask.test_processes import Procs, pool_ready, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +50,7 @@ def slow_square(i: int, seconds: float) -> int:
 
 def test_a_private_lease_and_its_running_task_survive_a_scheduler_sigkill(procs: Procs) -> None:
     client = wait_for(lambda: Client(procs.address, timeout="2s"), 60, "the scheduler", procs)
+    wait_for(lambda: pool_ready(client, hosts=1, slices=1), 90, "the agent to register", procs)
     lease = flexlab.lease("t4:0.5", ttl="1h", owner="ana", client=client, private=True, timeout=90)
     assert lease.submit(slow_square, 3, 0.0).result(timeout=60) == 9
     worker = lease.refresh()["worker"]
