@@ -196,6 +196,7 @@ async def _run(
 
         kwargs["security"] = pool_security(tls, worker="worker")
     stop = asyncio.Event()
+    logging.getLogger("distributed.worker").addFilter(_QuietStop(stop))
     # Watched from the start: an agent that dies while this worker connects is seen too.
     watch = asyncio.create_task(_watch_agent(agent_pid, stop)) if agent_pid else None
     try:
@@ -211,6 +212,22 @@ async def _run(
     finally:
         if watch is not None:
             watch.cancel()
+
+
+class _QuietStop(logging.Filter):
+    """While the worker stops on purpose (its agent's SIGTERM), a heartbeat already in flight
+    fails when the scheduler drops the closing worker's connection, and distributed logs that
+    at ERROR with a traceback in the operator's terminal. Dropped then; never before."""
+
+    def __init__(self, stopping: asyncio.Event) -> None:
+        super().__init__()
+        self.stopping = stopping
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            self.stopping.is_set()
+            and record.getMessage().startswith("Failed to communicate with scheduler during heartbeat")
+        )
 
 
 def _fd_report(fd: int) -> Report:
