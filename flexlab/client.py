@@ -43,6 +43,7 @@ from flexlab.core.errors import (
 from flexlab.core.poolstate import LeaseView, PoolState, from_json
 from flexlab.core.request import parse_request
 from flexlab.core.units import parse_duration
+from flexlab.dask_client import open_client
 
 if TYPE_CHECKING:
     from flexlab.private import PrivateScheduler
@@ -138,7 +139,7 @@ def _connect_to(address: str, tls: str | None) -> Client:
     # Dask's own message for a tls:// address without a certificate ("TLS expects a
     # `ssl_context` argument") does not say what to do; client_address does.
     folder = tls_dir(tls)
-    return Client(client_address(address, folder), security=client_security(folder) if folder else None)
+    return open_client(client_address(address, folder), security=client_security(folder) if folder else None)
 
 
 def _call(client: Client, handler: str, **kwargs: Any) -> dict[str, Any]:

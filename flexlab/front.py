@@ -462,7 +462,9 @@ class ServerPrivate:
 
     def client(self) -> Any:
         if self._client is None:
-            from distributed import Client, Security
+            from distributed import Security
+
+            from flexlab.dask_client import open_client
 
             security = Security(
                 tls_ca_file=self._creds["ca"],
@@ -470,7 +472,7 @@ class ServerPrivate:
                 tls_client_key=self._creds["key"],
                 require_encryption=True,
             )
-            self._client = Client(self.address, security=security, set_as_default=False)
+            self._client = open_client(self.address, security=security, set_as_default=False)
         return self._client
 
 

@@ -40,6 +40,7 @@ from distributed import Client, Scheduler, SchedulerPlugin, Security
 
 from flexlab.core.errors import InvalidRequest, LeaseEnded
 from flexlab.core.pool.model import LEASE_PREFIX
+from flexlab.dask_client import open_client
 
 logger = logging.getLogger("flexlab.private")
 
@@ -313,7 +314,7 @@ class PrivateScheduler:
     def client(self) -> Client:
         """The Dask client of this scheduler (mutual TLS), made once; never the default client."""
         if self._client is None:
-            self._client = Client(self.address, security=self._security("client"), set_as_default=False)
+            self._client = open_client(self.address, security=self._security("client"), set_as_default=False)
         return self._client
 
     def end_lease(self, lease_id: str, reason: str) -> None:

@@ -91,13 +91,15 @@ class PoolManager:
                 return self._client
             from distributed import Client
 
+            from flexlab.dask_client import open_client
+
             if self.configured_address:
                 try:
                     from flexlab.tls import client_address, client_security
 
                     security = client_security(self.tls) if self.tls else None
                     address = client_address(self.configured_address, self.tls)
-                    self._client = Client(
+                    self._client = open_client(
                         address, timeout=self.connect_timeout, set_as_default=False, security=security
                     )
                 except (OSError, TimeoutError, InvalidRequest) as exc:

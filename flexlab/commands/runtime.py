@@ -300,15 +300,14 @@ def _interval(text: str) -> float:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from distributed import Client
-
     from flexlab.client import PoolClient
+    from flexlab.dask_client import open_client
 
     tls = tls_dir(args.tls)
     address = pool_address(args.scheduler, tls=bool(tls))
     security = pool_security(tls, client="client") if tls else None
     try:
-        client = Client(address, timeout=args.timeout, security=security)
+        client = open_client(address, timeout=args.timeout, security=security)
     except OSError as exc:
         print(f"flexlab: cannot reach a scheduler at {args.scheduler}: {exc}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ from distributed import Client
 
 import flexlab
 from flexlab.client import PoolClient
+from flexlab.dask_client import open_client
 
 from .conftest import slice_of, where
 
@@ -168,7 +169,7 @@ def plugin_errors(client: Client) -> list[str]:
 
 
 def test_two_agents_one_pool_faults_and_restart(procs: Procs) -> None:
-    client = wait_for(lambda: Client(procs.address, timeout="2s"), 60, "the scheduler", procs)
+    client = wait_for(lambda: open_client(procs.address, timeout="2s"), 60, "the scheduler", procs)
     wait_for(lambda: pool_ready(client, hosts=2, slices=6), 90, "two hosts and six slices", procs)
 
     # Placement across machines: only fitting slices.
@@ -249,7 +250,7 @@ def test_two_agents_one_pool_faults_and_restart(procs: Procs) -> None:
     procs.scheduler.send_signal(signal.SIGTERM)
     procs.scheduler.wait(20)
     procs.start_scheduler()
-    client = wait_for(lambda: Client(procs.address, timeout="2s"), 60, "the restarted scheduler", procs)
+    client = wait_for(lambda: open_client(procs.address, timeout="2s"), 60, "the restarted scheduler", procs)
     wait_for(lambda: pool_ready(client, hosts=2, slices=5), 90, "agents to register again", procs)
     leases = wait_for(
         lambda: [le for le in PoolClient(client).leases(owner="ana") if le["state"] == "active"],

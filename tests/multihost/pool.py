@@ -17,6 +17,7 @@ from distributed import Client
 
 import flexlab
 from flexlab.client import Lease, PoolClient
+from flexlab.dask_client import open_client
 
 from .harness import Lab, wait_for
 from .load import Load, Watch
@@ -61,7 +62,7 @@ class Pool:
         for h in HOSTS:
             self.start_agent(h)
         self.client = wait_for(
-            lambda: Client(self.lab.scheduler_address, timeout="60s", security=self.lab.security()),
+            lambda: open_client(self.lab.scheduler_address, timeout="60s", security=self.lab.security()),
             90,
             "the scheduler",
             self.lab,

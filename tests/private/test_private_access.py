@@ -14,6 +14,7 @@ from flexlab_dask import FlexCluster
 import flexlab
 from flexlab.client import _raise
 from flexlab.core.errors import InvalidRequest, LeaseEnded
+from flexlab.dask_client import open_client
 from flexlab.private import PrivateScheduler, make_material, route_host
 from flexlab.tls import pool_security
 from tests.private.conftest import wait_until
@@ -33,17 +34,17 @@ def test_only_its_own_credentials_reach_a_private_scheduler(
     assert ps.client().scheduler_info()["address"] == ps.address  # it has no workers of its own
     port = ps.address.rsplit(":", 1)[1]
     with pytest.raises(OSError, match=r"Timed out|handshake|closed"):  # plain TCP to its TLS port
-        Client(f"tcp://127.0.0.1:{port}", timeout="3s")
+        open_client(f"tcp://127.0.0.1:{port}", timeout="3s")
     # the pool's own client certificate (the trusted tier) and another CA's are refused
     for folder in (pool_tls, other_tls):
         with pytest.raises(OSError, match=r"Timed out|certificate|handshake"):
-            Client(ps.address, timeout="3s", security=pool_security(str(folder), client="client"))
+            open_client(ps.address, timeout="3s", security=pool_security(str(folder), client="client"))
     # a certificate of another private scheduler (another user's) too
     other = make_material("127.0.0.1")
     from distributed import Security
 
     with pytest.raises(OSError, match=r"Timed out|certificate|handshake"):
-        Client(
+        open_client(
             ps.address,
             timeout="3s",
             security=Security(

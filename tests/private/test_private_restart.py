@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from distributed import Client
 
 import flexlab
 from flexlab.client import PoolClient
+from flexlab.dask_client import open_client
 from flexlab.private import close_default_private_scheduler
 from tests.dask.test_processes import Procs, pool_ready, wait_for
 
@@ -49,7 +49,7 @@ def slow_square(i: int, seconds: float) -> int:
 
 
 def test_a_private_lease_and_its_running_task_survive_a_scheduler_sigkill(procs: Procs) -> None:
-    client = wait_for(lambda: Client(procs.address, timeout="2s"), 60, "the scheduler", procs)
+    client = wait_for(lambda: open_client(procs.address, timeout="2s"), 60, "the scheduler", procs)
     wait_for(lambda: pool_ready(client, hosts=1, slices=1), 90, "the agent to register", procs)
     lease = flexlab.lease("t4:0.5", ttl="1h", owner="ana", client=client, private=True, timeout=90)
     assert lease.submit(slow_square, 3, 0.0).result(timeout=60) == 9
@@ -61,7 +61,7 @@ def test_a_private_lease_and_its_running_task_survive_a_scheduler_sigkill(procs:
     procs.scheduler.wait(20)
     client.close()
     procs.start_scheduler()
-    client = wait_for(lambda: Client(procs.address, timeout="2s"), 60, "the restarted scheduler", procs)
+    client = wait_for(lambda: open_client(procs.address, timeout="2s"), 60, "the restarted scheduler", procs)
     back = wait_for(
         lambda: [x for x in PoolClient(client).leases(owner="ana") if x["state"] == "active"],
         60,

@@ -13,6 +13,7 @@ from flexlab_dask import FlexCluster
 
 import flexlab
 from flexlab.core.errors import InvalidRequest
+from flexlab.dask_client import open_client
 from flexlab.tls import TLS_ENV, pool_security
 
 
@@ -42,17 +43,17 @@ def test_the_trusted_client_runs_a_lease(
 def test_a_plain_client_is_refused(tls_pool: FlexCluster, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(TLS_ENV, raising=False)
     with pytest.raises(TypeError, match="TLS expects a `ssl_context`"):
-        Client(tls_pool.scheduler_address, timeout="3s")
+        open_client(tls_pool.scheduler_address, timeout="3s")
     port = tls_pool.scheduler_address.rsplit(":", 1)[1]
     with pytest.raises(OSError, match=r"Timed out|handshake|closed"):  # plain TCP to the TLS port
-        Client(f"tcp://127.0.0.1:{port}", timeout="3s")
+        open_client(f"tcp://127.0.0.1:{port}", timeout="3s")
     with pytest.raises(InvalidRequest, match=r"the pool's TLS folder .*uses TLS"):
         flexlab.connect(tls_pool.scheduler_address)
 
 
 def test_a_client_with_another_cas_certificate_is_refused(tls_pool: FlexCluster, other_tls: Path) -> None:
     with pytest.raises(OSError, match=r"Timed out|certificate|handshake"):
-        Client(
+        open_client(
             tls_pool.scheduler_address, timeout="3s", security=pool_security(str(other_tls), client="client")
         )
 

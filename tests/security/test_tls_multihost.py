@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from distributed import Client
 
 import flexlab
 from flexlab.commands.certs import write_pool_certs
+from flexlab.dask_client import open_client
 from flexlab.tls import pool_security
 
 from ..multihost.harness import Lab, netns_available, wait_for
@@ -57,7 +57,7 @@ def test_a_tls_pool_across_machines(lab: Lab, tmp_path: Path, other_tls: Path) -
     assert lab.scheduler_address == f"tls://{sched}:8786"
 
     client = wait_for(
-        lambda: Client(lab.scheduler_address, timeout="10s", security=lab.security()),
+        lambda: open_client(lab.scheduler_address, timeout="10s", security=lab.security()),
         90,
         "the scheduler",
         lab,
@@ -80,9 +80,9 @@ def test_a_tls_pool_across_machines(lab: Lab, tmp_path: Path, other_tls: Path) -
 
         # across the network: a client without the certificate, or with another CA's
         with pytest.raises(TypeError, match="TLS expects a `ssl_context`"):
-            Client(lab.scheduler_address, timeout="3s")
+            open_client(lab.scheduler_address, timeout="3s")
         with pytest.raises(OSError, match=r"Timed out|certificate|handshake"):
-            Client(
+            open_client(
                 lab.scheduler_address, timeout="3s", security=pool_security(str(other_tls), client="client")
             )
 

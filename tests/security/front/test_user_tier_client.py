@@ -10,6 +10,7 @@ import pytest
 
 import flexlab
 from flexlab.core.errors import InvalidRequest, NotOwner
+from flexlab.dask_client import open_client
 from flexlab.front import FrontClient, FrontLease, FrontPoolClient, FrontRejected, check_owner
 from flexlab.notebook import FlexMagicsCore
 from tests.security.front.conftest import Hub
@@ -113,7 +114,6 @@ def test_a_private_lease_through_the_front_runs_only_its_owners_work(fronts: dic
     """ana's kernel: a private lease through the front, a task on it through her own
     scheduler; bob reaches neither the lease (403) nor that scheduler (TLS of its own)."""
     pytest.importorskip("flexlab.private")
-    from distributed import Client
 
     from flexlab.notebook import where
 
@@ -128,7 +128,7 @@ def test_a_private_lease_through_the_front_runs_only_its_owners_work(fronts: dic
         with pytest.raises(NotOwner, match="not your lease"):
             FrontLease.attach(lease.lease_id, front=fronts["bob"])
         with pytest.raises((OSError, TimeoutError)):
-            Client(address.replace("tls://", "tcp://"), timeout=3)  # no certificate of its CA
+            open_client(address.replace("tls://", "tcp://"), timeout=3)  # no certificate of its CA
     assert fronts["ana"].get_lease(lease.lease_id)["state"] == "released"
     lease.private.close()  # this process's private scheduler (a later lease starts another)
 
