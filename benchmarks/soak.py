@@ -192,6 +192,14 @@ def _structures(dask_scheduler: Any) -> dict[str, int]:
         "pool_pending_tasks": len(pool.pending),
         "pool_bound_tasks": len(pool.task_slice),
         "plugin_topics_pruned": int(getattr(plugin, "topics_pruned", 0)),
+        # Task groups held by distributed's computations and spans, and how many forgotten
+        # ones the plugin dropped from them (flexlab_dask.housekeeping).
+        "dask_task_groups": len(dask_scheduler.task_groups),
+        "dask_computation_groups": sum(len(c.groups) for c in dask_scheduler.computations),
+        "dask_spans": len(dask_scheduler.extensions["spans"].spans),
+        "dask_span_groups": sum(len(x.groups) for x in dask_scheduler.extensions["spans"].spans.values()),
+        "dask_nthreads_history": len(dask_scheduler.total_nthreads_history),
+        "plugin_groups_pruned": int(getattr(plugin, "groups_pruned", 0)),
         # Bounded rings that fill over the first half hour or hour: history frames (one per
         # tick, 3,600 kept) and the pool's events (2,000 kept).
         "plugin_history_frames": len(plugin.history.frames()),

@@ -1,4 +1,5 @@
-"""What the scheduler would otherwise keep forever: event topics of workers long gone.
+"""What the scheduler would otherwise keep forever: event topics of workers long gone, and
+the task groups of work long forgotten.
 
 distributed logs events under each worker's and client's address (``Scheduler.log_event``)
 and, ``distributed.scheduler.events-cleanup-delay`` after the worker or client has gone,
@@ -10,6 +11,19 @@ the 30-minute soak that was 1,381 topics, growing without bound.
 nobody subscribes to, and whose worker or client is gone. Nothing observable changes: a
 topic is created again, empty, the moment anything publishes to it, subscribes to it or
 reads it (the broker's table is a ``defaultdict``).
+
+distributed forgets a task group once all its tasks are forgotten, and makes a new one the
+next time a task of that name comes. But the scheduler's current ``Computation`` and its
+current default span hold every group they ever saw, and both stay current for as long as
+the scheduler is never idle: in a pool under steady load, that is for ever. Each forgotten
+group (a few KiB) stayed, one per burst of a task name, and
+``Scheduler._ensure_default_span`` walks them all on every graph submitted
+(distributed issue 7977, "Spans lifetime management"). :func:`prune_forgotten_groups` drops
+the groups the scheduler has forgotten from computations and spans, keeping the earliest
+started and the latest stopped of them so that their start, stop and ``done`` read as
+before; the fine performance metrics of a span are kept apart from its groups and stay.
+Spans themselves are kept (one default span per busy spell, each now holding at most two
+forgotten groups).
 """
 
 from __future__ import annotations
@@ -45,3 +59,38 @@ def prune_event_topics(scheduler: Any) -> int:
     if gone:
         logger.debug("flexlab: dropped %d empty event topics of gone workers and clients", len(gone))
     return len(gone)
+
+
+def _prune(groups: set[Any], live: set[int]) -> int:
+    """Drop from ``groups`` those not in ``live`` (ids), but the earliest-started and the
+    latest-stopped of them. Returns how many were dropped."""
+    dead = [tg for tg in groups if id(tg) not in live]
+    if len(dead) <= 2:
+        return 0
+    keep = {id(min(dead, key=lambda tg: tg.start or float("inf"))), id(max(dead, key=lambda tg: tg.stop))}
+    dropped = 0
+    for tg in dead:
+        if id(tg) not in keep:
+            groups.discard(tg)
+            dropped += 1
+    return dropped
+
+
+def prune_forgotten_groups(scheduler: Any) -> int:
+    """Drop the task groups the scheduler has forgotten from its computations and spans
+    (see the module's docstring). Returns how many references were dropped."""
+    live = {id(tg) for tg in getattr(scheduler, "task_groups", {}).values()}
+    dropped = 0
+    for computation in getattr(scheduler, "computations", ()):
+        groups = getattr(computation, "groups", None)
+        if isinstance(groups, set):
+            dropped += _prune(groups, live)
+    spans = getattr(getattr(scheduler, "extensions", {}).get("spans"), "spans", None)
+    if isinstance(spans, dict):
+        for span in spans.values():
+            groups = getattr(span, "groups", None)
+            if isinstance(groups, set):
+                dropped += _prune(groups, live)
+    if dropped:
+        logger.debug("flexlab: dropped %d references to forgotten task groups", dropped)
+    return dropped

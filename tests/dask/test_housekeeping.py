@@ -1,5 +1,6 @@
-"""The scheduler does not keep an event topic per worker it ever had (issue 15, the soak's
-memory): once distributed has emptied a gone worker's topic, the plugin drops it."""
+"""The scheduler does not keep an event topic per worker it ever had, nor a task group per
+burst of work it forgot (issue 15, the soak's memory): once distributed has emptied a gone
+worker's topic, or forgotten a group, the plugin drops what still refers to it."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import asyncio
 from typing import Any
 
 import dask
-from distributed import Client, Scheduler, Worker
+from distributed import Client, Event, Scheduler, Worker
 from distributed.utils_test import gen_cluster
 from flexlab_dask import FlexScheduler
-from flexlab_dask.housekeeping import prune_event_topics
+from flexlab_dask.housekeeping import prune_event_topics, prune_forgotten_groups
 
 
 @gen_cluster(client=True, nthreads=[("127.0.0.1", 1)], timeout=60)
@@ -74,3 +75,47 @@ def test_a_scheduler_without_a_broker_table_is_left_alone() -> None:
             self.clients: dict[str, Any] = {}
 
     assert prune_event_topics(Bare()) == 0
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def wait_for(name: str) -> None:
+    Event(name).wait(60)
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 2)], timeout=60)
+async def test_forgotten_task_groups_are_dropped_from_a_busy_schedulers_computation_and_span(
+    c: Client, s: Scheduler, w: Any
+) -> None:
+    plugin = FlexScheduler(state_file=":memory:", loop_interval=0.05)
+    await s.register_scheduler_plugin(plugin, idempotent=False)
+    release = Event("release-the-blocker")
+    blocker = c.submit(wait_for, "release-the-blocker", pure=False)  # the scheduler is never idle
+    spans = s.extensions["spans"]
+    for i in range(40):  # one task at a time: its group is forgotten before the next comes
+        assert await c.submit(inc, i) == i + 1
+        for _ in range(100):
+            if not any(tg.name.startswith("inc") for tg in s.task_groups.values()):
+                break
+            await asyncio.sleep(0.01)
+    computation = s.computations[-1]
+    span = spans.spans_search_by_name["default",][-1]
+    # the scheduler was never idle: its computation and default span held every group
+    assert sum(tg.name.startswith("inc") for tg in computation.groups) >= 30
+    assert sum(tg.name.startswith("inc") for tg in span.groups) >= 30
+    stop, start, done = computation.stop, span.start, span.done
+
+    dropped = prune_forgotten_groups(s)
+
+    assert dropped >= 2 * 28
+    live = set(s.task_groups.values())
+    assert sum(tg not in live for tg in computation.groups) <= 2  # the first started, the last stopped
+    assert sum(tg not in live for tg in span.groups) <= 2
+    assert (computation.stop, span.start, span.done) == (stop, start, done)
+    assert [tg for tg in computation.groups if tg in live]  # the blocker's group stays
+    assert prune_forgotten_groups(s) == 0
+    await release.set()
+    await blocker
+    assert plugin.errors == []
