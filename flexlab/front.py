@@ -30,7 +30,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flexlab.client import Lease, PoolClient
 from flexlab.core.errors import (
@@ -45,6 +45,9 @@ from flexlab.core.errors import (
 from flexlab.core.poolstate import LeaseView, PoolState, from_json
 from flexlab.core.request import parse_request
 from flexlab.core.units import parse_duration
+
+if TYPE_CHECKING:
+    from flexlab.private import PrivateScheduler
 
 #: The front's URL, for kernels of a front-mode Jupyter server (``.../flexlab/api/`` is under it).
 FRONT_ENV = "FLEXLAB_FRONT"
@@ -489,16 +492,10 @@ def server_private() -> ServerPrivate | None:
     return _SERVER_PRIVATE[path]
 
 
-def write_private_file(path: str, private: Any) -> None:
+def write_private_file(path: str, private: PrivateScheduler) -> None:
     """Write ``private``'s address and client credentials to ``path``, readable by this
     account alone (the Jupyter server's user: the same as its kernels')."""
-    material = private._material  # the scheduler's own CA and its client certificate
-    data = {
-        "scheduler": private.address,
-        "ca": material["ca"],
-        "cert": material["client"],
-        "key": material["client-key"],
-    }
+    data = private.client_credentials()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(data, f)

@@ -311,6 +311,13 @@ class PrivateScheduler:
         m = self._material
         return {"scheduler": self.address, "ca": m["ca"], "cert": m["worker"], "key": m["worker-key"]}
 
+    def client_credentials(self) -> dict[str, str]:
+        """What a client of this scheduler needs (for another process of the same account,
+        such as the kernels of the Jupyter server that owns it): its address, the CA to trust
+        and the client certificate and key."""
+        m = self._material
+        return {"scheduler": self.address, "ca": m["ca"], "cert": m["client"], "key": m["client-key"]}
+
     def client(self) -> Client:
         """The Dask client of this scheduler (mutual TLS), made once; never the default client."""
         if self._client is None:
