@@ -25,10 +25,11 @@ to come back; invariant checks run and broken; the scheduler's resident memory o
 Exit status 0 only when nothing was lost, nothing broke, nothing was left and (for runs of
 10 minutes or more) the scheduler's memory was flat in the last third of its longest life.
 
-Ended leases and a gone worker's events are kept for a retention (``lease.keep-ended`` and
-distributed's ``events-cleanup-delay``, 1 h each by default), so memory grows with churn
-until that retention has passed and is flat after it. The soak sets both to 5 minutes
-(``--keep-ended``, ``--events-cleanup``) to show the plateau within a 30-minute run.
+Ended leases, a gone worker's events and the pool's telemetry history are kept for a
+retention (``lease.keep-ended``, distributed's ``events-cleanup-delay`` and
+``flexlab.history-length``, 1 h each by default), so memory grows until that retention has
+passed and is flat after it. The soak sets all three to 5 minutes (``--keep-ended``,
+``--events-cleanup``, ``--history``) to show the plateau within a 30-minute run.
 """
 
 from __future__ import annotations
@@ -386,6 +387,12 @@ def main() -> int:
         "default 1h): how long a gone worker's events stay",
     )
     ap.add_argument(
+        "--history",
+        default="5m",
+        help="flexlab.history-length for the run (default 5m; shipped default 1h): how far back the "
+        "scheduler keeps the pool's telemetry frames, a ring that fills for that long",
+    )
+    ap.add_argument(
         "--log-length",
         type=int,
         default=100,
@@ -398,7 +405,11 @@ def main() -> int:
 
     if args.log_length < 1:
         ap.error(f"--log-length {args.log_length}: give a positive number of entries")
-    for name, value in (("--keep-ended", args.keep_ended), ("--events-cleanup", args.events_cleanup)):
+    for name, value in (
+        ("--keep-ended", args.keep_ended),
+        ("--events-cleanup", args.events_cleanup),
+        ("--history", args.history),
+    ):
         try:
             seconds = parse_timedelta(value)
         except (ValueError, KeyError, TypeError):
@@ -427,6 +438,7 @@ def main() -> int:
             "DASK_FLEXLAB__LEASE__KEEP_ENDED": args.keep_ended,
             "DASK_DISTRIBUTED__SCHEDULER__EVENTS_CLEANUP_DELAY": args.events_cleanup,
             "DASK_DISTRIBUTED__ADMIN__LOW_LEVEL_LOG_LENGTH": str(args.log_length),
+            "DASK_FLEXLAB__HISTORY_LENGTH": args.history,
         },
     )
     report: dict[str, Any] = {
@@ -437,6 +449,7 @@ def main() -> int:
             "lease.keep-ended": args.keep_ended,
             "events-cleanup-delay": args.events_cleanup,
             "low-level-log-length": args.log_length,
+            "history-length": args.history,
         },
     }
     ok = False

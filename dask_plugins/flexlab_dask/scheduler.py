@@ -193,7 +193,9 @@ class FlexScheduler(SchedulerPlugin):
         #: References to forgotten task groups dropped from computations and spans.
         self.groups_pruned = 0
         #: Aggregated telemetry over time (one sampler, many readers).
-        self.history = History(maxlen=3600)
+        self.history = History(
+            maxlen=max(1, round(config.seconds("history-length") / max(self.loop_interval, 0.01)))
+        )
         #: Prometheus metrics (``flexlab.core.metrics``) at the HTTP server's ``/metrics``.
         self.metrics = MetricsRecorder(started=time.time())
         self.metric_limits = MetricLimits(
