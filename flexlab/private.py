@@ -195,55 +195,17 @@ def make_material(host: str, *, days: int = CERT_DAYS) -> dict[str, str]:
     ``host``, 127.0.0.1, localhost), the lease workers and the client: ``ca``,
     ``scheduler``, ``scheduler-key``, ``worker``, ``worker-key``, ``client``, ``client-key``.
     The CA's key is not kept: nothing can be signed by this CA afterwards."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from flexlab.pki import issue, new_ca, pem_cert, pem_key, san_entries
 
     now = datetime.datetime.now(datetime.timezone.utc)
     start, until = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "flexlab private scheduler CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(until)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    sans: list[x509.GeneralName] = [x509.DNSName("localhost")]
-    for h in dict.fromkeys([host, "127.0.0.1"]):
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(h)))
-        except ValueError:
-            sans.append(x509.DNSName(h))
-    out = {"ca": ca.public_bytes(serialization.Encoding.PEM).decode()}
+    ca_key, ca = new_ca("flexlab private scheduler", start, until)
+    sans = san_entries(list(dict.fromkeys([host, "127.0.0.1", "localhost"])))
+    out = {"ca": pem_cert(ca).decode()}
     for role in ("scheduler", "worker", "client"):
-        key = ec.generate_private_key(ec.SECP256R1())
-        usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
-        if role != "client":
-            usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"flexlab private {role}")]))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(until)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-        out[role] = cert.public_bytes(serialization.Encoding.PEM).decode()
-        out[f"{role}-key"] = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ).decode()
+        key, cert = issue(ca_key, ca, role, sans, start, until)
+        out[role] = pem_cert(cert).decode()
+        out[f"{role}-key"] = pem_key(key).decode()
     return out
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from flexlab.core.errors import InvalidRequest
+from flexlab.pki import issue, new_ca, pem_cert, pem_key, san_entries
 from flexlab.tls import CA_CERT, CA_KEY, ROLES, cert_file, key_file
 
 DEFAULT_HOSTS = ("127.0.0.1", "localhost")
@@ -47,20 +48,16 @@ class Written:
     secret: bool
 
 
-def _san_entries(hosts: Sequence[str]) -> list[object]:
-    from cryptography import x509
-
-    out: list[object] = []
+def _san_entries(hosts: Sequence[str]) -> list[Any]:
     for host in hosts:
         try:
-            out.append(x509.IPAddress(ipaddress.ip_address(host.strip("[]"))))
+            ipaddress.ip_address(host.strip("[]"))
         except ValueError:
             if not _DNS_NAME.match(host):
                 raise InvalidRequest(
                     "--host", host, "an IPv4 or IPv6 address or a DNS name such as gpu-a.example.org"
                 ) from None
-            out.append(x509.DNSName(host.lower()))
-    return out
+    return san_entries(hosts)
 
 
 def _write(path: Path, data: bytes, *, secret: bool) -> None:
@@ -91,11 +88,6 @@ def write_pool_certs(
     folder already holds a CA and neither ``force`` nor ``renew`` is on, or when ``renew``
     finds no CA, or one that expires before the new certificates would.
     """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     if not 1 <= days <= 3650:
         raise InvalidRequest("--days", days, "1 to 3650 days")
     if not days <= ca_days <= 7300:
@@ -132,43 +124,10 @@ def write_pool_certs(
     if not folder.exists():
         folder.mkdir(parents=True, mode=0o700)
 
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, name),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"{name} CA"),
-        ]
-    )
-    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(now + datetime.timedelta(days=ca_days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ca_ski, critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
+    ca_key, ca_cert = new_ca(name, start, now + datetime.timedelta(days=ca_days))
     files = [
-        (CA_CERT, ca_cert.public_bytes(serialization.Encoding.PEM), HOLDERS[CA_CERT], False),
-        (CA_KEY, _pem_key(ca_key), HOLDERS[CA_KEY], True),
+        (CA_CERT, pem_cert(ca_cert), HOLDERS[CA_CERT], False),
+        (CA_KEY, pem_key(ca_key), HOLDERS[CA_KEY], True),
     ]
     files += _role_files(ca_key, ca_cert, sans, start, now + datetime.timedelta(days=days))
     return _write_all(folder, files)
@@ -180,16 +139,6 @@ def _write_all(folder: Path, files: list[tuple[str, bytes, str, bool]]) -> list[
         _write(folder / fname, data, secret=secret)
         written.append(Written(folder / fname, holder, secret))
     return written
-
-
-def _pem_key(key: Any) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    return bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
 
 
 def _load_ca(folder: Path) -> tuple[Any, Any]:
@@ -216,68 +165,14 @@ def _load_ca(folder: Path) -> tuple[Any, Any]:
 
 
 def _role_files(
-    ca_key: Any, ca_cert: Any, sans: list[object], start: datetime.datetime, until: datetime.datetime
+    ca_key: Any, ca_cert: Any, sans: list[Any], start: datetime.datetime, until: datetime.datetime
 ) -> list[tuple[str, bytes, str, bool]]:
     """Each role's certificate and key, signed by the CA."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
     files: list[tuple[str, bytes, str, bool]] = []
-    try:
-        ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    except x509.ExtensionNotFound:  # a CA made by another tool
-        ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski)
-    orgs = ca_cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-    name = str(orgs[0].value) if orgs else "flexlab pool"
     for role in ROLES:
-        key = ec.generate_private_key(ec.SECP256R1())
-        usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
-        if role != "client":  # the scheduler, agents and workers also accept connections
-            usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(
-                x509.Name(
-                    [
-                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, name),
-                        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
-                        x509.NameAttribute(NameOID.COMMON_NAME, f"flexlab {role}"),
-                    ]
-                )
-            )
-            .issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(until)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=True,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(aki, critical=False)
-        )
-        if role != "client":
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)  # type: ignore[arg-type]
-        cert = builder.sign(ca_key, hashes.SHA256())
-        files.append((cert_file(role), cert.public_bytes(serialization.Encoding.PEM), HOLDERS[role], False))
-        files.append((key_file(role), _pem_key(key), HOLDERS[role], True))
-
+        key, cert = issue(ca_key, ca_cert, role, sans, start, until)
+        files.append((cert_file(role), pem_cert(cert), HOLDERS[role], False))
+        files.append((key_file(role), pem_key(key), HOLDERS[role], True))
     return files
 
 
