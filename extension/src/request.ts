@@ -8,7 +8,7 @@ import { DeviceChoiceModel, PoolModel } from './models';
 
 /**
  * The device selector's entries: any, the kinds, the vendors and the models in the pool, as
- * the scheduler computed them (`flexlab/core/poolstate.py`, `device_menu`); the notebook
+ * the scheduler computed them (`flexlab/core/poolstate/menu.py`, `device_menu`); the notebook
  * widget shows the same menu.
  */
 export function deviceChoices(pool: PoolModel): DeviceChoiceModel[] {
