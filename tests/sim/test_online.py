@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -255,13 +256,23 @@ def test_cli_refuses_unknown_mode(tiny_trace: Path) -> None:
     assert online_cli.main(args) == 2
 
 
-def test_binder_learns_speeds_between_rounds_of_a_batch() -> None:
-    tasks = batch_tasks(120, seed=3)
-    once = [run_batch_binder(tasks, BATCH_TRUE_RATES, aware=a, waves=1, seed=3) for a in (True, False)]
-    assert once[0] == once[1]  # nothing measured when the batch is bound
-    rounds = [run_batch_binder(tasks, BATCH_TRUE_RATES, aware=a, waves=4, seed=3) for a in (True, False)]
-    assert rounds[0] < rounds[1]  # later rounds go by the measured speeds
-    assert rounds[0] > makespan_lower_bound(tasks, {"a100-80gb": 4, "t4": 12}, BATCH_TRUE_RATES)
+def test_binder_goes_by_the_prior_then_by_measured_speeds() -> None:
+    speedups: dict[int, list[float]] = {1: [], 4: []}
+    for seed in range(1, 6):
+        tasks = batch_tasks(120, seed=seed)
+        for waves, out in speedups.items():
+            aware, blind = (
+                run_batch_binder(tasks, BATCH_TRUE_RATES, aware=a, waves=waves, seed=seed)
+                for a in (True, False)
+            )
+            assert aware > makespan_lower_bound(tasks, {"a100-80gb": 4, "t4": 12}, BATCH_TRUE_RATES)
+            out.append(blind / aware)
+    # A batch bound at once, before anything is measured, goes by the catalog's prior: it
+    # beats blind binding on every sample.
+    assert min(speedups[1]) > 1.1
+    # In rounds the later ones go by measured speeds: better on average (one sample of the
+    # five, seed 3, is 2% worse than blind: its first round's measurements mislead it).
+    assert math.prod(speedups[4]) ** (1 / 5) > 1.2
 
 
 @pytest.mark.parametrize(
@@ -287,10 +298,11 @@ def test_batch_experiment_default_figures() -> None:
     assert res.aware_s == pytest.approx(12596, rel=1e-3)
     assert res.blind_s == pytest.approx(17843, rel=1e-3)
     assert res.lower_bound_s == pytest.approx(11770, rel=1e-3)
-    # The shipped binder binds at submission: a batch submitted at once is bound before
-    # any duration is measured, so speed-aware binding is blind binding.
-    assert res.binder_s[1][0] == res.binder_s[1][1] == pytest.approx(30483, rel=1e-3)
-    assert res.binder_s[4] == pytest.approx((29107, 34812), rel=1e-3)
-    assert res.binder_s[10] == pytest.approx((30042, 51274), rel=1e-3)
+    # The shipped binder binds at submission: a batch submitted at once is bound before any
+    # duration is measured, by the catalog's prior (4.8x for the A100 over the T4 in both
+    # classes; truly 8x for training, 1.5x for inference).
+    assert res.binder_s[1] == pytest.approx((26807, 30483), rel=1e-3)
+    assert res.binder_s[4] == pytest.approx((25465, 34812), rel=1e-3)
+    assert res.binder_s[10] == pytest.approx((29318, 51274), rel=1e-3)
     assert res.aware_s < res.aware_push_s  # pull by comparative advantage beats batch order
     assert set(BATCH_TRUE_RATES) == {(c, m) for c in ("training", "inference") for m in ("a100-80gb", "t4")}

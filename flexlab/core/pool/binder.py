@@ -264,10 +264,11 @@ class TaskBinder:
         self.speed.observe(workload_class, s.model, work=work, duration_s=duration_s, share=share)
 
     def _slowness(self, request: SliceRequest, s: SliceInfo) -> float:
-        """Seconds per unit of work of ``request``'s class on ``s``'s model (1.0 when the
-        class was never measured or binding is not speed-aware)."""
+        """Seconds per unit of work of ``request``'s class on ``s``'s model: learned once the
+        class was measured, the catalog's prior (peak FP16) before; 1.0 for a task that names
+        no workload class, or when binding is not speed-aware."""
         cls = request.workload_class
-        if self.speed is None or cls is None or cls not in self.class_work:
+        if self.speed is None or cls is None:
             return 1.0
         return 1.0 / max(self.speed.rate(cls, s.model), 1e-9)
 
