@@ -90,6 +90,7 @@ def lease_view(pool: SlicePool, lease: LeaseInfo) -> LeaseView:
         worker=s.worker if s else None,
         resource=lease.resource,
         preemptions=lease.preemptions,
+        private=lease.private is not None,
     )
 
 
@@ -98,7 +99,6 @@ def lease_dict(pool: SlicePool, lease: LeaseInfo) -> dict[str, Any]:
     out: dict[str, Any] = to_json(lease_view(pool, lease))
     # A private lease's worker joins its owner's scheduler (flexlab_dask.private): its
     # address, never a credential. (Not in LeaseView: readers of the typed view ignore it.)
-    out["private"] = lease.private is not None
     if lease.private is not None:
         out["scheduler"] = lease.private
     return out

@@ -158,6 +158,7 @@ class LeaseModel(TypedDict):
     utilisation: float  # busy share of its slice, 0..1
     memory_used_mib: int  # device memory in use, MiB
     policy: str | None  # the placement policy that placed its slice, None while it waits
+    private: bool  # its worker joins its owner's own scheduler, which nobody else can reach
     attach_code: str  # Python that re-attaches to it from a kernel
 
 
@@ -446,6 +447,7 @@ def make_lease(x: LeaseView | dict[str, Any]) -> LeaseModel:
         "utilisation": le.utilisation,
         "memory_used_mib": le.memory_used_mib,
         "policy": le.policy,
+        "private": le.private,
         "attach_code": attach_code(le.lease_id, le.owner),
     }
 

@@ -228,6 +228,8 @@ export interface LeaseModel {
   memory_used_mib: number;
   /** The placement policy that placed its slice, null while it waits. */
   policy: string | null;
+  /** Its worker joins its owner's own scheduler, which nobody else can reach. */
+  private: boolean;
   /** Python that re-attaches to it from a kernel. */
   attach_code: string;
 }

@@ -436,6 +436,16 @@ export class AcceleratorsPanel extends Widget {
         { class: 'flexlab-Lease-header' },
         h('span', { class: 'flexlab-Lease-id' }, l.lease_id),
         h('span', { class: `flexlab-State flexlab-mod-${l.state}` }, l.state),
+        l.private &&
+          h(
+            'span',
+            {
+              class: 'flexlab-State flexlab-Lease-private',
+              title:
+                'Its worker joins a Dask scheduler of your own, which nobody else can reach'
+            },
+            'private'
+          ),
         h('code', { class: 'flexlab-Lease-request' }, l.request),
         ttl
       ),

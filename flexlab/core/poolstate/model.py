@@ -102,6 +102,7 @@ class LeaseView:
     worker: str | None = None  # the Dask worker of its slice
     resource: str | None = None  # the Dask resource name its tasks ask for
     preemptions: int = 0  # how often it was preempted for higher-priority work
+    private: bool = False  # its worker joins its owner's own scheduler, which nobody else can reach
 
     @property
     def live(self) -> bool:
