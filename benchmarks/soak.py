@@ -174,6 +174,16 @@ class Churn:
             t.join(180)
 
 
+def _worker_states() -> int:
+    """How many distributed ``WorkerState`` objects the scheduler process holds (a gone
+    worker's should be freed)."""
+    import gc
+
+    from distributed.scheduler import WorkerState
+
+    return sum(1 for o in gc.get_objects() if isinstance(o, WorkerState))
+
+
 def _structures(dask_scheduler: Any) -> dict[str, int]:
     """How much the scheduler holds, by structure: what grows if its memory grows."""
     plugin = dask_scheduler.plugins["flexlab"]
@@ -201,6 +211,13 @@ def _structures(dask_scheduler: Any) -> dict[str, int]:
         "dask_span_groups": sum(len(x.groups) for x in dask_scheduler.extensions["spans"].spans.values()),
         "dask_nthreads_history": len(dask_scheduler.total_nthreads_history),
         "plugin_groups_pruned": int(getattr(plugin, "groups_pruned", 0)),
+        # Workers work stealing still counts (distributed keeps every worker it ever
+        # balanced), how many WorkerStates the process holds, and how many the plugin dropped.
+        "dask_stealing_workers": len(
+            getattr(dask_scheduler.extensions.get("stealing"), "in_flight_tasks", ())
+        ),
+        "dask_worker_states": _worker_states(),
+        "plugin_stealing_pruned": int(getattr(plugin, "stealing_pruned", 0)),
         # Bounded rings that fill over the first half hour or hour: history frames (one per
         # tick, 3,600 kept) and the pool's events (2,000 kept).
         "plugin_history_frames": len(plugin.history.frames()),

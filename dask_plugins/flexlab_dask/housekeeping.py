@@ -24,6 +24,14 @@ started and the latest stopped of them so that their start, stop and ``done`` re
 before; the fine performance metrics of a span are kept apart from its groups and stay.
 Spans themselves are kept (one default span per busy spell, each now holding at most two
 forgotten groups).
+
+distributed's work stealing counts steals in flight per worker in two ``defaultdict``s keyed
+by ``WorkerState``, which its balancing reads for every worker it looks at, so each read
+adds the worker; it empties one of them only when no steal is in flight and the other
+never, and nothing drops a worker that left. Every slice worker a pool ever started stayed
+there with its ``WorkerState`` (its task and memory tables): in the soak, about 45 a
+minute, the scheduler's memory growing about 0.5 MiB a minute. :func:`prune_stealing` drops
+the workers that are gone and are in no steal in flight.
 """
 
 from __future__ import annotations
@@ -93,4 +101,26 @@ def prune_forgotten_groups(scheduler: Any) -> int:
                 dropped += _prune(groups, live)
     if dropped:
         logger.debug("flexlab: dropped %d references to forgotten task groups", dropped)
+    return dropped
+
+
+def prune_stealing(scheduler: Any) -> int:
+    """Drop the workers that left from work stealing's in-flight tables (see the module's
+    docstring). Returns how many entries were dropped (0 where stealing is off)."""
+    stealing = getattr(scheduler, "extensions", {}).get("stealing")
+    if stealing is None:
+        return 0
+    live = {id(ws) for ws in scheduler.workers.values()}
+    in_flight = getattr(stealing, "in_flight", {})
+    busy = {id(info.get(role)) for info in in_flight.values() for role in ("thief", "victim")}
+    dropped = 0
+    for name in ("in_flight_occupancy", "in_flight_tasks"):
+        table = getattr(stealing, name, None)
+        if not isinstance(table, dict):
+            continue
+        for ws in [w for w in table if id(w) not in live and id(w) not in busy]:
+            del table[ws]
+            dropped += 1
+    if dropped:
+        logger.debug("flexlab: dropped %d entries of gone workers from work stealing", dropped)
     return dropped

@@ -11,7 +11,7 @@ import dask
 from distributed import Client, Event, Scheduler, Worker
 from distributed.utils_test import gen_cluster
 from flexlab_dask import FlexScheduler
-from flexlab_dask.housekeeping import prune_event_topics, prune_forgotten_groups
+from flexlab_dask.housekeeping import prune_event_topics, prune_forgotten_groups, prune_stealing
 
 
 @gen_cluster(client=True, nthreads=[("127.0.0.1", 1)], timeout=60)
@@ -118,4 +118,32 @@ async def test_forgotten_task_groups_are_dropped_from_a_busy_schedulers_computat
     assert prune_forgotten_groups(s) == 0
     await release.set()
     await blocker
+    assert plugin.errors == []
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)], timeout=60)
+async def test_gone_workers_are_dropped_from_work_stealing(c: Client, s: Scheduler, w: Any) -> None:
+    plugin = FlexScheduler(state_file=":memory:", loop_interval=3600)  # no tick of its own here
+    await s.register_scheduler_plugin(plugin, idempotent=False)
+    stealing = s.extensions["stealing"]
+    gone = []
+    for _ in range(3):
+        async with Worker(s.address, nthreads=1) as extra:
+            ws = s.workers[extra.address]
+            stealing._combined_nprocessing(ws)  # what its balancing reads for every worker
+            stealing._combined_occupancy(ws, occupancies={ws: 0.0})
+            gone.append(ws)
+    live = s.workers[w.address]
+    stealing._combined_nprocessing(live)
+    # distributed kept every worker that left in the in-flight tables
+    assert all(ws in stealing.in_flight_tasks for ws in gone)
+
+    dropped = prune_stealing(s)
+
+    assert dropped >= len(gone)
+    assert not any(ws in stealing.in_flight_tasks or ws in stealing.in_flight_occupancy for ws in gone)
+    assert live in stealing.in_flight_tasks  # a live worker's entry stays
+    assert prune_stealing(s) == 0
+    # stealing still works on what is left
+    assert await c.submit(sum, [1, 2]) == 3
     assert plugin.errors == []
