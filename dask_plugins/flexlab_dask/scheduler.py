@@ -869,8 +869,9 @@ class FlexScheduler(SchedulerPlugin):
         return {"status": "OK"}
 
     def handle_agent_retagged(self, host: str, slice_id: str, worker: str) -> dict[str, Any]:
-        """An agent handed a recycled slice's worker over (``RetagSlice``): it offers the
-        next lease's resource now, so the slice is ready and work waiting for it runs."""
+        """An agent handed a running worker over (``RetagSlice``: a recycled slice's, or an
+        idle shared slice's taken by a lease): it offers the next lease's resource now, so
+        the slice is ready and work waiting for it runs."""
         s = self.pool.slices.get(str(slice_id))
         if s is None or s.worker != worker or self.scheduler is None:
             return {"status": "OK"}  # stopped or lost since: its agent was told
@@ -886,7 +887,10 @@ class FlexScheduler(SchedulerPlugin):
             if recs:
                 self.scheduler.transitions(cast(Any, recs), stimulus_id=f"flexlab-retagged-{time.time()}")
         if s.lease_id is not None:
-            self._notify(s.owner, f"lease {s.lease_id} is ready on {', '.join(s.devices)} (recycled)")
+            self._notify(
+                s.owner,
+                f"lease {s.lease_id} is ready on {', '.join(s.devices)} (a running worker handed over)",
+            )
         self._flush_commands()
         return {"status": "OK"}
 

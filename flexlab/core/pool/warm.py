@@ -61,8 +61,9 @@ class WarmSlices:
         self.wanted: dict[str, int] = {}
         #: The runtime's say: may this slice's worker serve another lease? None: yes.
         self.reusable: Callable[[SliceInfo], bool] | None = None
-        #: A lease takes a ready warm slice of another request up to this many times its
-        #: size when none of its own is ready (1.0: never).
+        #: A lease takes a ready warm slice of another request, or an idle shared slice's
+        #: running worker, up to this many times its size when none of its own is ready
+        #: (1.0: exact sizes only).
         self.max_oversize = max_oversize
 
     def prewarm(self, request: SliceRequest, reason: str) -> SliceInfo | None:
