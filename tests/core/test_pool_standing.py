@@ -118,3 +118,13 @@ def test_no_worker_is_taken_that_is_starting_runs_tasks_or_the_runtime_keeps() -
     lease = p3.create_lease(ONE, owner="ana", ttl_s=60)
     assert lease.slice_id not in (None, bound.slice_id)
     assert p3.slices[lease.slice_id or ""].worker is not None  # the other device's worker
+
+
+def test_a_private_lease_never_takes_a_pool_worker() -> None:
+    p = pool()
+    lease = p.create_lease(ONE, owner="ana", ttl_s=60, private="tls://ana-scheduler:8786")
+    assert lease.slice_id == lease.lease_id  # carved for it: its worker joins ana's scheduler
+    # nor when it is placed again (a retry, after a preemption)
+    other = p.create_lease(ONE, owner="bea", ttl_s=60, private="tls://bea-scheduler:8786")
+    assert not p.warm.take_standing(other)
+    p.ledger.check_invariants()

@@ -196,7 +196,10 @@ class WarmSlices:
     def take_standing(self, lease: LeaseInfo, s: SliceInfo | None = None) -> bool:
         """``lease`` takes the idle shared slice ``s`` (default: :meth:`standing_for`) whole,
         its running worker retagged to offer the lease's resource; False (nothing changed)
-        when none fits or its host has no room for the lease's host CPU and RAM."""
+        when none fits or its host has no room for the lease's host CPU and RAM, and for a
+        private lease (its worker joins its owner's scheduler, not the pool's)."""
+        if lease.private is not None:
+            return False
         if s is None:
             s = self.standing_for(lease.request)
         if s is None or s.lease_id is not None or s.warm_for is not None:
