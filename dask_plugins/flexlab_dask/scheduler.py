@@ -666,6 +666,20 @@ class FlexScheduler(SchedulerPlugin):
         if s.lease_id is not None:
             self._notify(s.owner, f"lease {s.lease_id} is ready on {', '.join(s.devices)}")
 
+    def _close_handed_over(self, cmds: list[Command]) -> None:
+        """A shared slice's running worker handed to a lease (``RetagSlice``) takes no more
+        plain tasks from the moment the pool decided, not from when its agent retags it."""
+        for c in cmds:
+            if not isinstance(c, RetagSlice) or c.worker not in self._open:
+                continue
+            s = self.pool.slices.get(c.slice_id)
+            if s is None or not s.reserved or s.worker != c.worker:
+                continue
+            self._open.discard(c.worker)
+            if not self._reserved_workers and self.scheduler is not None:
+                self._keep_plain_tasks_off_leases(self.scheduler, list(self.scheduler.tasks), {})
+            self._reserved_workers.add(c.worker)
+
     def remove_worker(self, scheduler: Scheduler, worker: str, **kwargs: Any) -> None:
         self._guard("remove_worker", self._remove_worker, scheduler, worker)
 
@@ -788,6 +802,8 @@ class FlexScheduler(SchedulerPlugin):
     def _flush_commands(self) -> None:
         if self.pool.has_rebound:
             self._apply_bindings(self.pool.take_rebound())
+        for cmds in self.pool.outbox.values():
+            self._close_handed_over(cmds)
         for host, ev in self._agent_events.items():
             if self.pool.outbox.get(host):
                 ev.set()
@@ -838,6 +854,7 @@ class FlexScheduler(SchedulerPlugin):
                 self._polling[host] -= 1
         self._agents[host] = time.time()
         cmds = self.pool.take_commands(host)
+        self._close_handed_over(cmds)
         for sid in running or []:
             if not self._slice_on(sid, host) and not any(
                 isinstance(c, StopSlice) and c.slice_id == sid for c in cmds
@@ -857,8 +874,9 @@ class FlexScheduler(SchedulerPlugin):
         return {"status": "OK"}
 
     def handle_agent_retagged(self, host: str, slice_id: str, worker: str) -> dict[str, Any]:
-        """An agent handed a recycled slice's worker over (``RetagSlice``): it offers the
-        next lease's resource now, so the slice is ready and work waiting for it runs."""
+        """An agent handed a running worker over (``RetagSlice``: a recycled slice's, or an
+        idle shared slice's taken by a lease): it offers the next lease's resource now, so
+        the slice is ready and work waiting for it runs."""
         s = self.pool.slices.get(str(slice_id))
         if s is None or s.worker != worker or self.scheduler is None:
             return {"status": "OK"}  # stopped or lost since: its agent was told
@@ -874,7 +892,10 @@ class FlexScheduler(SchedulerPlugin):
             if recs:
                 self.scheduler.transitions(cast(Any, recs), stimulus_id=f"flexlab-retagged-{time.time()}")
         if s.lease_id is not None:
-            self._notify(s.owner, f"lease {s.lease_id} is ready on {', '.join(s.devices)} (recycled)")
+            self._notify(
+                s.owner,
+                f"lease {s.lease_id} is ready on {', '.join(s.devices)} (a running worker handed over)",
+            )
         self._flush_commands()
         return {"status": "OK"}
 

@@ -124,6 +124,11 @@ class OnlineConfig:
     #: a warm slice back when the lease it made room for took that CPU on another device
     #: of the host (``LedgerConflict``); until the pool handles that, leases are GPU only.
     host_resources: bool = False
+    #: Devices carved into shared slices as their hosts register, as the live pool does
+    #: (``flexlab.carve-on-register``, on by default): every idle device runs a worker,
+    #: started at registration, that a lease may take over (``WarmSlices.take_standing``).
+    #: ``whole`` mode never carves (a standing worker per device is its premise).
+    shared_workers: bool = True
     warm: WarmSettings = field(default_factory=WarmSettings)
 
 
@@ -135,7 +140,9 @@ class _Replay:
 
     def __init__(self, hosts: list[HostSpec], wl: Workload, mode: str, cfg: OnlineConfig) -> None:
         self.wl, self.mode, self.cfg = wl, mode, cfg
-        self.pool, self.clock, self.policy = new_pool(hosts, POLICY[mode])
+        self.pool, self.clock, self.policy = new_pool(
+            hosts, POLICY[mode], shared=cfg.shared_workers and mode != "whole"
+        )
         self.pool.warm.max_oversize = cfg.warm.oversize
         self.agent = SimAgent(0.0 if mode == "whole" else cfg.slice_start_s)
         self.hi = make_hiloop(mode, cfg.warm, start_s=cfg.slice_start_s, grace_s=cfg.grace_s)
@@ -291,9 +298,13 @@ class _Replay:
         """Carry out the pool's commands: the agents start and stop slice workers."""
         for t, ticket in self.agent.take(self.pool, now):
             self.push(t, READY, a=ticket)
-        if self.agent.kept:  # the pool recycled slices of ended leases into warm ones
-            self.warm |= self.agent.kept
-            self.counts["recycled"] += len(self.agent.kept)
+        for sid in self.agent.kept:  # running workers handed over (``RetagSlice``)
+            s = self.pool.slices.get(sid)
+            if s is not None and s.warm_for is not None:  # an ended lease's, kept warm
+                self.warm.add(sid)
+                self.counts["recycled"] += 1
+            elif s is not None and s.lease_id is not None:  # an idle shared slice's
+                self.counts["standing"] += 1
         gone = self.agent.stopped & self.warm
         if gone:  # the pool reclaimed warm slices for leases that fitted nowhere else
             self.warm -= gone
@@ -373,6 +384,7 @@ class _Replay:
             warm_claims=c["claims"],
             warm_claims_ready=c["claims_ready"],
             warm_recycled=c["recycled"],
+            standing_taken=c["standing"],
             slices_started=self.agent.started,
             hi_rejected={k.value: v for k, v in self.hi.rejected.items()} if self.hi is not None else {},
             forecast_mape=mape,

@@ -63,6 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a lease that waited this long preempts lower-priority leases (s); off by default",
     )
     parser.add_argument(
+        "--no-shared-workers",
+        action="store_true",
+        help="no shared slices (the earlier replay): leases get dedicated slices only, and no "
+        "idle device runs a worker a lease could take over (default: as the live pool)",
+    )
+    parser.add_argument(
         "--host-resources",
         action="store_true",
         help="leases ask for the pods' host CPU and RAM too (off: see benchmarks/online/README.md)",
@@ -125,6 +131,7 @@ def config_of(args: argparse.Namespace) -> OnlineConfig:
         slice_start_s=args.slice_start,
         grace_s=args.grace,
         host_resources=args.host_resources,
+        shared_workers=not args.no_shared_workers,
         warm=WarmSettings(
             interval_s=args.interval,
             bucket_s=args.bucket,

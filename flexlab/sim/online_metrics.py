@@ -59,6 +59,8 @@ class OnlineResult:
     warm_claims_ready: int = 0
     #: Slices of ended leases kept warm for the next lease (their workers retagged).
     warm_recycled: int = 0
+    #: Leases that took an idle shared slice's running worker (``WarmSlices.take_standing``).
+    standing_taken: int = 0
     slices_started: int = 0
     #: Moves the Hi loop's manager rejected, by reason.
     hi_rejected: dict[str, int] = field(default_factory=dict)
@@ -96,6 +98,7 @@ class OnlineResult:
             "warm_claims": self.warm_claims,
             "warm_claims_ready": self.warm_claims_ready,
             "warm_recycled": self.warm_recycled,
+            "standing_taken": self.standing_taken,
             "slices_started": self.slices_started,
             "hi_rejected": dict(self.hi_rejected),
             "forecast_mape": self.forecast_mape,

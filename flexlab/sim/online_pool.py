@@ -54,24 +54,27 @@ def openb_hosts(trace_dir: str | Path, *, sample: int = 1) -> list[HostSpec]:
     return load_host_specs(trace_dir)[:: max(sample, 1)]
 
 
-_TEMPLATES: dict[tuple[int, str], tuple[list[HostSpec], SlicePool, str]] = {}
+_TEMPLATES: dict[tuple[int, str, bool], tuple[list[HostSpec], SlicePool, str]] = {}
 
 
-def new_pool(hosts: list[HostSpec], policy: str) -> tuple[SlicePool, VirtualClock, str]:
+def new_pool(
+    hosts: list[HostSpec], policy: str, *, shared: bool = False
+) -> tuple[SlicePool, VirtualClock, str]:
     """A fresh pool of ``hosts`` on a virtual clock placing with ``policy``, or with
-    ``FALLBACK_POLICY`` while the pool cannot (the third item says which). Leases get
-    dedicated slices only (``carve_on_register=False``: no shared slices, as in a pool of
-    leases). Registering a thousand hosts takes seconds, so a registered pool is kept per
-    host list and policy and copied."""
-    key = (id(hosts), policy)
+    ``FALLBACK_POLICY`` while the pool cannot (the third item says which). ``shared``: as
+    the live pool (``flexlab.carve-on-register``, on by default), every device's free
+    capacity is a shared slice whose worker the agent starts at registration; else leases
+    get dedicated slices only (a pool of leases). Registering a thousand hosts takes
+    seconds, so a registered pool is kept per host list, policy and carving, and copied."""
+    key = (id(hosts), policy, shared)
     cached = _TEMPLATES.get(key)
     if cached is None or cached[0] is not hosts:
         used = policy
         try:
-            pool = SlicePool(policy=policy, clock=VirtualClock(), carve_on_register=False)
+            pool = SlicePool(policy=policy, clock=VirtualClock(), carve_on_register=shared)
         except ValueError:  # InvalidRequest too: a policy the pool cannot place with yet
             used = FALLBACK_POLICY
-            pool = SlicePool(policy=used, clock=VirtualClock(), carve_on_register=False)
+            pool = SlicePool(policy=used, clock=VirtualClock(), carve_on_register=shared)
         for spec in hosts:
             pool.register_host(spec)
         pool.events.clear()

@@ -20,7 +20,15 @@ from flexlab.core.errors import InvalidRequest, NotOwner, Unschedulable
 from flexlab.core.ledger import Ledger, default_memory_mib, round_compute
 from flexlab.core.placement.framework import explain
 from flexlab.core.placement.status import Code
-from flexlab.core.pool import PREWARM_OWNER, LeaseInfo, SliceInfo, SlicePool, StartSlice, StopSlice
+from flexlab.core.pool import (
+    PREWARM_OWNER,
+    LeaseInfo,
+    RetagSlice,
+    SliceInfo,
+    SlicePool,
+    StartSlice,
+    StopSlice,
+)
 from flexlab.core.request import SliceRequest, parse_request
 from flexlab.core.snapshot import WHOLE, PoolArrays
 from flexlab.core.topology import PROFILE, DeviceSpec, HostSpec
@@ -279,6 +287,14 @@ class PoolMachine(RuleBasedStateMachine):
                 self.starting[cmd.slice_id] = f"w{next(self.workers)}"
                 if start_now:
                     self._ready(cmd.slice_id)
+            elif isinstance(cmd, RetagSlice):
+                # a running worker handed to a lease (recycled, or an idle shared slice's):
+                # it keeps running and is ready for the lease once retagged
+                if self.serving.get(cmd.slice_id) != cmd.worker:
+                    continue  # lost since: the agent skips it, the pool was told
+                self.starting[cmd.slice_id] = cmd.worker
+                if start_now:
+                    self._ready(cmd.slice_id)
             else:
                 assert isinstance(cmd, StopSlice)
                 self.starting.pop(cmd.slice_id, None)
@@ -311,6 +327,8 @@ class PoolMachine(RuleBasedStateMachine):
     def worker_lost(self, data: st.DataObject) -> None:
         sid = data.draw(st.sampled_from(sorted(self.serving)))
         worker = self.serving.pop(sid)
+        if self.starting.get(sid) == worker:
+            del self.starting[sid]  # its retag will never be answered
         s = self.pool.slices.get(sid)
         lease_id = s.lease_id if s is not None else None
         self._forget(self.pool.worker_lost(worker))

@@ -54,8 +54,14 @@ def _wl(reqs: list[SliceRequest], jobs: Sequence[tuple[int, float, float, int]])
     )
 
 
-def _cfg(**warm: float) -> OnlineConfig:
-    return OnlineConfig(slice_start_s=5.0, warm=WarmSettings(interval_s=1.0, bucket_s=1.0, **warm))  # type: ignore[arg-type]
+def _cfg(*, shared: bool = False, **warm: float) -> OnlineConfig:
+    """Start-up 5 s; ``shared``: devices carved into shared slices (standing workers), as
+    live; off by default here, so that the hand-computed waits below are the start-up's."""
+    return OnlineConfig(
+        slice_start_s=5.0,
+        shared_workers=shared,
+        warm=WarmSettings(interval_s=1.0, bucket_s=1.0, **warm),  # type: ignore[arg-type]
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -74,6 +80,38 @@ def test_every_mode_runs_through_the_pool(mode: str) -> None:
         assert res.warm_carved == 0
     else:
         assert res.warm_carved > 0
+
+
+@pytest.mark.parametrize("mode", [m for m in MODES if m != "whole"])
+def test_with_shared_workers_every_mode_runs_and_leases_take_running_workers(mode: str) -> None:
+    jobs = [(k % 2, 6.0 + 2.0 * k, 7.0, k % 2) for k in range(12)]
+    res = simulate(_hosts(4), _wl([HALF_REQ, WHOLE_REQ], jobs), mode, config=_cfg(shared=True, reserve=0.5))
+    assert res.completed == 12
+    assert res.completed_work_gpu_s == pytest.approx(6 * 7 * 0.5 + 6 * 7 * 1.0)
+    assert not np.isnan(res.wait).any()
+    if mode in ("fgd", "flexlab"):  # (the warm modes' reserve takes the idle devices first)
+        assert res.standing_taken > 0
+        # the first whole pod (t = 8, the shared workers up since 5) waits only for the retag
+        assert res.wait[1] == 1.0
+
+
+def test_a_whole_device_lease_takes_the_idle_devices_worker_a_half_one_does_not() -> None:
+    # One device, its shared worker up at 5. A whole pod at 10 takes it (1 s retag); a half
+    # pod at 30, after the whole one left (at 21: the device's shared worker is starting
+    # again until 26), fits no running slice within the oversize (1.25): its own start-up.
+    jobs = [(1, 10.0, 10.0, 0), (0, 30.0, 10.0, 0)]
+    res = simulate(_hosts(1), _wl([HALF_REQ, WHOLE_REQ], jobs), "flexlab", config=_cfg(shared=True))
+    assert res.wait.tolist() == [1.0, 5.0]
+    assert res.standing_taken == 1
+    # allowed to hold twice its size, the half pod takes the idle device's worker whole
+    big = simulate(
+        _hosts(1), _wl([HALF_REQ, WHOLE_REQ], jobs), "flexlab", config=_cfg(shared=True, oversize=2.0)
+    )
+    assert big.wait.tolist() == [1.0, 1.0]
+    assert big.standing_taken == 2
+    # without shared slices (the earlier replay) both wait a start-up
+    none = simulate(_hosts(1), _wl([HALF_REQ, WHOLE_REQ], jobs), "flexlab", config=_cfg())
+    assert none.wait.tolist() == [5.0, 5.0]
 
 
 def test_a_lease_waits_the_slice_start_up_when_nothing_is_warm() -> None:

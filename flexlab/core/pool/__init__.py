@@ -37,7 +37,8 @@ The parts, one job each:
   release, restore.
 * ``warm``: pre-warming, handing a warm slice to a lease, dissolving it, and recycling:
   a lease's slice that ends while the Hi loop wants warm slices of its request is kept
-  warm (its running worker is retagged for the next lease: ``RetagSlice``).
+  warm (its running worker is retagged for the next lease: ``RetagSlice``); and a lease
+  that takes an idle shared slice's running worker instead of waiting for a new one.
 * ``preempt``: preemption victims and taking a lease's slice away.
 * ``whatif``: the one "what if": placement asked on a copy of the ledger's arrays with
   some allocations released; the live ledger never changes for a question.
@@ -51,6 +52,7 @@ from flexlab.core.pool.model import (
     LEASE_PREFIX,
     PREWARM_OWNER,
     RESOURCE_PREFIX,
+    SHARED,
     Binding,
     BindStatus,
     Command,
@@ -70,6 +72,7 @@ __all__ = [
     "LEASE_PREFIX",
     "PREWARM_OWNER",
     "RESOURCE_PREFIX",
+    "SHARED",
     "BindStatus",
     "Binding",
     "Command",

@@ -68,6 +68,7 @@ class SlicePool:
         self.binder = TaskBinder(self.table, self.profile, speed)
         self.book = LeaseBook(self.table, self.profile, self.whatif)
         self.warm = WarmSlices(self.table, self.book, max_oversize=warm_oversize)
+        self.book.standing = self.warm.take_standing
         self.preemptor = Preemptor(self.table, self.book, self.whatif)
         # The state the runtime and the dashboards read, shared with the parts.
         self.slices: dict[str, SliceInfo] = self.table.slices
@@ -242,15 +243,28 @@ class SlicePool:
         when it cannot fit now the lease is ``pending`` with its reason. A warm slice
         carved for exactly this request is taken at once, except by a ``private`` lease
         (the address of the owner's scheduler its worker joins): a warm slice's worker
-        runs in the pool already."""
+        runs in the pool already. With no warm slice whose worker runs, an idle shared
+        slice whose worker runs is taken whole (``WarmSlices.take_standing``) before a
+        warm slice whose worker is still starting."""
         req = self.book.admit(request, owner=owner, ttl_s=ttl_s, priority=priority)
         self.live_policy.observe(req)
         warm = None if lease_id or private else self.warm.slice_for(req)
-        if warm is not None:
+        standing = None
+        if (
+            not (lease_id or private)
+            # a warm slice being retagged (recycled) has its worker running already
+            and (warm is None or warm.worker is None)
+        ):
+            standing = self.warm.standing_for(req)
+        if standing is not None:
+            warm = None
+        elif warm is not None:
             lease_id = warm.next_lease or warm.slice_id
         lease = self.book.open(req, owner=owner, ttl_s=ttl_s, lease_id=lease_id, private=private)
         if warm is not None and (warm.next_lease or warm.slice_id) == lease.lease_id:
             self.warm.adopt(lease, warm)
+        elif standing is not None and self.warm.take_standing(lease, standing):
+            pass
         elif (ahead := self.book.queued_behind(lease)) is not None:
             self.book.wait_behind(lease, ahead)
         else:

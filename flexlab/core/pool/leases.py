@@ -44,6 +44,9 @@ class LeaseBook:
         #: Idle shared slices to reclaim only as a last resort (the runtime's say, e.g.
         #: those whose worker holds results Dask would have to recompute); None: any.
         self.keep: Callable[[SliceInfo], bool] | None = None
+        #: Hands a lease placed anew the running worker of an idle shared slice when one
+        #: fits (``WarmSlices.take_standing``, set by the pool); False: none did.
+        self.standing: Callable[[LeaseInfo], bool] | None = None
         self._lease_ids = itertools.count(1)
 
     def new_id(self, *, taken: Container[str] = ()) -> str:
@@ -138,6 +141,8 @@ class LeaseBook:
         """Reserve and carve ``lease``'s slice; when it does not fit now it waits with
         placement's reasons."""
         req = lease.request
+        if lease.placed_on is None and self.standing is not None and self.standing(lease):
+            return True
         alloc = self.make_room(lease)
         if alloc is None:
             ex = explain(req, self.ledger.pool, self.profile)
@@ -242,6 +247,18 @@ class LeaseBook:
         (A transaction, not a "what if": it ends in a reservation when one fits.)"""
         if not idle:
             return None
+        if len(idle) > 1:
+            # Only the slices of the host placement would choose with all of them given
+            # back (asked on a copy) are released: in a pool carved into shared slices
+            # every device holds one, and releasing thousands per lease was most of the
+            # time of a replay. The host it was on before is kept, to go back there.
+            d = self.whatif.place(lease.request, [s.alloc_id for s in idle])
+            if not d.ok:
+                return None
+            hosts = {self.ledger.pool.host_names[d.host]}
+            if lease.placed_on is not None:
+                hosts.add(lease.placed_on[0])
+            idle = [s for s in idle if s.host in hosts]
         saved = {s.slice_id: self.ledger.release(s.alloc_id) for s in idle}
         alloc = self._reserve_for(lease)
         used = {g.device for g in alloc.slices} if alloc else set()

@@ -18,6 +18,9 @@ ENDED: tuple[LeaseState, ...] = ("released", "expired")
 #: Slice states whose worker serves (or is about to serve) tasks.
 LIVE: tuple[SliceState, ...] = ("starting", "ready")
 RESOURCE_PREFIX = "flexlab-slice-"
+#: What a shared slice's allocation is for (its ledger request), and what a lease's slice
+#: taken from an idle shared slice larger than the lease goes back to when it ends.
+SHARED = "shared"
 #: Owner of the warm slices carved ahead of forecast leases.
 PREWARM_OWNER = "flexlab-prewarm"
 LEASE_PREFIX = "flexlab-lease-"

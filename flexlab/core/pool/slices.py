@@ -16,6 +16,7 @@ from flexlab.core.errors import LedgerConflict
 from flexlab.core.ledger import Allocation, Ledger
 from flexlab.core.pool.model import (
     LIVE,
+    SHARED,
     Command,
     Event,
     LeaseInfo,
@@ -274,7 +275,7 @@ class SliceTable:
             # and 0 MiB would mean "a proportional share" to the ledger.
             if free > 0 and mem > 0:
                 alloc = self.ledger.reserve(
-                    host=host, devices=[did], compute_milli=free, memory_mib=mem, request="shared"
+                    host=host, devices=[did], compute_milli=free, memory_mib=mem, request=SHARED
                 )
                 self.carve(alloc, lease=None)
 

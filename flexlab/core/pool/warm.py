@@ -17,6 +17,16 @@ another request that it fits in and that is at most :attr:`WarmSlices.max_oversi
 its size (its devices' model accepted, memory and host CPU and RAM enough), the smallest
 first, as it is: it holds more than it asked (the slice's worker was started for that size
 and is not resized), instead of waiting for a worker to start. 1.0: exact requests only.
+
+**A standing worker.** Where devices are carved into shared slices as their hosts register
+(``carve_on_register``), every idle device already runs a worker: its shared slice. A lease
+with no ready warm slice of its own takes the smallest idle shared slice it fits in whose
+worker is up and holds nothing, of at most :attr:`WarmSlices.max_oversize` its size as for
+a larger warm slice (:meth:`WarmSlices.take_standing`), as it is, the worker retagged
+(``RetagSlice``) instead of stopped and another started: the lease is active once the
+agent has retagged it, not after a worker's start-up. A slice exactly its size (``gpu:1``
+on an idle device, a MIG instance of its profile) costs nothing; a larger one is held
+whole (up to ``max_oversize`` times what the lease asked) until the lease ends.
 """
 
 from __future__ import annotations
@@ -24,9 +34,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from flexlab.core.errors import LedgerConflict
 from flexlab.core.ledger import default_memory_mib
 from flexlab.core.pool.leases import LeaseBook, start_ttl
-from flexlab.core.pool.model import LEASE_PREFIX, LIVE, PREWARM_OWNER, LeaseInfo, RetagSlice, SliceInfo
+from flexlab.core.pool.model import (
+    LEASE_PREFIX,
+    LIVE,
+    PREWARM_OWNER,
+    SHARED,
+    LeaseInfo,
+    RetagSlice,
+    SliceInfo,
+)
 from flexlab.core.pool.slices import SliceTable
 from flexlab.core.request import SliceRequest
 
@@ -42,8 +61,9 @@ class WarmSlices:
         self.wanted: dict[str, int] = {}
         #: The runtime's say: may this slice's worker serve another lease? None: yes.
         self.reusable: Callable[[SliceInfo], bool] | None = None
-        #: A lease takes a ready warm slice of another request up to this many times its
-        #: size when none of its own is ready (1.0: never).
+        #: A lease takes a ready warm slice of another request, or an idle shared slice's
+        #: running worker, up to this many times its size when none of its own is ready
+        #: (1.0: exact sizes only).
         self.max_oversize = max_oversize
 
     def prewarm(self, request: SliceRequest, reason: str) -> SliceInfo | None:
@@ -90,7 +110,8 @@ class WarmSlices:
         worker retagged; False (nothing changed) when that request has the warm slices it
         wants, the worker is not up, or the runtime will not let it go to someone else."""
         text = s.carved_for or lease.request.describe()
-        want = self.wanted.get(text, 0)
+        # A shared slice a smaller lease took whole goes back to shared use.
+        want = 0 if text == SHARED else self.wanted.get(text, 0)
         if want <= 0 or s.state != "ready" or s.worker is None or s.lease_id != lease.lease_id:
             return False
         if sum(1 for w in self.table.warm() if w.warm_for == text) >= want:
@@ -139,6 +160,104 @@ class WarmSlices:
             if larger:
                 return min(larger, key=lambda s: (s.compute_milli, s.memory_mib, s.created))
         return own[0] if own else None
+
+    def standing_for(self, req: SliceRequest) -> SliceInfo | None:
+        """The idle shared slice a lease of ``req`` takes whole: ready, running and holding
+        nothing, of a model the request accepts, with room for it and at most
+        :attr:`max_oversize` its size (as a larger warm slice); the smallest (then the
+        oldest). None when there is none (or the pool carves no shared slices)."""
+        if not self.table.carve_on_register or req.devices != 1:
+            return None
+        ledger = self.table.ledger
+        best: SliceInfo | None = None
+        for s in self.table.slices.values():
+            if s.lease_id is not None or s.warm_for is not None or s.state != "ready" or s.tasks:
+                continue
+            if best is not None and (s.compute_milli, s.memory_mib) >= (best.compute_milli, best.memory_mib):
+                continue
+            if req.profile is not None:
+                if s.profile != req.profile:
+                    continue
+            elif s.profile is not None or not (
+                req.compute_milli <= s.compute_milli <= req.compute_milli * self.max_oversize
+            ):
+                continue
+            spec = ledger.device_spec(s.devices[0])
+            if not req.selector.matches(spec.catalog):
+                continue
+            need = req.memory_mib or default_memory_mib(req.compute_milli, spec.total_memory_mib)
+            if req.profile is None and s.memory_mib < need:
+                continue
+            if s.worker is None or (self.reusable is not None and not self.reusable(s)):
+                continue
+            best = s
+        return best
+
+    def take_standing(self, lease: LeaseInfo, s: SliceInfo | None = None) -> bool:
+        """``lease`` takes the idle shared slice ``s`` (default: :meth:`standing_for`) whole,
+        its running worker retagged to offer the lease's resource; False (nothing changed)
+        when none fits or its host has no room for the lease's host CPU and RAM, and for a
+        private lease (its worker joins its owner's scheduler, not the pool's)."""
+        if lease.private is not None:
+            return False
+        if s is None:
+            s = self.standing_for(lease.request)
+        if s is None or s.lease_id is not None or s.warm_for is not None:
+            return False
+        req = lease.request
+        ledger = self.table.ledger
+        old = ledger.release(s.alloc_id)
+        if old is None:
+            return False
+        mine = replace(
+            old,
+            alloc_id=f"lease-{lease.lease_id}",
+            owner=lease.owner,
+            host_cpu_milli=req.host_cpu_milli,
+            host_memory_mib=req.host_memory_mib,
+            request=req.describe(),
+        )
+        try:
+            ledger.reinstate(mine)
+        except LedgerConflict:
+            ledger.reinstate(old)
+            return False
+        spec = ledger.device_spec(s.devices[0])
+        exact = req.profile is not None or (
+            s.compute_milli == req.compute_milli
+            and s.memory_mib
+            == (req.memory_mib or default_memory_mib(req.compute_milli, spec.total_memory_mib))
+        )
+        s.alloc_id = mine.alloc_id
+        self.table.assign(s, lease)
+        # Kept warm for its lease's request only when it is that request's size; a larger
+        # one goes back to shared use when the lease ends.
+        s.carved_for = req.describe() if exact else SHARED
+        s.state = "starting"
+        g = mine.slices[0]
+        lease.placed_on = (s.host, s.devices, g.start)
+        lease.slice_id = s.slice_id
+        lease.reason = "its slice's running worker is being handed over"
+        self.table.send(
+            RetagSlice(
+                slice_id=s.slice_id,
+                host=s.host,
+                worker=s.worker or "",
+                resources=s.worker_resources(self.table.slice_threads),
+                drop=(),
+            )
+        )
+        held = "" if exact else f", holding all of it ({s.compute_milli / 10:g}%) for {req.describe()}"
+        self.table.emit(
+            "lease",
+            f"lease {lease.lease_id} of {lease.owner} took the idle shared slice {s.slice_id} on "
+            f"{', '.join(s.devices)}, its worker running{held}",
+            lease_id=lease.lease_id,
+            owner=lease.owner,
+            slice_id=s.slice_id,
+            host=s.host,
+        )
+        return True
 
     def _fits(self, s: SliceInfo, req: SliceRequest) -> bool:
         """``req`` fits in the warm slice ``s``, which is at most ``max_oversize`` its size."""
