@@ -85,9 +85,17 @@ def test_warm_slices_give_the_device_back_to_waiting_plain_tasks() -> None:
             plugin._flush_commands()
             return n
 
+        # The Hi loop paused while the device fills and the tasks come: otherwise it may give
+        # the warm slices back as surplus (nobody forecast them) before any task waits.
+        client.sync(_on_loop, lambda: setattr(plugin, "hi_enabled", False))
         assert client.sync(_on_loop, warm_all) == 2
         assert not [s for s in cluster.pool.slices.values() if not s.reserved]
         futures = client.map(lambda i: i * 2, range(20), pure=False)
+        deadline = time.monotonic() + 20
+        while client.sync(_on_loop, plugin.plain_waiting) == 0:
+            assert time.monotonic() < deadline, "the plain tasks never counted as waiting"
+            time.sleep(0.05)
+        client.sync(_on_loop, lambda: setattr(plugin, "hi_enabled", True))
         wait(futures, timeout=30)
         assert sum(f.result() for f in futures) == 380
         moves = plugin.hi_state()["moves"]
