@@ -43,4 +43,5 @@ def test_a_short_soak_loses_nothing_and_leaves_nothing(tmp_path: Path) -> None:
         "lease.keep-ended": "5m",
         "events-cleanup-delay": "5m",
         "low-level-log-length": 100,
+        "history-length": "5m",
     }
