@@ -176,17 +176,10 @@ class WarmSlices:
             if best is not None and (s.compute_milli, s.memory_mib) >= (best.compute_milli, best.memory_mib):
                 continue
             if req.profile is not None:
-                if s.profile != req.profile:
+                model = ledger.device_spec(s.devices[0]).catalog
+                if s.profile != req.profile or not req.selector.matches(model):
                     continue
-            elif s.profile is not None or not (
-                req.compute_milli <= s.compute_milli <= req.compute_milli * self.max_oversize
-            ):
-                continue
-            spec = ledger.device_spec(s.devices[0])
-            if not req.selector.matches(spec.catalog):
-                continue
-            need = req.memory_mib or default_memory_mib(req.compute_milli, spec.total_memory_mib)
-            if req.profile is None and s.memory_mib < need:
+            elif s.profile is not None or not self._share_fits(s, req):
                 continue
             if s.worker is None or (self.reusable is not None and not self.reusable(s)):
                 continue
@@ -263,18 +256,25 @@ class WarmSlices:
         """``req`` fits in the warm slice ``s``, which is at most ``max_oversize`` its size."""
         if s.profile is not None or req.profile is not None or len(s.devices) != req.devices:
             return False
-        if not req.compute_milli <= s.compute_milli <= req.compute_milli * self.max_oversize:
+        if not self._share_fits(s, req):
             return False
         ledger = self.table.ledger
-        spec = ledger.device_spec(s.devices[0])
-        if not req.selector.matches(spec.catalog):
-            return False
-        if s.memory_mib < (req.memory_mib or default_memory_mib(req.compute_milli, spec.total_memory_mib)):
-            return False
         alloc = ledger.get(s.alloc_id) if s.alloc_id in ledger else None
         return alloc is not None and (
             alloc.host_cpu_milli >= req.host_cpu_milli and alloc.host_memory_mib >= req.host_memory_mib
         )
+
+    def _share_fits(self, s: SliceInfo, req: SliceRequest) -> bool:
+        """The fraction ``req`` fits in the fraction slice ``s`` (a model it accepts, memory
+        enough), which is at most ``max_oversize`` its size: for a larger warm slice and for
+        an idle shared one alike."""
+        if not req.compute_milli <= s.compute_milli <= req.compute_milli * self.max_oversize:
+            return False
+        spec = self.table.ledger.device_spec(s.devices[0])
+        if not req.selector.matches(spec.catalog):
+            return False
+        need = req.memory_mib or default_memory_mib(req.compute_milli, spec.total_memory_mib)
+        return s.memory_mib >= need
 
     def adopt(self, lease: LeaseInfo, s: SliceInfo) -> None:
         """``lease`` takes the warm slice ``s`` (active at once when its worker is ready)."""
