@@ -32,11 +32,27 @@ never, and nothing drops a worker that left. Every slice worker a pool ever star
 there with its ``WorkerState`` (its task and memory tables): in the soak, about 45 a
 minute, the scheduler's memory growing about 0.5 MiB a minute. :func:`prune_stealing` drops
 the workers that are gone and are in no steal in flight.
+
+distributed appends ``(time, threads in the cluster)`` to
+``Scheduler.total_nthreads_history`` each time a worker joins or leaves, and never drops an
+entry: spans read it, each from the index it had when the span began, to integrate the
+threads the cluster had while the span ran. A pool that starts a worker per lease adds two
+entries per lease (in the soak, about 140 a minute, 0.4 MiB in half an hour, for ever).
+:func:`prune_nthreads_history` drops the entries older than a horizon (the plugin passes
+``flexlab.history-length``, 1 h by default), keeping the last of them, so the thread count
+in effect at the horizon is still known, and moves every span's index back by as many. A
+span that finished before the horizon keeps its own copy of the entries of its life, so
+it reads exactly as before. What changes: a span still running that began before the
+horizon counts its threads from the horizon on (distributed's idle-thread figures of such
+a span lose their part before it), and a finished span that gets new work after the
+horizon does not see the thread counts after that.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from bisect import bisect_left
 from typing import Any
 
 logger = logging.getLogger("flexlab.dask")
@@ -124,3 +140,37 @@ def prune_stealing(scheduler: Any) -> int:
     if dropped:
         logger.debug("flexlab: dropped %d entries of gone workers from work stealing", dropped)
     return dropped
+
+
+def prune_nthreads_history(scheduler: Any, keep_s: float, now: float | None = None) -> int:
+    """Drop the entries of ``total_nthreads_history`` older than ``keep_s`` seconds but the
+    last of them, and move the spans' indices into it back by as many (see the module's
+    docstring). Returns how many entries were dropped."""
+    found = getattr(scheduler, "total_nthreads_history", None)
+    if not isinstance(found, list) or len(found) < 3:
+        return 0
+    history: list[tuple[float, int]] = found
+    cut = (time.time() if now is None else now) - keep_s
+
+    def at(t: float) -> int:  # entries are appended in time order
+        return bisect_left(history, t, key=lambda entry: entry[0])
+
+    drop = at(cut) - 1  # keep the last entry before the cut: the count in effect then
+    if drop <= 0:
+        return 0
+    spans = getattr(getattr(scheduler, "extensions", {}).get("spans"), "spans", None)
+    for span in spans.values() if isinstance(spans, dict) else ():
+        if getattr(span, "_total_nthreads_history", None) is not history:
+            continue  # a copy of its own already
+        offset = span._total_nthreads_offset
+        if offset >= drop:
+            span._total_nthreads_offset = offset - drop
+        elif span.done and span.stop < cut:
+            # its whole life is before the horizon: it keeps what it reads, and only that
+            span._total_nthreads_history = history[offset : at(span.stop)]
+            span._total_nthreads_offset = 0
+        else:
+            span._total_nthreads_offset = 0
+    del history[:drop]
+    logger.debug("flexlab: dropped %d entries older than %.0f s from the threads history", drop, keep_s)
+    return drop

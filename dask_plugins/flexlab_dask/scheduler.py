@@ -64,7 +64,12 @@ from flexlab.core.request import MAX_PRIORITY, SliceRequest, parse_request
 from flexlab.core.speed import ThroughputTable
 from flexlab.core.units import lease_ttl, parse_duration
 from flexlab_dask import config
-from flexlab_dask.housekeeping import prune_event_topics, prune_forgotten_groups, prune_stealing
+from flexlab_dask.housekeeping import (
+    prune_event_topics,
+    prune_forgotten_groups,
+    prune_nthreads_history,
+    prune_stealing,
+)
 from flexlab_dask.private import PrivateLeases
 from flexlab_dask.state import build_pool_state, host_from_dict
 from flexlab_dask.store import LeaseStore, restore
@@ -194,6 +199,7 @@ class FlexScheduler(SchedulerPlugin):
         #: gone workers from work stealing.
         self.groups_pruned = 0
         self.stealing_pruned = 0
+        self.nthreads_pruned = 0
         #: Aggregated telemetry over time (one sampler, many readers).
         self.history = History(
             maxlen=max(1, round(config.seconds("history-length") / max(self.loop_interval, 0.01)))
@@ -345,6 +351,8 @@ class FlexScheduler(SchedulerPlugin):
             self.topics_pruned += prune_event_topics(self.scheduler)
             self.groups_pruned += prune_forgotten_groups(self.scheduler)
             self.stealing_pruned += prune_stealing(self.scheduler)
+            horizon = config.seconds("history-length")
+            self.nthreads_pruned += prune_nthreads_history(self.scheduler, horizon, now)
         self.record_history()
         self.metrics.observe(self.pool, now, plain_waiting=self.plain_waiting())
 

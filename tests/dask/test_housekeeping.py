@@ -9,9 +9,15 @@ from typing import Any
 
 import dask
 from distributed import Client, Event, Scheduler, Worker
+from distributed import span as dask_span
 from distributed.utils_test import gen_cluster
 from flexlab_dask import FlexScheduler
-from flexlab_dask.housekeeping import prune_event_topics, prune_forgotten_groups, prune_stealing
+from flexlab_dask.housekeeping import (
+    prune_event_topics,
+    prune_forgotten_groups,
+    prune_nthreads_history,
+    prune_stealing,
+)
 
 
 @gen_cluster(client=True, nthreads=[("127.0.0.1", 1)], timeout=60)
@@ -49,11 +55,15 @@ async def test_topics_of_gone_workers_are_dropped_and_nothing_else(c: Client, s:
 
 @gen_cluster(client=True, nthreads=[("127.0.0.1", 1)], timeout=60)
 async def test_the_plugin_prunes_on_its_own_tick(c: Client, s: Scheduler, w: Any) -> None:
-    with dask.config.set({"distributed.scheduler.events-cleanup-delay": "50ms"}):
+    with dask.config.set(
+        {"distributed.scheduler.events-cleanup-delay": "50ms", "flexlab.history-length": "100ms"}
+    ):
         plugin = FlexScheduler(state_file=":memory:", loop_interval=0.05)
         await s.register_scheduler_plugin(plugin, idempotent=False)
-        async with Worker(s.address, nthreads=1) as extra:
-            addr = extra.address
+        for _ in range(2):
+            async with Worker(s.address, nthreads=1) as extra:
+                addr = extra.address
+        await asyncio.sleep(0.2)  # the threads history's entries are older than its horizon
         for _ in range(100):
             if not s._broker._topics[addr].events:
                 break
@@ -65,6 +75,8 @@ async def test_the_plugin_prunes_on_its_own_tick(c: Client, s: Scheduler, w: Any
             await asyncio.sleep(0.05)
         assert addr not in s._broker._topics
         assert plugin.topics_pruned >= 1
+        assert plugin.nthreads_pruned >= 3
+        assert len(s.total_nthreads_history) <= 2
         assert plugin.errors == []
 
 
@@ -147,3 +159,52 @@ async def test_gone_workers_are_dropped_from_work_stealing(c: Client, s: Schedul
     # stealing still works on what is left
     assert await c.submit(sum, [1, 2]) == 3
     assert plugin.errors == []
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 2)], timeout=60)
+async def test_old_thread_counts_are_dropped_and_recent_spans_read_the_same(
+    c: Client, s: Scheduler, w: Any
+) -> None:
+    history = s.total_nthreads_history
+    assert await c.submit(sum, [0]) == 0  # the default span begins before the churn
+    release = Event()
+    with dask_span("long"):  # a span still running across the horizon
+        running = c.submit(release.wait, 30)
+    for _ in range(3):  # workers that come and go: two entries each
+        async with Worker(s.address, nthreads=2):
+            pass
+    horizon = len(history)
+    with dask_span("recent"):  # a span that begins after those entries
+        assert await c.submit(sum, [1, 2]) == 3
+    for _ in range(2):
+        async with Worker(s.address, nthreads=3):
+            pass
+    spans = s.extensions["spans"].spans
+    recent = next(x for x in spans.values() if x.name[-1] == "recent")
+    first = next(x for x in spans.values() if x.name == ("default",))
+    assert first.done
+    assert first._total_nthreads_offset < horizon - 1
+    before = {x.id: list(x._nthreads_timeseries()) for x in (recent, first)}
+    cut = history[horizon - 1][0]
+
+    dropped = prune_nthreads_history(s, keep_s=10.0, now=cut + 10.0)
+
+    # everything before the last entry older than the cut went; that one stays
+    assert dropped == horizon - 2
+    assert history[0][0] < cut <= history[1][0]
+    # a span newer than the horizon, and one that finished before it, read as before
+    assert list(recent._nthreads_timeseries()) == before[recent.id]
+    assert list(first._nthreads_timeseries()) == before[first.id]
+    assert first._total_nthreads_history is not history
+    assert recent._total_nthreads_history is history
+    # a span running since before the horizon reads from the horizon on
+    long = next(x for x in spans.values() if x.name[-1] == "long")
+    assert not long.done
+    assert long._total_nthreads_offset == 0
+    assert next(iter(long._nthreads_timeseries())) == (max(long.enqueued, history[0][0]), history[0][1])
+    await release.set()
+    assert await running is True
+    assert prune_nthreads_history(s, keep_s=10.0, now=cut + 10.0) == 0
+    # the scheduler keeps appending to the same list
+    async with Worker(s.address, nthreads=1):
+        assert history[-1][1] == sum(ws.nthreads for ws in s.workers.values())
