@@ -11,7 +11,8 @@ of the run, so that the rest of the run shows whether the scheduler's memory sta
 
 The load: task-mode tasks at 4 a second and one task at a time on each of three owners'
 long leases (``tests/multihost/load.py``), plus lease churn: four more owners each take a
-short lease, run two tasks on it and give it back, again and again.
+short lease, run two tasks on it and give it back, one every ``--churn-period`` seconds
+each (a fixed rate, so that what is kept for a retention stays the same size).
 
 Checked all along: the pool's invariants (``flexlab.core.pool.audit`` and the state checks
 of the multi-host tests, twice a second), and after each fault that the capacity is back
@@ -105,14 +106,25 @@ def _what_is_missing(pool: Pool) -> dict[str, Any]:
 
 
 class Churn:
-    """Short leases, again and again: take one, run two tasks on it, give it back."""
+    """Short leases, again and again: take one, run two tasks on it, give it back. Each
+    owner starts one every ``period`` seconds (at once when the last took longer, never
+    two to catch up), so the rate is the same over the whole run and what the scheduler
+    keeps for a retention does not grow because the pool got faster."""
 
     def __init__(
-        self, pool: Pool, owners: tuple[str, ...] = CHURN_OWNERS, request: str = CHURN_REQUEST
+        self,
+        pool: Pool,
+        owners: tuple[str, ...] = CHURN_OWNERS,
+        request: str = CHURN_REQUEST,
+        period: float = 5.0,
     ) -> None:
         self.pool = pool
         self.owners = owners
         self.request = request
+        self.period = period
+        self._t0 = time.monotonic()
+        #: leases granted in each minute of the run
+        self.per_minute: dict[int, int] = {}
         self.granted = 0
         self.released = 0
         self.tasks = 0
@@ -136,7 +148,9 @@ class Churn:
     def _run(self, owner: str) -> None:
         client = self.pool.client
         assert client is not None
-        while not self._stop.is_set():
+        next_at = time.monotonic() + random.uniform(0, self.period)  # owners out of step
+        while not self._stop.wait(max(0.0, next_at - time.monotonic())):
+            next_at = max(next_at + self.period, time.monotonic())
             try:
                 lease = flexlab.lease(self.request, ttl="10m", owner=owner, client=client, timeout=60)
             except TimeoutError:
@@ -146,10 +160,12 @@ class Churn:
                 # the scheduler is down or restarting (AttributeError: no rpc while the
                 # client reconnects): the call gave back what it made, or never made it
                 self._count(f"{type(exc).__name__} while the pool was down")
-                self._stop.wait(2)
+                next_at = max(next_at, time.monotonic() + 2)
                 continue
             with self._lock:
                 self.granted += 1
+                minute = int((time.monotonic() - self._t0) // 60)
+                self.per_minute[minute] = self.per_minute.get(minute, 0) + 1
             try:
                 futures = [lease.submit(work, i, 0.2, pure=False) for i in range(2)]
                 results = [f.result(timeout=120) for f in futures]
@@ -166,7 +182,6 @@ class Churn:
                     self.released += 1
             except (OSError, FlexlabError, AttributeError):
                 self._count("release failed while the pool was down (the TTL ends it)")
-            self._stop.wait(random.uniform(0.5, 3))
 
     def stop(self) -> None:
         self._stop.set()
@@ -182,6 +197,15 @@ def _worker_states() -> int:
     from distributed.scheduler import WorkerState
 
     return sum(1 for o in gc.get_objects() if isinstance(o, WorkerState))
+
+
+def _heap() -> dict[str, int]:
+    """The Python heap of the scheduler process, which its resident memory follows with
+    lag and slack (the allocator keeps freed pages): memory blocks allocated and objects
+    the garbage collector tracks."""
+    import gc
+
+    return {"py_blocks": sys.getallocatedblocks(), "gc_objects": len(gc.get_objects())}
 
 
 def _structures(dask_scheduler: Any) -> dict[str, int]:
@@ -211,6 +235,7 @@ def _structures(dask_scheduler: Any) -> dict[str, int]:
         "dask_span_groups": sum(len(x.groups) for x in dask_scheduler.extensions["spans"].spans.values()),
         "dask_nthreads_history": len(dask_scheduler.total_nthreads_history),
         "plugin_groups_pruned": int(getattr(plugin, "groups_pruned", 0)),
+        "plugin_nthreads_pruned": int(getattr(plugin, "nthreads_pruned", 0)),
         # Workers work stealing still counts (distributed keeps every worker it ever
         # balanced), how many WorkerStates the process holds, and how many the plugin dropped.
         "dask_stealing_workers": len(
@@ -231,16 +256,19 @@ def _structures(dask_scheduler: Any) -> dict[str, int]:
     for name, value in vars(plugin).items():  # the plugin's own tables, whatever they are
         if isinstance(value, (dict, list, set)) and name not in ("pool",):
             out[f"plugin.{name}"] = len(value)
-    return out
+    return out | _heap()
 
 
 class Memory:
     """The scheduler process's resident memory every ``interval`` seconds, by its life, and
     the sizes of what it holds every ``structures_every`` samples."""
 
-    def __init__(self, pool: Pool, interval: float = 10.0) -> None:
+    def __init__(self, pool: Pool, interval: float = 10.0, settle_s: float = 360.0) -> None:
         self.pool = pool
         self.interval = interval
+        #: after this long in a life, what is kept for a retention is full: growth from
+        #: there on is what the slopes report
+        self.settle_s = settle_s
         self.samples: list[dict[str, Any]] = []
         self.structures: list[dict[str, Any]] = []
         self._t0 = time.monotonic()
@@ -287,16 +315,44 @@ class Memory:
         third = max(1, len(longest) // 3)
         early = sum(x["rss_mib"] for x in longest[third : 2 * third] or longest[:third]) / third
         late = sum(x["rss_mib"] for x in longest[-third:]) / third
+        t0, t1 = start["t_s"], end["t_s"]
+        settled = [x for x in longest if x["t_s"] - t0 >= self.settle_s]
+        heap = [x for x in self.structures if t0 <= x["t_s"] <= t1 and x["t_s"] - t0 >= self.settle_s]
         return {
             "samples": len(self.samples),
             "lives": len(lives),
-            "longest_life_s": round(end["t_s"] - start["t_s"], 1),
+            "longest_life_s": round(t1 - t0, 1),
             "start_mib": round(start["rss_mib"], 1),
             "middle_mib": round(middle["rss_mib"], 1),
             "end_mib": round(end["rss_mib"], 1),
+            "rss_mib_at_minute": {
+                m: round(next(x["rss_mib"] for x in longest if x["t_s"] - t0 >= 60 * m), 1)
+                for m in (1, 5, 10, 15, 20, 25, 30)
+                if t1 - t0 >= 60 * m
+            },
             "growth_last_third": round(late / early - 1, 3),
             "flat": late <= early * 1.10,
+            # least-squares growth per minute once the retentions are full
+            "settle_s": self.settle_s,
+            "rss_mib_per_min_settled": _slope([(x["t_s"], x["rss_mib"]) for x in settled]),
+            "py_blocks_per_min_settled": _slope(
+                [(x["t_s"], x["py_blocks"]) for x in heap if "py_blocks" in x]
+            ),
+            "py_blocks_settled": [heap[0]["py_blocks"], heap[-1]["py_blocks"]] if heap else None,
         }
+
+
+def _slope(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of (seconds, value) points, per minute."""
+    if len(points) < 3:
+        return None
+    n = len(points)
+    mx = sum(t for t, _ in points) / n
+    my = sum(v for _, v in points) / n
+    var = sum((t - mx) ** 2 for t, _ in points)
+    if var == 0:
+        return None
+    return round(60 * sum((t - mx) * (v - my) for t, v in points) / var, 4)
 
 
 class Faults:
@@ -417,11 +473,22 @@ def main() -> int:
         "1000): the batches each worker's and client's stream keeps for debugging, and the events "
         "each topic keeps, which fill over an hour or more at 1000",
     )
+    ap.add_argument(
+        "--churn-period",
+        type=float,
+        default=5.0,
+        help="each churn owner starts a short lease every this many seconds (default 5: 48 a "
+        "minute from four owners, when the pool keeps up)",
+    )
     args = ap.parse_args()
     from dask.utils import parse_timedelta
 
+    if args.churn_period <= 0:
+        ap.error(f"--churn-period {args.churn_period}: give a positive number of seconds")
+
     if args.log_length < 1:
         ap.error(f"--log-length {args.log_length}: give a positive number of entries")
+    retention = (args.keep_ended, args.events_cleanup, args.history)
     for name, value in (
         ("--keep-ended", args.keep_ended),
         ("--events-cleanup", args.events_cleanup),
@@ -477,9 +544,9 @@ def main() -> int:
         assert pool.client is not None
         t_start = time.monotonic()
         watch = Watch(pool.client).start()
-        memory = Memory(pool).start()
+        memory = Memory(pool, settle_s=60 + max(parse_timedelta(x) or 0 for x in retention)).start()
         load = Load(pool.client, pool.leases).start()
-        churn = Churn(pool).start()
+        churn = Churn(pool, period=args.churn_period).start()
         faults = Faults(pool, watch, rng, args.scheduler_kills, t_start)
         deadline = t_start + 60 * args.minutes
         while True:
@@ -505,6 +572,8 @@ def main() -> int:
                     "granted": churn.granted,
                     "released": churn.released,
                     "not_granted": churn.not_granted,
+                    "churn_period_s": args.churn_period,
+                    "granted_per_minute": [churn.per_minute.get(m, 0) for m in range(int(args.minutes) + 1)],
                 },
                 "faults": faults.log,
                 "faults_by_kind": {

@@ -39,6 +39,10 @@ def test_a_short_soak_loses_nothing_and_leaves_nothing(tmp_path: Path) -> None:
     assert report["processes_left"] == []
     assert report["namespaces_left"] == []
     assert report["scheduler_memory"]["flat"] is None  # two minutes judge nothing about memory
+    # the heap beside the resident memory, and the churn's rate by minute
+    assert all(x["py_blocks"] > 0 and x["gc_objects"] > 0 for x in report["scheduler_structures"])
+    assert report["scheduler_structures"]
+    assert sum(report["leases"]["granted_per_minute"]) == report["leases"]["granted"]
     assert report["retention"] == {
         "lease.keep-ended": "5m",
         "events-cleanup-delay": "5m",
