@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import statistics
@@ -30,9 +31,52 @@ def noop(i: int) -> int:
     return i
 
 
-def throughput(tasks: int, rounds: int, processes: bool = False) -> dict[str, Any]:
+_HOOKS = ("update_graph", "transition", "tick")
+
+
+def _time_hooks(plugin: FlexScheduler, spent: dict[str, list[float]]) -> None:
+    """Wrap the plugin's scheduler hooks so the seconds spent in each are added to ``spent``
+    (name -> [seconds, calls]). Used only in the extra timed rounds: the wrappers cost a
+    little themselves, so the throughput rounds run without them."""
+    for name in _HOOKS:
+        fn = getattr(plugin, name)
+
+        def timed(*a: Any, _fn: Any = fn, _name: str = name, **k: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return _fn(*a, **k)
+            finally:
+                d = spent.setdefault(_name, [0.0, 0])
+                d[0] += time.perf_counter() - t
+                d[1] += 1
+
+        setattr(plugin, name, functools.wraps(fn)(timed))
+
+
+def _round(client: Client, mode: str, slices: list[Any], half: int, tag: str) -> float:
+    """One round of ``2 * half`` no-op tasks; returns tasks a second."""
+    t0 = time.perf_counter()
+    if mode == "vanilla":
+        futs = client.map(
+            noop, range(half), resources={slices[0].resource: 100}, key=[f"v{tag}-a-{i}" for i in range(half)]
+        )
+        futs += client.map(
+            noop, range(half), resources={slices[1].resource: 100}, key=[f"v{tag}-b-{i}" for i in range(half)]
+        )
+    else:
+        with flexlab.request("t4:0.1"):
+            futs = client.map(noop, range(2 * half), key=[f"f{tag}-{i}" for i in range(2 * half)])
+    wait(futs)
+    dt = time.perf_counter() - t0
+    del futs
+    return 2 * half / dt
+
+
+def throughput(tasks: int, rounds: int, processes: bool = False, hook_time: bool = False) -> dict[str, Any]:
     """Two T4 hosts, one fraction slice each, one thread per slice worker (as in peers.md);
-    ``processes``: each slice worker is its own process (as on a real host)."""
+    ``processes``: each slice worker is its own process (as on a real host). ``hook_time``:
+    afterwards, one more round of each mode with the plugin's hooks timed, to show what the
+    plugin itself costs per task (a figure the box's noise does not blur)."""
     hosts = [HostSpec(f"h{i}", 8000, 32 * 1024, (DeviceSpec("t4", 0),)) for i in range(2)]
     plugin = FlexScheduler(state_file=":memory:", slice_threads=1)
     out: dict[str, list[float]] = {"flexlab": [], "vanilla": []}
@@ -45,27 +89,24 @@ def throughput(tasks: int, rounds: int, processes: bool = False) -> dict[str, An
         half = tasks // 2
         for r in range(rounds):
             for mode in ("vanilla", "flexlab") if r % 2 == 0 else ("flexlab", "vanilla"):
-                t0 = time.perf_counter()
-                if mode == "vanilla":
-                    futs = client.map(
-                        noop,
-                        range(half),
-                        resources={slices[0].resource: 100},
-                        key=[f"v{r}-a-{i}" for i in range(half)],
-                    )
-                    futs += client.map(
-                        noop,
-                        range(half),
-                        resources={slices[1].resource: 100},
-                        key=[f"v{r}-b-{i}" for i in range(half)],
-                    )
-                else:
-                    with flexlab.request("t4:0.1"):
-                        futs = client.map(noop, range(2 * half), key=[f"f{r}-{i}" for i in range(2 * half)])
-                wait(futs)
-                dt = time.perf_counter() - t0
-                out[mode].append(2 * half / dt)
-                del futs
+                out[mode].append(_round(client, mode, slices, half, str(r)))
+                time.sleep(0.5)
+        hooks: dict[str, dict[str, float]] = {}
+        if hook_time:
+            for mode in ("vanilla", "flexlab"):
+                spent: dict[str, list[float]] = {}
+                _time_hooks(plugin, spent)
+                rate = _round(client, mode, slices, half, f"hooks-{mode}")
+                for name in _HOOKS:  # unwrap: the instance attributes shadow the methods
+                    delattr(plugin, name)
+                total = sum(v[0] for v in spent.values())
+                hooks[mode] = {
+                    "tasks_per_s": rate,
+                    "plugin_s": total,
+                    "plugin_us_per_task": 1e6 * total / (2 * half),
+                    "share_of_round": total * rate / (2 * half),
+                    **{f"{k}_s": v[0] for k, v in spent.items()},
+                }
                 time.sleep(0.5)
         errors = list(plugin.errors)
     v, f = statistics.median(out["vanilla"]), statistics.median(out["flexlab"])
@@ -78,6 +119,7 @@ def throughput(tasks: int, rounds: int, processes: bool = False) -> dict[str, An
         "flexlab_median": f,
         "ratio": f / v,
         "processes": processes,
+        "hook_time": hooks,
         "plugin_errors": errors,
     }
 
@@ -133,6 +175,11 @@ def main() -> None:
     p.add_argument("--demo-tasks", type=int, default=1200)
     p.add_argument("--leases", type=int, default=30)
     p.add_argument("--processes", action="store_true", help="slice workers as processes in [1]")
+    p.add_argument(
+        "--hook-time",
+        action="store_true",
+        help="in [1], also time the plugin's hooks in one more round of each mode (plugin seconds per task)",
+    )
     p.add_argument("--only", choices=("throughput", "mixed", "leases"), help="run one part only")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
@@ -140,7 +187,7 @@ def main() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     res: dict[str, Any] = {}
     if args.only in (None, "throughput"):
-        res["throughput"] = t = throughput(args.tasks, args.rounds, args.processes)
+        res["throughput"] = t = throughput(args.tasks, args.rounds, args.processes, args.hook_time)
         where = "worker processes" if args.processes else "in-process workers"
         print(
             f"[1] {t['tasks']} no-op tasks, {where}: vanilla resources= {t['vanilla_median']:.0f}/s, "
@@ -148,6 +195,12 @@ def main() -> None:
             f"vanilla {[round(x) for x in t['vanilla_tasks_per_s']]}, "
             f"flexlab {[round(x) for x in t['flexlab_tasks_per_s']]})"
         )
+        for mode, h in t["hook_time"].items():
+            print(
+                f"    plugin hooks, one timed {mode} round: {h['plugin_s']:.3f} s "
+                f"({h['plugin_us_per_task']:.1f} us a task, {100 * h['share_of_round']:.1f}% of the round's "
+                f"{t['tasks'] / h['tasks_per_s']:.2f} s)"
+            )
     if args.only in (None, "mixed"):
         res["mixed"] = m = mixed(args.window, args.demo_tasks)
         print(
