@@ -79,6 +79,8 @@ logger = logging.getLogger("flexlab.scheduler")
 
 WAIT_RESOURCE = "flexlab-waiting"
 _DONE = frozenset({"memory", "erred", "forgotten"})
+#: States of a task not yet given to a worker: the plugin may still bind it.
+_UNPLACED = frozenset({"released", "waiting", "no-worker"})
 SLICE_WORKER_PREFIX = "flexlab-slice-"
 #: Never a worker's address: keeps the open-worker set non-empty (Dask reads an empty
 #: ``worker_restrictions`` as "any worker", which would let plain tasks onto leased slices).
@@ -496,11 +498,12 @@ class FlexScheduler(SchedulerPlugin):
     ) -> None:
         ann = annotations.get("flexlab") or {}
         groups: dict[tuple[str, str], list[Any]] = {}
-        for key, value in ann.items():
-            ts = scheduler.tasks.get(key)
-            if ts is None or ts.state not in ("released", "waiting", "no-worker"):
+        task = scheduler.tasks.get
+        for key, value in ann.items():  # hot path: once per annotated task
+            ts = task(key)
+            if ts is None or ts.state not in _UNPLACED:
                 continue
-            if isinstance(value, str):
+            if type(value) is str:
                 # a client.map: many keys, one request; the task prefix is the workload class
                 groups.setdefault((value, ts.prefix.name), []).append(key)
             else:
@@ -529,9 +532,19 @@ class FlexScheduler(SchedulerPlugin):
         self.history.arrived(req.describe(), len(keys))
         requests = self._requests
         by_key = scheduler.tasks
+        bound: dict[Any, int] = {}  # by outcome code: counted once below
         for key, b in zip(keys, bindings, strict=True):
             requests[key] = req
-            self._restrict(by_key[key], key, b)
+            if b.status == "bound":  # most of a map: what _restrict does, inline
+                ts = by_key[key]
+                ts.resource_restrictions = b.resources
+                ts.worker_restrictions = None
+                bound[b.code] = bound.get(b.code, 0) + 1
+            else:
+                self._restrict(by_key[key], key, b)
+        for code, n in bound.items():
+            self.metrics.task_placed("bound", code.value, n)
+            self._stats["bound"] += n
 
     def _place_one(self, scheduler: Scheduler, key: Any, value: Any) -> None:
         try:
@@ -607,7 +620,7 @@ class FlexScheduler(SchedulerPlugin):
             ts = scheduler.tasks.get(key)
             if (
                 ts is None
-                or ts.state not in ("released", "waiting", "no-worker")
+                or ts.state not in _UNPLACED
                 or ts.worker_restrictions
                 or ts.resource_restrictions
                 or key in self._requests
@@ -626,11 +639,11 @@ class FlexScheduler(SchedulerPlugin):
                 logger.exception("flexlab plugin error in transition of %r", key)
 
     def _finish(self, key: Any, start: str, finish: str, kwargs: dict[str, Any]) -> None:
-        if finish == "memory" and start == "processing" and self.pool.speed is not None:
+        if finish == "memory" and start == "processing":
             # Every task at first, then one in 16: an EWMA needs no more, and this hook
             # runs for every task.
             self._finished += 1
-            if self._finished <= 256 or not self._finished & 15:
+            if (self._finished <= 256 or not self._finished & 15) and self.pool.speed is not None:
                 self._learn(key, kwargs.get("startstops"))
         self.pool.task_finished(key)
         if finish == "forgotten":

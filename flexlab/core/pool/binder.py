@@ -112,13 +112,15 @@ class TaskBinder:
         return out
 
     def task_finished(self, key: object) -> None:
+        # Hot path (once per finished task): a bound task is never also waiting.
         entry = self.task_slice.pop(key, None)
-        self.pending.pop(key, None)
-        if entry is not None:
-            s = self.table.slices.get(entry[0])
-            if s is not None:
-                s.load_milli -= entry[1]
-                s.tasks -= 1
+        if entry is None:
+            self.pending.pop(key, None)
+            return
+        s = self.table.slices.get(entry[0])
+        if s is not None:
+            s.load_milli -= entry[1]
+            s.tasks -= 1
 
     def forget_slice(self, slice_id: str) -> list[object]:
         """The slice is gone: unbind its tasks and return their keys (to be bound again)."""
