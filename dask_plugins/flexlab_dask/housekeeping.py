@@ -1,5 +1,7 @@
-"""What the scheduler would otherwise keep forever: event topics of workers long gone, and
-the task groups of work long forgotten.
+"""What the scheduler would otherwise keep forever, or far too long: event topics of workers
+long gone, task groups of work long forgotten, workers in work stealing's tables, thread
+counts and span metadata of long ago, and every task's key in dask's ``key_split`` memo.
+The plugin calls these once a minute from its loop.
 
 distributed logs events under each worker's and client's address (``Scheduler.log_event``)
 and, ``distributed.scheduler.events-cleanup-delay`` after the worker or client has gone,
@@ -46,6 +48,18 @@ it reads exactly as before. What changes: a span still running that began before
 horizon counts its threads from the horizon on (distributed's idle-thread figures of such
 a span lose their part before it), and a finished span that gets new work after the
 horizon does not see the thread counts after that.
+
+distributed adds the metadata of every graph submitted to its span to that span's list
+(``Span.add_metadata``: ``{"type": "Future"}`` for each ``client.submit``), and the default
+span of a scheduler that is never idle never ends: one dict per submission, for ever (in
+the soak, about 500 a minute). :func:`prune_span_metadata` keeps the distinct entries of
+each span's list, the latest last, at most ``SPAN_METADATA_KEEP``.
+
+dask memoises ``key_split`` (the task prefix of a key) for the last 100,000 keys it saw.
+Keys are unique per task, so on a scheduler every task's key string stays in that memo
+until 100,000 newer ones push it out: about 25 MiB once full, which a pool under steady
+load reaches in hours. :func:`trim_key_split_memo` empties the memo once it holds more
+than ``KEY_SPLIT_KEEP`` keys (it is only a cache: the next calls compute again).
 """
 
 from __future__ import annotations
@@ -59,6 +73,10 @@ logger = logging.getLogger("flexlab.dask")
 
 #: Topics distributed itself writes to for the whole life of the scheduler.
 KEEP = frozenset({"all", "scheduler"})
+#: Distinct metadata entries kept per span (``prune_span_metadata``).
+SPAN_METADATA_KEEP = 100
+#: Keys ``dask.utils.key_split`` may memoise before the memo is emptied.
+KEY_SPLIT_KEEP = 10_000
 
 
 def prune_event_topics(scheduler: Any) -> int:
@@ -174,3 +192,42 @@ def prune_nthreads_history(scheduler: Any, keep_s: float, now: float | None = No
     del history[:drop]
     logger.debug("flexlab: dropped %d entries older than %.0f s from the threads history", drop, keep_s)
     return drop
+
+
+def prune_span_metadata(scheduler: Any, keep: int = SPAN_METADATA_KEEP) -> int:
+    """Keep the distinct entries of each span's metadata list, the latest last, at most
+    ``keep`` (see the module's docstring). Returns how many entries were dropped."""
+    spans = getattr(getattr(scheduler, "extensions", {}).get("spans"), "spans", None)
+    dropped = 0
+    for span in spans.values() if isinstance(spans, dict) else ():
+        metadata = getattr(span, "_metadata", None)
+        entries = metadata.get("collections") if isinstance(metadata, dict) else None
+        if not isinstance(entries, list) or len(entries) <= 1:
+            continue
+        latest: dict[str, Any] = {}
+        for entry in entries:  # the last of equal entries wins, in the order they last came
+            name = repr(entry)
+            latest.pop(name, None)
+            latest[name] = entry
+        kept = list(latest.values())[-keep:]
+        if len(kept) < len(entries):
+            dropped += len(entries) - len(kept)
+            entries[:] = kept
+    if dropped:
+        logger.debug("flexlab: dropped %d repeated metadata entries from spans", dropped)
+    return dropped
+
+
+def trim_key_split_memo(keep: int = KEY_SPLIT_KEEP) -> int:
+    """Empty dask's ``key_split`` memo once it holds more than ``keep`` keys (see the
+    module's docstring). Returns how many keys it held when emptied, else 0."""
+    from dask.utils import key_split
+
+    info = getattr(key_split, "cache_info", None)
+    if info is None:
+        return 0
+    held = int(info().currsize)
+    if held <= keep:
+        return 0
+    key_split.cache_clear()
+    return held

@@ -68,7 +68,9 @@ from flexlab_dask.housekeeping import (
     prune_event_topics,
     prune_forgotten_groups,
     prune_nthreads_history,
+    prune_span_metadata,
     prune_stealing,
+    trim_key_split_memo,
 )
 from flexlab_dask.private import PrivateLeases
 from flexlab_dask.state import build_pool_state, host_from_dict
@@ -202,6 +204,8 @@ class FlexScheduler(SchedulerPlugin):
         self.groups_pruned = 0
         self.stealing_pruned = 0
         self.nthreads_pruned = 0
+        self.metadata_pruned = 0
+        self.key_split_trimmed = 0
         #: Aggregated telemetry over time (one sampler, many readers).
         self.history = History(
             maxlen=max(1, round(config.seconds("history-length") / max(self.loop_interval, 0.01)))
@@ -355,6 +359,8 @@ class FlexScheduler(SchedulerPlugin):
             self.stealing_pruned += prune_stealing(self.scheduler)
             horizon = config.seconds("history-length")
             self.nthreads_pruned += prune_nthreads_history(self.scheduler, horizon, now)
+            self.metadata_pruned += prune_span_metadata(self.scheduler)
+            self.key_split_trimmed += trim_key_split_memo()
         self.record_history()
         self.metrics.observe(self.pool, now, plain_waiting=self.plain_waiting())
 

@@ -16,7 +16,9 @@ from flexlab_dask.housekeeping import (
     prune_event_topics,
     prune_forgotten_groups,
     prune_nthreads_history,
+    prune_span_metadata,
     prune_stealing,
+    trim_key_split_memo,
 )
 
 
@@ -63,6 +65,8 @@ async def test_the_plugin_prunes_on_its_own_tick(c: Client, s: Scheduler, w: Any
         for _ in range(2):
             async with Worker(s.address, nthreads=1) as extra:
                 addr = extra.address
+        for i in range(3):  # three submissions: three metadata entries in the default span
+            assert await c.submit(abs, -i) == i
         await asyncio.sleep(0.2)  # the threads history's entries are older than its horizon
         for _ in range(100):
             if not s._broker._topics[addr].events:
@@ -76,6 +80,7 @@ async def test_the_plugin_prunes_on_its_own_tick(c: Client, s: Scheduler, w: Any
         assert addr not in s._broker._topics
         assert plugin.topics_pruned >= 1
         assert plugin.nthreads_pruned >= 3
+        assert plugin.metadata_pruned >= 2
         assert len(s.total_nthreads_history) <= 2
         assert plugin.errors == []
 
@@ -208,3 +213,40 @@ async def test_old_thread_counts_are_dropped_and_recent_spans_read_the_same(
     # the scheduler keeps appending to the same list
     async with Worker(s.address, nthreads=1):
         assert history[-1][1] == sum(ws.nthreads for ws in s.workers.values())
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)], timeout=60)
+async def test_a_span_keeps_distinct_metadata_not_one_entry_per_submission(
+    c: Client, s: Scheduler, w: Any
+) -> None:
+    with dask_span("busy"):
+        futures = [c.submit(abs, -i) for i in range(30)]  # one submission each
+        assert await c.gather(futures) == list(range(30))
+    busy = next(x for x in s.extensions["spans"].spans.values() if x.name[-1] == "busy")
+    entries = busy.metadata["collections"]
+    assert len(entries) == 30  # distributed: one {"type": "Future"} per submission
+    entries.insert(0, {"type": "Array", "chunks": 3})  # an older, different one stays
+
+    dropped = prune_span_metadata(s)
+
+    assert dropped == 29
+    assert busy.metadata["collections"] == [{"type": "Array", "chunks": 3}, {"type": "Future"}]
+    assert prune_span_metadata(s) == 0
+    assert prune_span_metadata(s, keep=1) == 1
+    assert busy.metadata["collections"] == [{"type": "Future"}]  # the latest is kept
+    # the span takes new metadata as before
+    with dask_span("busy"):
+        assert await c.submit(abs, -5) == 5
+
+
+def test_the_key_split_memo_is_emptied_only_when_it_holds_too_many() -> None:
+    from dask.utils import key_split
+
+    key_split.cache_clear()
+    for i in range(20):
+        key_split(f"task-{i}-abcdef0123456789abcdef0123456789")
+    assert trim_key_split_memo(keep=100) == 0
+    assert key_split.cache_info().currsize == 20
+    assert trim_key_split_memo(keep=10) == 20
+    assert key_split.cache_info().currsize == 0
+    assert key_split("task-1-abcdef0123456789abcdef0123456789") == "task"  # computed again
