@@ -111,6 +111,9 @@ def test_the_window_rolls() -> None:
     for _ in range(50):
         live.observe(Req(compute_milli=600))
     assert shapes_of(live) == {600: 1.0}
+    # the window holds one object per distinct shape, and forgets a shape that left it
+    assert len({id(x) for x in live._shapes}) == 1
+    assert list(live._interned) == [live._shapes[0]]
 
 
 def test_flexlab_counts_host_memory_and_models_fgd_does_not() -> None:

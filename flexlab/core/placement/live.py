@@ -127,6 +127,8 @@ class LivePolicy:
         self.rebuilds = 0
         self._shapes: deque[Shape] = deque()
         self._counts: Counter[Shape] = Counter()
+        #: The one object kept for each distinct shape in the window.
+        self._interned: dict[Shape, Shape] = {}
         self._prior = {
             shape_of(key, r): share for r, (_, share) in zip(_prior_requests(), PRIOR_MIX, strict=True)
         }
@@ -192,6 +194,9 @@ class LivePolicy:
             self._counts[old] -= 1
             if self._counts[old] <= 0:
                 del self._counts[old]
+                del self._interned[old]
+        # one object per distinct shape in the window, not one per request
+        shape = self._interned.setdefault(shape, shape)
         self._shapes.append(shape)
         self._counts[shape] += 1
         self._since += 1
