@@ -199,6 +199,12 @@ def _worker_states() -> int:
     return sum(1 for o in gc.get_objects() if isinstance(o, WorkerState))
 
 
+def _key_split_memo() -> int:
+    from dask.utils import key_split
+
+    return int(key_split.cache_info().currsize)
+
+
 def _heap() -> dict[str, int]:
     """The Python heap of the scheduler process, which its resident memory follows with
     lag and slack (the allocator keeps freed pages): memory blocks allocated and objects
@@ -236,6 +242,13 @@ def _structures(dask_scheduler: Any) -> dict[str, int]:
         "dask_nthreads_history": len(dask_scheduler.total_nthreads_history),
         "plugin_groups_pruned": int(getattr(plugin, "groups_pruned", 0)),
         "plugin_nthreads_pruned": int(getattr(plugin, "nthreads_pruned", 0)),
+        # metadata entries held by spans (distributed adds one per submission), and the
+        # keys dask's key_split memo holds (flexlab_dask.housekeeping)
+        "dask_span_metadata": sum(
+            len((x.metadata or {}).get("collections", ()))
+            for x in dask_scheduler.extensions["spans"].spans.values()
+        ),
+        "dask_key_split_memo": _key_split_memo(),
         # Workers work stealing still counts (distributed keeps every worker it ever
         # balanced), how many WorkerStates the process holds, and how many the plugin dropped.
         "dask_stealing_workers": len(
