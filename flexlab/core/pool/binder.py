@@ -112,10 +112,11 @@ class TaskBinder:
         return out
 
     def task_finished(self, key: object) -> None:
-        # Hot path (once per finished task): a bound task is never also waiting.
+        # Hot path (once per finished task); nothing waits, most of the time.
         entry = self.task_slice.pop(key, None)
-        if entry is None:
+        if self.pending:
             self.pending.pop(key, None)
+        if entry is None:
             return
         s = self.table.slices.get(entry[0])
         if s is not None:
