@@ -56,13 +56,15 @@ def _time_hooks(plugin: FlexScheduler, spent: dict[str, list[float]]) -> None:
 def _round(client: Client, mode: str, slices: list[Any], half: int, tag: str) -> float:
     """One round of ``2 * half`` no-op tasks; returns tasks a second."""
     t0 = time.perf_counter()
-    if mode == "vanilla":
-        futs = client.map(
-            noop, range(half), resources={slices[0].resource: 100}, key=[f"v{tag}-a-{i}" for i in range(half)]
-        )
-        futs += client.map(
-            noop, range(half), resources={slices[1].resource: 100}, key=[f"v{tag}-b-{i}" for i in range(half)]
-        )
+    if mode in ("vanilla", "vanilla-memory"):
+        futs = []
+        for j, part in enumerate("ab"):
+            resources = {slices[j].resource: 100.0}
+            if mode == "vanilla-memory":  # what flexlab's binding holds: compute and memory
+                resources[slices[j].memory_resource] = slices[j].memory_mib / 10
+            futs += client.map(
+                noop, range(half), resources=resources, key=[f"{mode}{tag}-{part}-{i}" for i in range(half)]
+            )
     else:
         with flexlab.request("t4:0.1"):
             futs = client.map(noop, range(2 * half), key=[f"f{tag}-{i}" for i in range(2 * half)])
@@ -72,14 +74,19 @@ def _round(client: Client, mode: str, slices: list[Any], half: int, tag: str) ->
     return 2 * half / dt
 
 
-def throughput(tasks: int, rounds: int, processes: bool = False, hook_time: bool = False) -> dict[str, Any]:
+def throughput(
+    tasks: int, rounds: int, processes: bool = False, hook_time: bool = False, vanilla_memory: bool = False
+) -> dict[str, Any]:
     """Two T4 hosts, one fraction slice each, one thread per slice worker (as in peers.md);
     ``processes``: each slice worker is its own process (as on a real host). ``hook_time``:
     afterwards, one more round of each mode with the plugin's hooks timed, to show what the
-    plugin itself costs per task (a figure the box's noise does not blur)."""
+    plugin itself costs per task (a figure the box's noise does not blur).
+    ``vanilla_memory``: a third mode, vanilla Dask with both resources flexlab's binding
+    holds (the slice's compute and its memory), like with like."""
     hosts = [HostSpec(f"h{i}", 8000, 32 * 1024, (DeviceSpec("t4", 0),)) for i in range(2)]
     plugin = FlexScheduler(state_file=":memory:", slice_threads=1)
-    out: dict[str, list[float]] = {"flexlab": [], "vanilla": []}
+    modes = ["vanilla", "flexlab", *(["vanilla-memory"] if vanilla_memory else [])]
+    out: dict[str, list[float]] = {m: [] for m in modes}
     with (
         FlexCluster(hosts, cpu_workers=0, plugin=plugin, processes=processes, wait_for_slices=120) as cluster,
         Client(cluster) as client,
@@ -88,7 +95,8 @@ def throughput(tasks: int, rounds: int, processes: bool = False, hook_time: bool
         assert len(slices) == 2
         half = tasks // 2
         for r in range(rounds):
-            for mode in ("vanilla", "flexlab") if r % 2 == 0 else ("flexlab", "vanilla"):
+            # each mode goes first in turn: a drift of the box's speed favours none
+            for mode in modes[r % len(modes) :] + modes[: r % len(modes)]:
                 out[mode].append(_round(client, mode, slices, half, str(r)))
                 time.sleep(0.5)
         hooks: dict[str, dict[str, float]] = {}
@@ -118,6 +126,14 @@ def throughput(tasks: int, rounds: int, processes: bool = False, hook_time: bool
         "vanilla_median": v,
         "flexlab_median": f,
         "ratio": f / v,
+        **(
+            {
+                "vanilla_memory_tasks_per_s": out["vanilla-memory"],
+                "ratio_to_vanilla_memory": f / statistics.median(out["vanilla-memory"]),
+            }
+            if vanilla_memory
+            else {}
+        ),
         # each round's two modes ran back to back: their ratio cancels the box's slower drifts
         "round_ratios": [a / b for a, b in zip(out["flexlab"], out["vanilla"], strict=True)],
         "processes": processes,
@@ -178,6 +194,11 @@ def main() -> None:
     p.add_argument("--leases", type=int, default=30)
     p.add_argument("--processes", action="store_true", help="slice workers as processes in [1]")
     p.add_argument(
+        "--vanilla-memory",
+        action="store_true",
+        help="in [1], a third mode: vanilla Dask with the slice's compute and memory resources, as flexlab binds",
+    )
+    p.add_argument(
         "--hook-time",
         action="store_true",
         help="in [1], also time the plugin's hooks in one more round of each mode (plugin seconds per task)",
@@ -189,7 +210,9 @@ def main() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     res: dict[str, Any] = {}
     if args.only in (None, "throughput"):
-        res["throughput"] = t = throughput(args.tasks, args.rounds, args.processes, args.hook_time)
+        res["throughput"] = t = throughput(
+            args.tasks, args.rounds, args.processes, args.hook_time, args.vanilla_memory
+        )
         where = "worker processes" if args.processes else "in-process workers"
         print(
             f"[1] {t['tasks']} no-op tasks, {where}: vanilla resources= {t['vanilla_median']:.0f}/s, "
@@ -197,6 +220,12 @@ def main() -> None:
             f"vanilla {[round(x) for x in t['vanilla_tasks_per_s']]}, "
             f"flexlab {[round(x) for x in t['flexlab_tasks_per_s']]})"
         )
+        if "ratio_to_vanilla_memory" in t:
+            print(
+                f"    vanilla with compute and memory resources "
+                f"{statistics.median(t['vanilla_memory_tasks_per_s']):.0f}/s -> flexlab "
+                f"{t['ratio_to_vanilla_memory']:.2f}x (rounds: {[round(x) for x in t['vanilla_memory_tasks_per_s']]})"
+            )
         rr = t["round_ratios"]
         print(
             f"    flexlab / vanilla in each round: {[round(x, 2) for x in rr]}, median {statistics.median(rr):.2f}x, "
