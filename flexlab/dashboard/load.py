@@ -218,9 +218,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=3.0, help="tasks per second (default 3)")
     p.add_argument("--seed", type=int, default=7, help="seed of the workload mix")
     args = p.parse_args(argv)
-    stop = threading.Event()
+    # A flag, not a threading.Event: a handler runs in the main thread between two
+    # bytecodes, possibly inside Event.set of an earlier signal, and would wait for ever on
+    # the lock that call holds (a SIGTERM to the process and then to its group did that).
+    stopping: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        stopping.append(signum)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, stop)
     make_client: Any = Client  # distributed is untyped
     with (
         make_client(args.scheduler, timeout="120s") as client,
@@ -230,7 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"flexlab synthetic load on {args.scheduler}: {args.rate:g} tasks/s, leases by {', '.join(USERS)}"
         )
         sys.stdout.flush()
-        stop.wait()
+        while not stopping:
+            time.sleep(0.2)
     return 0
 
 
