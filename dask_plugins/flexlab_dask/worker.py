@@ -1,8 +1,8 @@
 """Slice workers: one Dask worker per slice, pinned to it, reporting its telemetry.
 
 A slice worker offers the slice's capacity as Dask resources (``flexlab-slice-<id>`` in
-compute milli, ``flexlab-slice-<id>-mem`` in MiB, and ``flexlab-lease-<id>`` for a lease's
-slice), so Dask itself keeps concurrent tasks inside the slice. Its process environment pins
+compute milli, against which a task's memory counts too, and ``flexlab-lease-<id>`` for a
+lease's slice), so Dask itself keeps concurrent tasks inside the slice. Its process environment pins
 it to the slice (the vendor's visibility and limit variables; for mock devices, the mock's
 own ``FLEXLAB_MOCK_*`` variables). ``SliceWorkerPlugin`` reports utilisation and memory to
 the scheduler once a second over the worker's batched stream.

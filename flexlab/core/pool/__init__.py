@@ -5,9 +5,10 @@ translates Dask events into calls here and carries out the commands it returns
 (``StartSlice`` / ``StopSlice`` / ``RetagSlice`` for the host agents, resource restrictions for tasks).
 
 * A **slice** is a ledger allocation served by one worker. Shared slices take any owner's
-  tasks; a lease's slice takes only its owner's. Its capacity (compute milli, memory MiB per
-  device) becomes the worker's Dask resources ``flexlab-slice-<id>`` and
-  ``flexlab-slice-<id>-mem``, so that Dask keeps concurrent tasks inside it.
+  tasks; a lease's slice takes only its owner's. Its compute becomes the worker's Dask
+  resource ``flexlab-slice-<id>`` (milli-units); a task holds its compute, or its memory's
+  share of the slice if larger (``SliceInfo.task_milli``), so Dask keeps the tasks running
+  together inside the slice's compute and memory with one resource.
 * A **task** with a request is bound to the least loaded fitting shared slice; when none
   fits, a new shared slice is carved where placement says (``place()`` on the ledger); when
   nothing can be carved now it waits with its reason; when it can never fit it fails with

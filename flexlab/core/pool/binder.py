@@ -282,5 +282,5 @@ def _bound(s: SliceInfo, need: tuple[int, int]) -> Binding:
         "bound",
         slice_id=s.slice_id,
         compute_milli=need[0],
-        resources={s.resource: float(need[0]), s.memory_resource: float(need[1])},
+        resources={s.resource: float(s.task_milli(need[0], need[1]))},
     )

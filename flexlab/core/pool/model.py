@@ -69,17 +69,32 @@ class SliceInfo:
     def resource(self) -> str:
         return f"{RESOURCE_PREFIX}{self.slice_id}"
 
-    @property
-    def memory_resource(self) -> str:
-        return f"{RESOURCE_PREFIX}{self.slice_id}-mem"
-
     def worker_resources(self, nthreads: int = DEFAULT_SLICE_THREADS) -> dict[str, float]:
-        res = {self.resource: float(self.compute_milli), self.memory_resource: float(self.memory_mib)}
+        """The Dask resources its worker offers: the slice's compute in milli-units (which
+        a task's memory counts against too, see ``task_milli``) and, for a lease's or a warm
+        slice, the lease resource with one unit per thread."""
+        res = {self.resource: float(self.compute_milli)}
         if self.lease_id is not None:
             res[f"{LEASE_PREFIX}{self.lease_id}"] = float(nthreads)
         elif self.warm_for is not None:  # the id its future lease will have
             res[f"{LEASE_PREFIX}{self.next_lease or self.slice_id}"] = float(nthreads)
         return res
+
+    def task_milli(self, compute_milli: int, memory_mib: int) -> int:
+        """What a task needing ``compute_milli`` and ``memory_mib`` of this slice holds of its
+        Dask resource: its compute, or its memory's share of the slice in compute units if
+        that is larger. Tasks running together then never hold more than the slice's compute
+        nor more than its memory, with one resource instead of two (each resource a task
+        names costs Dask work on every task). The price: a memory-heavy task beside
+        compute-heavy ones counts its memory share as compute, so such a mix may run less at
+        once than two resources would allow; tasks whose memory follows their compute (the
+        default) hold exactly their compute."""
+        cap_c, cap_m = self.compute_milli, self.memory_mib
+        # Memory up to the compute's share of the slice (rounded up, as a request's default
+        # memory is) fits in the compute held: at most 1 MiB a task over, never a unit more.
+        if cap_m <= 0 or cap_c <= 0 or memory_mib <= -(-compute_milli * cap_m // cap_c):
+            return compute_milli
+        return min(cap_c, max(compute_milli, -(-memory_mib * cap_c // cap_m)))
 
     @property
     def reserved(self) -> bool:
