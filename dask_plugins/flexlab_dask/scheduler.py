@@ -81,6 +81,8 @@ logger = logging.getLogger("flexlab.scheduler")
 
 WAIT_RESOURCE = "flexlab-waiting"
 _DONE = frozenset({"memory", "erred", "forgotten"})
+#: The plugin's count (``_stats``) of each binding outcome.
+_STAT_OF = {"bound": "bound", "wait": "waited", "fail": "failed"}
 #: States of a task not yet given to a worker: the plugin may still bind it.
 _UNPLACED = frozenset({"released", "waiting", "no-worker"})
 SLICE_WORKER_PREFIX = "flexlab-slice-"
@@ -538,19 +540,15 @@ class FlexScheduler(SchedulerPlugin):
         self.history.arrived(req.describe(), len(keys))
         requests = self._requests
         by_key = scheduler.tasks
-        bound: dict[Any, int] = {}  # by outcome code: counted once below
+        apply = self._apply_binding
+        outcomes: dict[tuple[str, Any], int] = {}  # counted once below, not once a task
         for key, b in zip(keys, bindings, strict=True):
             requests[key] = req
-            if b.status == "bound":  # most of a map: what _restrict does, inline
-                ts = by_key[key]
-                ts.resource_restrictions = b.resources
-                ts.worker_restrictions = None
-                bound[b.code] = bound.get(b.code, 0) + 1
-            else:
-                self._restrict(by_key[key], key, b)
-        for code, n in bound.items():
-            self.metrics.task_placed("bound", code.value, n)
-            self._stats["bound"] += n
+            apply(by_key[key], key, b)
+            oc = (b.status, b.code)
+            outcomes[oc] = outcomes.get(oc, 0) + 1
+        for (status, code), n in outcomes.items():
+            self._count_placed(status, code.value, n)
 
     def _place_one(self, scheduler: Scheduler, key: Any, value: Any) -> None:
         try:
@@ -597,22 +595,29 @@ class FlexScheduler(SchedulerPlugin):
         return req
 
     def _restrict(self, ts: Any, key: Any, b: Binding) -> None:
-        self.metrics.task_placed(b.status, b.code.value)
+        """Apply one task's binding and count it."""
+        self._apply_binding(ts, key, b)
+        self._count_placed(b.status, b.code.value)
+
+    def _apply_binding(self, ts: Any, key: Any, b: Binding) -> None:
+        """What a binding means to Dask: the slice's resource (bound), a resource no
+        worker has (it waits), or a task that raises the reason (it can never fit)."""
         if b.status == "bound":
             # Shared by the tasks bound to one slice; Dask only reads it.
             ts.resource_restrictions = b.resources
             ts.worker_restrictions = None
-            self._stats["bound"] += 1
         elif b.status == "wait":
             ts.resource_restrictions = {WAIT_RESOURCE: 1.0}
-            self._stats["waited"] += 1
         else:
             self._requests.pop(key, None)
             ts.resource_restrictions = None
             ts.worker_restrictions = None
             message = f"flexlab cannot place task {key!r}: {b.reason}"
             ts.run_spec = Task(key, _raise_unschedulable, message)
-            self._stats["failed"] += 1
+
+    def _count_placed(self, status: str, code: str, n: int = 1) -> None:
+        self.metrics.task_placed(status, code, n)
+        self._stats[_STAT_OF[status]] += n
 
     def _keep_plain_tasks_off_leases(
         self, scheduler: Scheduler, tasks: list[Any], ann: dict[Any, Any]
