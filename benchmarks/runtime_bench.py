@@ -1,12 +1,14 @@
 """Runtime benchmarks, each measured side by side in one run (issue: the Dask runtime).
 
-1. Throughput: 20,000 no-op tasks with a flexlab request vs vanilla Dask ``resources=`` on
-   the same slice workers (alternating rounds; medians reported).
+1. Throughput: rounds of no-op tasks with a flexlab request vs vanilla Dask ``resources=``
+   on the same slice workers, the two back to back in each round (which goes first
+   alternates); the medians, each round's ratio, and a bootstrap 95% interval of the median
+   ratio are reported.
 2. The demo's mixed fractional workload vs whole-device allocation (tasks per minute).
 3. Lease latency: request to first task running on the leased slice, p50 and p95.
 
-    python benchmarks/runtime_bench.py [--tasks 20000] [--rounds 3] [--window 30] [--leases 30]
-        [--json results.json]
+    python benchmarks/runtime_bench.py [--tasks 10000] [--rounds 10] [--window 30] [--leases 30]
+        [--processes] [--hook-time] [--only throughput] [--json results.json]
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import argparse
 import functools
 import json
 import logging
+import random
 import statistics
 import time
 from typing import Any
 
+import psutil
 from distributed import Client, wait
 from flexlab_dask import FlexCluster, FlexScheduler
 
@@ -56,14 +60,16 @@ def _time_hooks(plugin: FlexScheduler, spent: dict[str, list[float]]) -> None:
 def _round(client: Client, mode: str, slices: list[Any], half: int, tag: str) -> float:
     """One round of ``2 * half`` no-op tasks; returns tasks a second."""
     t0 = time.perf_counter()
-    if mode in ("vanilla", "vanilla-memory"):
+    if mode == "vanilla":
         futs = []
         for j, part in enumerate("ab"):
-            resources = {slices[j].resource: 100.0}
-            if mode == "vanilla-memory":  # what flexlab's binding holds: compute and memory
-                resources[slices[j].memory_resource] = slices[j].memory_mib / 10
+            # what a Dask user writes for a tenth of each slice (flexlab's binding of
+            # "t4:0.1" holds the same: one resource, 100 milli-units)
             futs += client.map(
-                noop, range(half), resources=resources, key=[f"{mode}{tag}-{part}-{i}" for i in range(half)]
+                noop,
+                range(half),
+                resources={slices[j].resource: 100.0},
+                key=[f"{mode}{tag}-{part}-{i}" for i in range(half)],
             )
     else:
         with flexlab.request("t4:0.1"):
@@ -74,19 +80,37 @@ def _round(client: Client, mode: str, slices: list[Any], half: int, tag: str) ->
     return 2 * half / dt
 
 
-def throughput(
-    tasks: int, rounds: int, processes: bool = False, hook_time: bool = False, vanilla_memory: bool = False
-) -> dict[str, Any]:
+def _cpu_s(procs: list[psutil.Process]) -> float:
+    """User and system CPU seconds the processes have used so far."""
+    total = 0.0
+    for p in procs:
+        t = p.cpu_times()
+        total += t.user + t.system
+    return total
+
+
+def median_interval(xs: list[float], draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """A bootstrap 95% interval of the median of ``xs`` (fixed seed: the same data gives the
+    same interval)."""
+    rng = random.Random(seed)
+    meds = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(draws))
+    return meds[int(0.025 * draws)], meds[int(0.975 * draws) - 1]
+
+
+def throughput(tasks: int, rounds: int, processes: bool = False, hook_time: bool = False) -> dict[str, Any]:
     """Two T4 hosts, one fraction slice each, one thread per slice worker (as in peers.md);
-    ``processes``: each slice worker is its own process (as on a real host). ``hook_time``:
-    afterwards, one more round of each mode with the plugin's hooks timed, to show what the
-    plugin itself costs per task (a figure the box's noise does not blur).
-    ``vanilla_memory``: a third mode, vanilla Dask with both resources flexlab's binding
-    holds (the slice's compute and its memory), like with like."""
+    ``processes``: each slice worker is its own process (as on a real host). One round of
+    each mode first warms the runtime up (its logs and deques fill) and is not counted.
+    Besides tasks a second, each round's CPU time per task is measured, in this process
+    (client and scheduler) and in the worker processes: CPU seconds barely move with the
+    box's other load, so they show a difference between the modes that wall-clock rates
+    are too noisy for. ``hook_time``: afterwards, one more round of each mode with the
+    plugin's hooks timed, to show what the plugin itself costs per task."""
     hosts = [HostSpec(f"h{i}", 8000, 32 * 1024, (DeviceSpec("t4", 0),)) for i in range(2)]
     plugin = FlexScheduler(state_file=":memory:", slice_threads=1)
-    modes = ["vanilla", "flexlab", *(["vanilla-memory"] if vanilla_memory else [])]
+    modes = ["vanilla", "flexlab"]
     out: dict[str, list[float]] = {m: [] for m in modes}
+    cpu: dict[str, dict[str, list[float]]] = {m: {"scheduler": [], "workers": []} for m in modes}
     with (
         FlexCluster(hosts, cpu_workers=0, plugin=plugin, processes=processes, wait_for_slices=120) as cluster,
         Client(cluster) as client,
@@ -94,10 +118,18 @@ def throughput(
         slices = sorted(plugin.pool.slices.values(), key=lambda s: s.slice_id)
         assert len(slices) == 2
         half = tasks // 2
+        me = psutil.Process()
+        workers = me.children(recursive=True)
+        for mode in modes:
+            _round(client, mode, slices, half, "warm-up")
         for r in range(rounds):
             # each mode goes first in turn: a drift of the box's speed favours none
-            for mode in modes[r % len(modes) :] + modes[: r % len(modes)]:
+            for mode in modes if r % 2 == 0 else modes[::-1]:
+                c0, w0 = _cpu_s([me]), _cpu_s(workers)
                 out[mode].append(_round(client, mode, slices, half, str(r)))
+                c1, w1 = _cpu_s([me]), _cpu_s(workers)
+                cpu[mode]["scheduler"].append(1e6 * (c1 - c0) / (2 * half))
+                cpu[mode]["workers"].append(1e6 * (w1 - w0) / (2 * half))
                 time.sleep(0.5)
         hooks: dict[str, dict[str, float]] = {}
         if hook_time:
@@ -118,6 +150,12 @@ def throughput(
                 time.sleep(0.5)
         errors = list(plugin.errors)
     v, f = statistics.median(out["vanilla"]), statistics.median(out["flexlab"])
+    # each round's two modes ran back to back: their ratio cancels the box's slower drifts
+    paired = [a / b for a, b in zip(out["flexlab"], out["vanilla"], strict=True)]
+    cpu_total = {
+        m: [a + b for a, b in zip(c["scheduler"], c["workers"], strict=True)] for m, c in cpu.items()
+    }
+    cpu_paired = [a / b for a, b in zip(cpu_total["flexlab"], cpu_total["vanilla"], strict=True)]
     return {
         "tasks": 2 * (tasks // 2),
         "rounds": rounds,
@@ -126,16 +164,19 @@ def throughput(
         "vanilla_median": v,
         "flexlab_median": f,
         "ratio": f / v,
-        **(
-            {
-                "vanilla_memory_tasks_per_s": out["vanilla-memory"],
-                "ratio_to_vanilla_memory": f / statistics.median(out["vanilla-memory"]),
-            }
-            if vanilla_memory
-            else {}
-        ),
-        # each round's two modes ran back to back: their ratio cancels the box's slower drifts
-        "round_ratios": [a / b for a, b in zip(out["flexlab"], out["vanilla"], strict=True)],
+        "round_ratios": paired,
+        "round_ratio_median": statistics.median(paired),
+        "round_ratio_median_95": median_interval(paired),
+        # CPU microseconds a task: this process (client and scheduler), the worker processes
+        "cpu_us_per_task": cpu,
+        "cpu_us_per_task_median": {
+            m: {k: statistics.median(xs) for k, xs in c.items()} | {"total": statistics.median(cpu_total[m])}
+            for m, c in cpu.items()
+        },
+        # flexlab's CPU a task over vanilla's, round by round (> 1: flexlab costs more)
+        "cpu_round_ratios": cpu_paired,
+        "cpu_ratio_median": statistics.median(cpu_paired),
+        "cpu_ratio_median_95": median_interval(cpu_paired),
         "processes": processes,
         "hook_time": hooks,
         "plugin_errors": errors,
@@ -187,17 +228,12 @@ def lease_latency(n: int, processes: bool) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", type=int, default=20_000)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--tasks", type=int, default=10_000, help="tasks in each round of each mode in [1]")
+    p.add_argument("--rounds", type=int, default=10, help="rounds of [1]")
     p.add_argument("--window", type=float, default=30.0)
     p.add_argument("--demo-tasks", type=int, default=1200)
     p.add_argument("--leases", type=int, default=30)
     p.add_argument("--processes", action="store_true", help="slice workers as processes in [1]")
-    p.add_argument(
-        "--vanilla-memory",
-        action="store_true",
-        help="in [1], a third mode: vanilla Dask with the slice's compute and memory resources, as flexlab binds",
-    )
     p.add_argument(
         "--hook-time",
         action="store_true",
@@ -210,9 +246,7 @@ def main() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     res: dict[str, Any] = {}
     if args.only in (None, "throughput"):
-        res["throughput"] = t = throughput(
-            args.tasks, args.rounds, args.processes, args.hook_time, args.vanilla_memory
-        )
+        res["throughput"] = t = throughput(args.tasks, args.rounds, args.processes, args.hook_time)
         where = "worker processes" if args.processes else "in-process workers"
         print(
             f"[1] {t['tasks']} no-op tasks, {where}: vanilla resources= {t['vanilla_median']:.0f}/s, "
@@ -220,16 +254,21 @@ def main() -> None:
             f"vanilla {[round(x) for x in t['vanilla_tasks_per_s']]}, "
             f"flexlab {[round(x) for x in t['flexlab_tasks_per_s']]})"
         )
-        if "ratio_to_vanilla_memory" in t:
-            print(
-                f"    vanilla with compute and memory resources "
-                f"{statistics.median(t['vanilla_memory_tasks_per_s']):.0f}/s -> flexlab "
-                f"{t['ratio_to_vanilla_memory']:.2f}x (rounds: {[round(x) for x in t['vanilla_memory_tasks_per_s']]})"
-            )
         rr = t["round_ratios"]
+        lo, hi = t["round_ratio_median_95"]
         print(
-            f"    flexlab / vanilla in each round: {[round(x, 2) for x in rr]}, median {statistics.median(rr):.2f}x, "
-            f"{sum(x >= 1 for x in rr)} of {len(rr)} rounds >= 1.0x"
+            f"    flexlab / vanilla in each round: {[round(x, 2) for x in rr]}, median {t['round_ratio_median']:.3f}x "
+            f"(95% interval {lo:.3f}-{hi:.3f}), {sum(x >= 1 for x in rr)} of {len(rr)} rounds >= 1.0x"
+        )
+        cm = t["cpu_us_per_task_median"]
+        lo, hi = t["cpu_ratio_median_95"]
+        print(
+            "    CPU a task (median): "
+            + ", ".join(
+                f"{m} {c['total']:.0f} us ({c['scheduler']:.0f} client and scheduler, {c['workers']:.0f} workers)"
+                for m, c in cm.items()
+            )
+            + f"; flexlab / vanilla {t['cpu_ratio_median']:.3f} (95% interval {lo:.3f}-{hi:.3f})"
         )
         for mode, h in t["hook_time"].items():
             print(
