@@ -71,6 +71,24 @@ def _sample(pid: int) -> dict[str, int]:
     return out
 
 
+def _still_running(pids: dict[str, int], timeout: float) -> dict[str, int]:
+    """Those of ``pids`` that have not exited within ``timeout`` seconds (a zombie has; a
+    pid taken since by a process that is not flexlab's is not ours)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = {}
+        for name, pid in pids.items():
+            try:
+                p = psutil.Process(pid)
+                if p.status() != psutil.STATUS_ZOMBIE and "flexlab" in " ".join(p.cmdline()):
+                    left[name] = pid
+            except psutil.Error:
+                pass
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_binder_postbuild_and_start(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
@@ -113,14 +131,22 @@ def test_binder_postbuild_and_start(tmp_path: Path) -> None:
         steady = _sample(proc.pid) if proc.poll() is None else {}
     finally:
         # start's background jobs (pool, load) share its process group: stop the group we started.
+        launched = {}
         for name in ("load.pid", "pool.pid"):
             pidfile = logs / name
             if pidfile.exists():
+                launched[name] = pid = int(pidfile.read_text())
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pidfile.read_text()), signal.SIGTERM)
+                    os.kill(pid, signal.SIGTERM)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(60)
+        # Both must stop on SIGTERM (the load once hung in its own signal handler and stayed
+        # behind): whatever still runs is killed here, and the test fails below.
+        left_behind = _still_running(launched, 30)
+        for pid in left_behind.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     timings["session"] = time.monotonic() - t0
     seen = json.loads(report.read_text()) if report.exists() else {}
     memory = {
@@ -138,6 +164,8 @@ def test_binder_postbuild_and_start(tmp_path: Path) -> None:
         )
     )
     log = (tmp_path / "start.log").read_text(errors="replace")[-3000:]
+    assert sorted(launched) == ["load.pid", "pool.pid"], launched
+    assert not left_behind, f"still running 30 s after SIGTERM: {left_behind}"
     assert proc.returncode == 0, f"session failed: {seen}\n{log}"
     assert seen.get("ok"), f"session failed: {seen}\n{log}"
     assert seen["pool"]["devices"] == 6
