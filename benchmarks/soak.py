@@ -199,12 +199,6 @@ def _worker_states() -> int:
     return sum(1 for o in gc.get_objects() if isinstance(o, WorkerState))
 
 
-def _key_split_memo() -> int:
-    from dask.utils import key_split
-
-    return int(key_split.cache_info().currsize)
-
-
 def _heap() -> dict[str, int]:
     """The Python heap of the scheduler process, which its resident memory follows with
     lag and slack (the allocator keeps freed pages): memory blocks allocated and objects
@@ -216,6 +210,8 @@ def _heap() -> dict[str, int]:
 
 def _structures(dask_scheduler: Any) -> dict[str, int]:
     """How much the scheduler holds, by structure: what grows if its memory grows."""
+    from flexlab_dask.housekeeping import key_split_memo_size
+
     plugin = dask_scheduler.plugins["flexlab"]
     pool = plugin.pool
     topics = dask_scheduler._broker._topics  # distributed's event topics (Scheduler.log_event)
@@ -248,7 +244,7 @@ def _structures(dask_scheduler: Any) -> dict[str, int]:
             len((x.metadata or {}).get("collections", ()))
             for x in dask_scheduler.extensions["spans"].spans.values()
         ),
-        "dask_key_split_memo": _key_split_memo(),
+        "dask_key_split_memo": key_split_memo_size(),
         # Workers work stealing still counts (distributed keeps every worker it ever
         # balanced), how many WorkerStates the process holds, and how many the plugin dropped.
         "dask_stealing_workers": len(

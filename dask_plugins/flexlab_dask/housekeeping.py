@@ -218,15 +218,20 @@ def prune_span_metadata(scheduler: Any, keep: int = SPAN_METADATA_KEEP) -> int:
     return dropped
 
 
+def key_split_memo_size() -> int:
+    """Keys dask's ``key_split`` memo holds now (0 if this dask does not memoise it)."""
+    from dask.utils import key_split
+
+    info = getattr(key_split, "cache_info", None)
+    return 0 if info is None else int(info().currsize)
+
+
 def trim_key_split_memo(keep: int = KEY_SPLIT_KEEP) -> int:
     """Empty dask's ``key_split`` memo once it holds more than ``keep`` keys (see the
     module's docstring). Returns how many keys it held when emptied, else 0."""
     from dask.utils import key_split
 
-    info = getattr(key_split, "cache_info", None)
-    if info is None:
-        return 0
-    held = int(info().currsize)
+    held = key_split_memo_size()
     if held <= keep:
         return 0
     key_split.cache_clear()
