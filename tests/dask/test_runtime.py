@@ -60,8 +60,17 @@ def test_plain_tasks_still_work(flex: Flex) -> None:
     assert sum(client.gather(client.map(lambda x: x * 2, range(50)))) == 2450
 
 
-def test_concurrency_stays_inside_the_slice(flex: Flex) -> None:
-    """Tasks of 0.4 on the fraction-sliced MLU (one slice of 1000 milli): at most two at once."""
+@pytest.mark.parametrize(
+    "spec",
+    [
+        # 0.4 of the fraction-sliced MLU's one slice of 1000 milli: two at once, not three
+        "mlu:0.4",
+        # 10% of its compute but 20 of its 48 GiB: two at once fit its memory, three would
+        # not (their memory counts against the slice's one resource)
+        "mlu:0.1,20GiB",
+    ],
+)
+def test_concurrency_stays_inside_the_slice(flex: Flex, spec: str) -> None:
     _, client = flex
 
     def hold() -> tuple[float, float]:
@@ -69,22 +78,7 @@ def test_concurrency_stays_inside_the_slice(flex: Flex) -> None:
         time.sleep(0.3)
         return t0, time.time()
 
-    with flexlab.request("mlu:0.4"):
-        spans = client.gather(client.map(lambda i: hold(), range(6), pure=False))
-    assert _peak(spans) == 2
-
-
-def test_memory_keeps_concurrency_inside_the_slice_too(flex: Flex) -> None:
-    """Tasks of 10% of the MLU's compute but 20 of its 48 GiB: two at once fit its memory,
-    three would not (their memory counts against the slice's one resource)."""
-    _, client = flex
-
-    def hold() -> tuple[float, float]:
-        t0 = time.time()
-        time.sleep(0.3)
-        return t0, time.time()
-
-    with flexlab.request("mlu:0.1,20GiB"):
+    with flexlab.request(spec):
         spans = client.gather(client.map(lambda i: hold(), range(6), pure=False))
     assert _peak(spans) == 2
 
