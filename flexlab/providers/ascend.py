@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from dataclasses import dataclass
 
 from flexlab.core.catalog import CATALOG
@@ -26,10 +25,10 @@ from flexlab.providers.base import (
     DeviceInstance,
     DiscoveredDevice,
     ErrorCode,
-    ErrorLog,
     PartitionMode,
     PerProcess,
     ProcessUsage,
+    ProviderBase,
     ProviderReport,
     ReadingError,
     ReportStatus,
@@ -37,7 +36,6 @@ from flexlab.providers.base import (
     TelemetryReport,
     TelemetrySample,
     disabled_report,
-    disabled_telemetry,
     flexlab_slice_env,
     memory_mismatch,
     model_key_for,
@@ -71,8 +69,11 @@ def _tool_report(res: ToolResult) -> ProviderReport:
     )
 
 
-class AscendProvider:
+class AscendProvider(ProviderBase):
     """Ascend discovery, telemetry, vNPU management and isolation through npu-smi."""
+
+    NAME = NAME
+    LABEL = "Ascend"
 
     def __init__(
         self,
@@ -84,22 +85,13 @@ class AscendProvider:
         query_vnpu: bool = True,
         query_usages: bool = False,
     ) -> None:
-        self._enabled = enabled
-        self._errlog = ErrorLog(log)
+        super().__init__(enabled=enabled, logger=log)
         self._runner = runner
         self._tool = tool
         self._timeout = timeout
         self._query_vnpu = query_vnpu
         self._query_usages = query_usages
         self._report: PerProcess[ProviderReport] = PerProcess()
-
-    @property
-    def name(self) -> str:
-        return NAME
-
-    @property
-    def enabled(self) -> bool:
-        return self._enabled
 
     def run(self, req: NpuSmiRequest) -> ToolResult:
         """Build and run one npu-smi command."""
@@ -199,26 +191,8 @@ class AscendProvider:
 
     # -- telemetry -------------------------------------------------------------------
 
-    def sample(self) -> TelemetryReport:
-        """AI core %, memory and per-process memory of every chip; never raises.
-
-        Each new reading error is logged once, at WARNING.
-        """
-        report = self._sample_all()
-        self._errlog.report(report.all_errors())
-        return report
-
-    def _sample_all(self) -> TelemetryReport:
-        if not self._enabled:
-            return disabled_telemetry(NAME)
-        now = time.time()
-        try:
-            return self._sample(now)
-        except Exception as exc:  # a bug: reported and logged, never raised
-            log.exception("Ascend telemetry failed")
-            return TelemetryReport(NAME, now, errors=(ReadingError(ErrorCode.INTERNAL_ERROR, repr(exc)),))
-
-    def _sample(self, now: float) -> TelemetryReport:
+    def _read_telemetry(self, now: float) -> TelemetryReport:
+        """AI core %, memory and per-process memory of every chip."""
         res = self.run(NpuSmiRequest(NpuSmiOp.INFO))
         if not res.ok:
             return TelemetryReport(

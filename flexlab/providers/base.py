@@ -14,7 +14,8 @@ A provider is the edge between flexlab and one vendor's tools (NVML, ``npu-smi``
 Hardware is touched lazily, at most once per process for detection (see
 :class:`PerProcess`), and every provider takes ``enabled`` (fed from the dask.config key
 ``flexlab.providers.<name>.enabled``); a disabled provider reports ``DISABLED`` and runs
-nothing.
+nothing. The providers derive from :class:`ProviderBase`, which holds what they share (the
+name, ``enabled``, and a ``sample()`` that never raises and logs each new error once).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar, runtime_checkable
+from typing import ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 from flexlab.core.catalog import CATALOG, lookup_product_name
 
@@ -396,6 +397,52 @@ def disabled_telemetry(name: str) -> TelemetryReport:
     return TelemetryReport(
         name, time.time(), errors=(ReadingError(ErrorCode.NOT_SUPPORTED, "provider disabled"),)
     )
+
+
+class ProviderBase:
+    """What every provider shares: its name, whether it is switched on, and ``sample()``,
+    which never raises and logs each new reading error once, at WARNING. A provider sets
+    ``NAME`` (its config and report name) and ``LABEL`` (how log lines name it) and reads
+    its telemetry in ``_read_telemetry``; an exception there is a bug, reported in the
+    telemetry and logged with its traceback."""
+
+    NAME: ClassVar[str]
+    LABEL: ClassVar[str]
+
+    def __init__(self, *, enabled: bool, logger: logging.Logger) -> None:
+        self._enabled = enabled
+        self._log = logger
+        self._errlog = ErrorLog(logger)
+
+    @property
+    def name(self) -> str:
+        return self.NAME
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    def sample(self) -> TelemetryReport:
+        """Live telemetry of this provider's devices (``_read_telemetry``); never raises.
+
+        Each new reading error is logged once, at WARNING.
+        """
+        if not self._enabled:
+            report = disabled_telemetry(self.NAME)
+        else:
+            now = time.time()
+            try:
+                report = self._read_telemetry(now)
+            except Exception as exc:  # a bug or an unexpected binding: reported, never raised
+                self._log.exception("%s telemetry failed", self.LABEL)
+                report = TelemetryReport(
+                    self.NAME, now, errors=(ReadingError(ErrorCode.INTERNAL_ERROR, repr(exc)),)
+                )
+        self._errlog.report(report.all_errors())
+        return report
+
+    def _read_telemetry(self, now: float) -> TelemetryReport:
+        raise NotImplementedError
 
 
 def merge_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:

@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from dataclasses import dataclass
 
 from flexlab.core.errors import InvalidRequest
 from flexlab.providers.base import (
     DiscoveredDevice,
     ErrorCode,
-    ErrorLog,
     PerProcess,
     ProcessUsage,
+    ProviderBase,
     ProviderReport,
     ReadingError,
     ReportStatus,
@@ -35,7 +34,6 @@ from flexlab.providers.base import (
     TelemetryReport,
     TelemetrySample,
     disabled_report,
-    disabled_telemetry,
     flexlab_slice_env,
     memory_mismatch,
     model_key_for,
@@ -147,8 +145,11 @@ def parse_cnmon(text: str) -> CnmonTable:
     return CnmonTable(version, driver, tuple(cards), tuple(procs), tuple(problems))
 
 
-class CambriconProvider:
+class CambriconProvider(ProviderBase):
     """Cambricon discovery, telemetry and isolation through ``cnmon``."""
+
+    NAME = NAME
+    LABEL = "Cambricon"
 
     def __init__(
         self,
@@ -158,20 +159,11 @@ class CambriconProvider:
         tool: str = TOOL,
         timeout: float = DEFAULT_TIMEOUT_S,
     ) -> None:
-        self._enabled = enabled
-        self._errlog = ErrorLog(log)
+        super().__init__(enabled=enabled, logger=log)
         self._runner = runner
         self._tool = tool
         self._timeout = timeout
         self._report: PerProcess[ProviderReport] = PerProcess()
-
-    @property
-    def name(self) -> str:
-        return NAME
-
-    @property
-    def enabled(self) -> bool:
-        return self._enabled
 
     def cnmon_argv(self) -> list[str]:
         """The one command this provider runs: ``cnmon`` with no arguments."""
@@ -233,48 +225,31 @@ class CambriconProvider:
             NAME, ReportStatus.OK, tuple(devices), warnings=tuple(warnings), version=version
         )
 
-    def sample(self) -> TelemetryReport:
-        """Utilisation, memory and per-process memory of every card; never raises.
-
-        Each new reading error is logged once, at WARNING.
-        """
-        report = self._sample_all()
-        self._errlog.report(report.all_errors())
-        return report
-
-    def _sample_all(self) -> TelemetryReport:
-        if not self._enabled:
-            return disabled_telemetry(NAME)
-        now = time.time()
-        try:
-            res = self._run()
-            if not res.ok:
-                error = ReadingError(res.error or ErrorCode.TOOL_FAILED, res.describe())
-                return TelemetryReport(NAME, now, errors=(error,))
-            table = parse_cnmon(res.stdout)
-            errors = [ReadingError(ErrorCode.PARSE_ERROR, p, field="cnmon") for p in table.problems]
-            known = {d.card_id: d for d in self.detect().devices}
-            samples = []
-            for card in table.cards:
-                dev = known.pop(card.card, None)
-                uuid = dev.uuid if dev else f"mlu-card{card.card}"
-                procs = tuple(
-                    ProcessUsage(pid=p.pid, memory_mib=p.memory_mib, name=p.command)
-                    for p in table.processes
-                    if p.card == card.card
-                )
-                errs = () if dev else (ReadingError(ErrorCode.UNKNOWN_DEVICE, "not seen at detection", uuid),)
-                used, total = card.memory_used_mib, card.memory_total_mib
-                samples.append(
-                    TelemetrySample(uuid, card.card, now, card.util_pct, used, total, procs, errors=errs)
-                )
-            errors += [
-                ReadingError(ErrorCode.DEVICE_LOST, "missing from cnmon", d.uuid) for d in known.values()
-            ]
-            return TelemetryReport(NAME, now, tuple(samples), tuple(errors))
-        except Exception as exc:  # a bug: reported and logged, never raised
-            log.exception("Cambricon telemetry failed")
-            return TelemetryReport(NAME, now, errors=(ReadingError(ErrorCode.INTERNAL_ERROR, repr(exc)),))
+    def _read_telemetry(self, now: float) -> TelemetryReport:
+        """Utilisation, memory and per-process memory of every card."""
+        res = self._run()
+        if not res.ok:
+            error = ReadingError(res.error or ErrorCode.TOOL_FAILED, res.describe())
+            return TelemetryReport(NAME, now, errors=(error,))
+        table = parse_cnmon(res.stdout)
+        errors = [ReadingError(ErrorCode.PARSE_ERROR, p, field="cnmon") for p in table.problems]
+        known = {d.card_id: d for d in self.detect().devices}
+        samples = []
+        for card in table.cards:
+            dev = known.pop(card.card, None)
+            uuid = dev.uuid if dev else f"mlu-card{card.card}"
+            procs = tuple(
+                ProcessUsage(pid=p.pid, memory_mib=p.memory_mib, name=p.command)
+                for p in table.processes
+                if p.card == card.card
+            )
+            errs = () if dev else (ReadingError(ErrorCode.UNKNOWN_DEVICE, "not seen at detection", uuid),)
+            used, total = card.memory_used_mib, card.memory_total_mib
+            samples.append(
+                TelemetrySample(uuid, card.card, now, card.util_pct, used, total, procs, errors=errs)
+            )
+        errors += [ReadingError(ErrorCode.DEVICE_LOST, "missing from cnmon", d.uuid) for d in known.values()]
+        return TelemetryReport(NAME, now, tuple(samples), tuple(errors))
 
     def isolation_env(self, binding: SliceBinding) -> dict[str, str]:
         """``MLU_VISIBLE_DEVICES`` by card number, plus the FLEXLAB_* caps."""

@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,9 +56,9 @@ from flexlab.providers.base import (
     DeviceInstance,
     DiscoveredDevice,
     ErrorCode,
-    ErrorLog,
     PartitionMode,
     ProcessUsage,
+    ProviderBase,
     ProviderReport,
     ReadingError,
     ReportStatus,
@@ -67,7 +66,6 @@ from flexlab.providers.base import (
     TelemetryReport,
     TelemetrySample,
     disabled_report,
-    disabled_telemetry,
     flexlab_slice_env,
 )
 from flexlab.providers.mig import plan_mig_layout
@@ -266,22 +264,16 @@ class MockTelemetryBoard:
             return self._readings.get(device_uuid)
 
 
-class MockProvider:
+class MockProvider(ProviderBase):
     """Reports one simulated host's devices like a real provider (see the module docstring)."""
 
+    NAME = NAME
+    LABEL = "mock"
+
     def __init__(self, host: MockHost, *, enabled: bool = True, hook: SimulationHook | None = None) -> None:
+        super().__init__(enabled=enabled, logger=log)
         self._host = host
-        self._enabled = enabled
-        self._errlog = ErrorLog(log)
         self._hook = hook
-
-    @property
-    def name(self) -> str:
-        return NAME
-
-    @property
-    def enabled(self) -> bool:
-        return self._enabled
 
     @property
     def host(self) -> MockHost:
@@ -294,19 +286,8 @@ class MockProvider:
         detail = "" if self._host.devices else f"mock host {self._host.name} has no devices"
         return ProviderReport(NAME, status, self._host.devices, detail, version=f"mock-spec-{SPEC_VERSION}")
 
-    def sample(self) -> TelemetryReport:
-        """The hook's readings (idle without one); out-of-range readings are reported.
-
-        Each new reading error is logged once, at WARNING.
-        """
-        report = self._sample_all()
-        self._errlog.report(report.all_errors())
-        return report
-
-    def _sample_all(self) -> TelemetryReport:
-        if not self._enabled:
-            return disabled_telemetry(NAME)
-        now = time.time()
+    def _read_telemetry(self, now: float) -> TelemetryReport:
+        """The hook's readings (idle without one); out-of-range readings are reported."""
         samples = [self._sample_one(dev, now) for dev in self._host.devices]
         return TelemetryReport(NAME, now, tuple(samples))
 

@@ -18,7 +18,6 @@ import importlib
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -28,8 +27,8 @@ from flexlab.providers import nvml_read as rd
 from flexlab.providers.base import (
     DiscoveredDevice,
     ErrorCode,
-    ErrorLog,
     PerProcess,
+    ProviderBase,
     ProviderReport,
     ReadingError,
     ReportStatus,
@@ -37,7 +36,6 @@ from flexlab.providers.base import (
     TelemetryReport,
     TelemetrySample,
     disabled_report,
-    disabled_telemetry,
     flexlab_slice_env,
     memory_mismatch,
 )
@@ -60,12 +58,15 @@ class NvmlState(enum.Enum):
     INIT_FAILED = "init-failed"
 
 
-class NvidiaProvider:
+class NvidiaProvider(ProviderBase):
     """NVIDIA discovery, telemetry and isolation through NVML.
 
     >>> NvidiaProvider(enabled=False).detect().status.value
     'disabled'
     """
+
+    NAME = NAME
+    LABEL = "NVIDIA"
 
     def __init__(
         self,
@@ -74,8 +75,7 @@ class NvidiaProvider:
         nvml: ModuleType | None = None,
         mps_probe: Callable[[], MpsStatus] | None = None,
     ) -> None:
-        self._enabled = enabled
-        self._errlog = ErrorLog(log)
+        super().__init__(enabled=enabled, logger=log)
         self._injected = nvml
         self._mps_probe = mps_probe or detect_mps
         self._state = NvmlState.UNINITIALIZED if enabled else NvmlState.DISABLED_CONFIG
@@ -86,14 +86,6 @@ class NvidiaProvider:
         self._report: PerProcess[ProviderReport] = PerProcess()
         self._handles = rd.Handles()
         self._last_seen_us: dict[str, int] = {}
-
-    @property
-    def name(self) -> str:
-        return NAME
-
-    @property
-    def enabled(self) -> bool:
-        return self._enabled
 
     @property
     def state(self) -> NvmlState:
@@ -177,37 +169,22 @@ class NvidiaProvider:
 
     # -- telemetry -------------------------------------------------------------------
 
-    def sample(self) -> TelemetryReport:
-        """Utilisation, memory and per-process use of every GPU and MIG instance; never raises.
-
-        Each new reading error is logged once, at WARNING.
-        """
-        report = self._sample_all()
-        self._errlog.report(report.all_errors())
-        return report
-
-    def _sample_all(self) -> TelemetryReport:
-        if not self._enabled:
-            return disabled_telemetry(NAME)
-        now = time.time()
-        try:
-            report = self.detect()
-            nv = self._nvml()
-            if nv is None or not report.ok:
-                why = self._state_detail or report.detail or report.status.value
-                return TelemetryReport(NAME, now, errors=(ReadingError(ErrorCode.TOOL_FAILED, why),))
-            samples: list[TelemetrySample] = [
-                rd.device_sample(nv, uuid, index, handle, now, self._last_seen_us)
-                for uuid, (index, handle) in self._handles.devices.items()
-            ]
-            samples += [
-                rd.mig_sample(nv, parent, mig_uuid, index, handle, now)
-                for mig_uuid, (parent, index, handle) in self._handles.migs.items()
-            ]
-            return TelemetryReport(NAME, now, tuple(samples))
-        except Exception as exc:  # a bug or an unexpected binding: reported, never raised
-            log.exception("NVIDIA telemetry failed")
-            return TelemetryReport(NAME, now, errors=(ReadingError(ErrorCode.INTERNAL_ERROR, repr(exc)),))
+    def _read_telemetry(self, now: float) -> TelemetryReport:
+        """Utilisation, memory and per-process use of every GPU and MIG instance."""
+        report = self.detect()
+        nv = self._nvml()
+        if nv is None or not report.ok:
+            why = self._state_detail or report.detail or report.status.value
+            return TelemetryReport(NAME, now, errors=(ReadingError(ErrorCode.TOOL_FAILED, why),))
+        samples: list[TelemetrySample] = [
+            rd.device_sample(nv, uuid, index, handle, now, self._last_seen_us)
+            for uuid, (index, handle) in self._handles.devices.items()
+        ]
+        samples += [
+            rd.mig_sample(nv, parent, mig_uuid, index, handle, now)
+            for mig_uuid, (parent, index, handle) in self._handles.migs.items()
+        ]
+        return TelemetryReport(NAME, now, tuple(samples))
 
     # -- isolation -------------------------------------------------------------------
 

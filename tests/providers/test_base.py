@@ -1,9 +1,11 @@
-"""Shared provider pieces: catalog mapping, per-process caching, the tool runner."""
+"""Shared provider pieces: catalog mapping, per-process caching, the tool runner, and the
+base every provider samples through."""
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import pytest
 
@@ -11,7 +13,9 @@ from flexlab.providers.base import (
     DiscoveredDevice,
     ErrorCode,
     PerProcess,
+    ProviderBase,
     SliceBinding,
+    TelemetryReport,
     flexlab_slice_env,
     memory_mismatch,
     model_key_for,
@@ -114,3 +118,53 @@ def test_slice_usage_counts_each_process_once_and_falls_back_to_instances() -> N
     inst_b = TelemetrySample("GPU-1", 0, 0.0, None, 3, 50, (ProcessUsage(8, 200),), instance="MIG-b")
     usage = slice_usage([inst_a, inst_b, parent], [7, 8])
     assert (usage.memory_mib, usage.utilization_pct, usage.pids) == (500, 40.0, (7, 8))
+
+
+def _providers(enabled: bool) -> list[ProviderBase]:
+
+    from flexlab.providers.ascend import AscendProvider
+    from flexlab.providers.cambricon import CambriconProvider
+    from flexlab.providers.mock import MockProvider, parse_pool_spec
+    from flexlab.providers.nvidia import NvidiaProvider
+
+    from .test_mock import spec_dict
+
+    host = parse_pool_spec(spec_dict()).hosts[0]
+    return [
+        NvidiaProvider(enabled=enabled),
+        AscendProvider(enabled=enabled),
+        CambriconProvider(enabled=enabled),
+        MockProvider(host, enabled=enabled),
+    ]
+
+
+@pytest.mark.parametrize("index", range(4), ids=["nvidia", "ascend", "cambricon", "mock"])
+def test_every_provider_samples_without_raising_and_logs_a_new_error_once(
+    index: int,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    fail_on_plugin_exceptions: Any,
+) -> None:
+    off = _providers(False)[index]
+    report = off.sample()
+    assert (off.name, off.enabled) == (report.provider, False)
+    assert [(e.code, e.detail) for e in report.errors] == [(ErrorCode.NOT_SUPPORTED, "provider disabled")]
+
+    prov = _providers(True)[index]
+
+    def broken(now: float) -> TelemetryReport:
+        raise RuntimeError("unexpected reply")
+
+    monkeypatch.setattr(prov, "_read_telemetry", broken)
+    for _ in range(2):
+        report = prov.sample()
+        assert report.samples == ()
+        assert [(e.code, e.detail) for e in report.errors] == [
+            (ErrorCode.INTERNAL_ERROR, "RuntimeError('unexpected reply')")
+        ]
+    # the bug's traceback each time, the reading error once
+    assert sum("telemetry failed" in r.getMessage() for r in caplog.records) == 2
+    assert sum("unexpected reply" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records) == 1
+    # The tracebacks were logged on purpose; the suite-wide guard must not fail this test.
+    assert len(fail_on_plugin_exceptions.records) == 2
+    fail_on_plugin_exceptions.records.clear()
