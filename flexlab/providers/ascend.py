@@ -26,16 +26,14 @@ from flexlab.providers.base import (
     DiscoveredDevice,
     ErrorCode,
     PartitionMode,
-    PerProcess,
     ProcessUsage,
-    ProviderBase,
     ProviderReport,
     ReadingError,
     ReportStatus,
     SliceBinding,
     TelemetryReport,
     TelemetrySample,
-    disabled_report,
+    ToolProvider,
     flexlab_slice_env,
     memory_mismatch,
     model_key_for,
@@ -69,7 +67,7 @@ def _tool_report(res: ToolResult) -> ProviderReport:
     )
 
 
-class AscendProvider(ProviderBase):
+class AscendProvider(ToolProvider):
     """Ascend discovery, telemetry, vNPU management and isolation through npu-smi."""
 
     NAME = NAME
@@ -91,7 +89,6 @@ class AscendProvider(ProviderBase):
         self._timeout = timeout
         self._query_vnpu = query_vnpu
         self._query_usages = query_usages
-        self._report: PerProcess[ProviderReport] = PerProcess()
 
     def run(self, req: NpuSmiRequest) -> ToolResult:
         """Build and run one npu-smi command."""
@@ -99,26 +96,8 @@ class AscendProvider(ProviderBase):
 
     # -- detection -------------------------------------------------------------------
 
-    def detect(self) -> ProviderReport:
-        """The NPU chips of this machine with their vNPUs (cached per process)."""
-        if not self._enabled:
-            return disabled_report(NAME)
-        return self._report.get(self._detect_guarded)
-
-    def redetect(self) -> ProviderReport:
-        self._report.reset()
-        return self.detect()
-
-    def _detect_guarded(self) -> ProviderReport:
-        try:
-            report = self._detect()
-        except Exception as exc:  # a bug: reported and logged with its traceback
-            log.exception("Ascend detection failed")
-            return ProviderReport(NAME, ReportStatus.INTERNAL_ERROR, detail=repr(exc))
-        self._errlog.report(report.warnings)
-        return report
-
     def _detect(self) -> ProviderReport:
+        """The NPU chips of this machine with their vNPUs."""
         res = self.run(NpuSmiRequest(NpuSmiOp.INFO))
         if not res.ok:
             return _tool_report(res)

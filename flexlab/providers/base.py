@@ -445,6 +445,40 @@ class ProviderBase:
         raise NotImplementedError
 
 
+class ToolProvider(ProviderBase):
+    """A provider that asks the machine's tools or libraries which devices are here: once
+    per process (:class:`PerProcess`), again on ``redetect()``. Its ``_detect`` never has
+    to catch a bug: one is reported as ``INTERNAL_ERROR`` and logged with its traceback,
+    and each new warning of a detection is logged once."""
+
+    def __init__(self, *, enabled: bool, logger: logging.Logger) -> None:
+        super().__init__(enabled=enabled, logger=logger)
+        self._report: PerProcess[ProviderReport] = PerProcess()
+
+    def detect(self) -> ProviderReport:
+        """This machine's devices (cached per process); ``DISABLED`` when switched off."""
+        if not self._enabled:
+            return disabled_report(self.NAME)
+        return self._report.get(self._detect_guarded)
+
+    def redetect(self) -> ProviderReport:
+        """Detect again, not from the cache."""
+        self._report.reset()
+        return self.detect()
+
+    def _detect_guarded(self) -> ProviderReport:
+        try:
+            report = self._detect()
+        except Exception as exc:  # a bug or an unexpected binding: reported and logged
+            self._log.exception("%s detection failed", self.LABEL)
+            return ProviderReport(self.NAME, ReportStatus.INTERNAL_ERROR, detail=repr(exc))
+        self._errlog.report(report.warnings)
+        return report
+
+    def _detect(self) -> ProviderReport:
+        raise NotImplementedError
+
+
 def merge_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
     """``base`` with ``extra`` on top: the environment for a slice worker process."""
     merged = dict(base)

@@ -24,16 +24,14 @@ from flexlab.core.errors import InvalidRequest
 from flexlab.providers.base import (
     DiscoveredDevice,
     ErrorCode,
-    PerProcess,
     ProcessUsage,
-    ProviderBase,
     ProviderReport,
     ReadingError,
     ReportStatus,
     SliceBinding,
     TelemetryReport,
     TelemetrySample,
-    disabled_report,
+    ToolProvider,
     flexlab_slice_env,
     memory_mismatch,
     model_key_for,
@@ -145,7 +143,7 @@ def parse_cnmon(text: str) -> CnmonTable:
     return CnmonTable(version, driver, tuple(cards), tuple(procs), tuple(problems))
 
 
-class CambriconProvider(ProviderBase):
+class CambriconProvider(ToolProvider):
     """Cambricon discovery, telemetry and isolation through ``cnmon``."""
 
     NAME = NAME
@@ -163,7 +161,6 @@ class CambriconProvider(ProviderBase):
         self._runner = runner
         self._tool = tool
         self._timeout = timeout
-        self._report: PerProcess[ProviderReport] = PerProcess()
 
     def cnmon_argv(self) -> list[str]:
         """The one command this provider runs: ``cnmon`` with no arguments."""
@@ -172,26 +169,8 @@ class CambriconProvider(ProviderBase):
     def _run(self) -> ToolResult:
         return self._runner(self.cnmon_argv(), self._timeout)
 
-    def detect(self) -> ProviderReport:
-        """The MLU cards of this machine (cached per process)."""
-        if not self._enabled:
-            return disabled_report(NAME)
-        return self._report.get(self._detect_guarded)
-
-    def redetect(self) -> ProviderReport:
-        self._report.reset()
-        return self.detect()
-
-    def _detect_guarded(self) -> ProviderReport:
-        try:
-            report = self._detect()
-        except Exception as exc:  # a bug: reported and logged with its traceback
-            log.exception("Cambricon detection failed")
-            return ProviderReport(NAME, ReportStatus.INTERNAL_ERROR, detail=repr(exc))
-        self._errlog.report(report.warnings)
-        return report
-
     def _detect(self) -> ProviderReport:
+        """The MLU cards of this machine."""
         res = self._run()
         if not res.ok:
             missing = res.error is ErrorCode.TOOL_MISSING

@@ -27,15 +27,13 @@ from flexlab.providers import nvml_read as rd
 from flexlab.providers.base import (
     DiscoveredDevice,
     ErrorCode,
-    PerProcess,
-    ProviderBase,
     ProviderReport,
     ReadingError,
     ReportStatus,
     SliceBinding,
     TelemetryReport,
     TelemetrySample,
-    disabled_report,
+    ToolProvider,
     flexlab_slice_env,
     memory_mismatch,
 )
@@ -58,7 +56,7 @@ class NvmlState(enum.Enum):
     INIT_FAILED = "init-failed"
 
 
-class NvidiaProvider(ProviderBase):
+class NvidiaProvider(ToolProvider):
     """NVIDIA discovery, telemetry and isolation through NVML.
 
     >>> NvidiaProvider(enabled=False).detect().status.value
@@ -83,7 +81,6 @@ class NvidiaProvider(ProviderBase):
         self._init_pid: int | None = None
         self._module: Any = None
         self._lock = threading.Lock()
-        self._report: PerProcess[ProviderReport] = PerProcess()
         self._handles = rd.Handles()
         self._last_seen_us: dict[str, int] = {}
 
@@ -120,30 +117,15 @@ class NvidiaProvider(ProviderBase):
 
     # -- detection -------------------------------------------------------------------
 
-    def detect(self) -> ProviderReport:
-        """The GPUs of this machine with their MIG instances (cached per process)."""
-        if not self._enabled:
-            return disabled_report(NAME)
-        return self._report.get(self._detect_guarded)
-
     def redetect(self) -> ProviderReport:
         """Detect again (after a MIG re-carve, or once a missing driver is loaded)."""
         with self._lock:
             if self._state is not NvmlState.INITIALIZED:
                 self._init_pid = None
-        self._report.reset()
-        return self.detect()
-
-    def _detect_guarded(self) -> ProviderReport:
-        try:
-            report = self._detect()
-        except Exception as exc:  # a bug or an unexpected binding: reported and logged
-            log.exception("NVIDIA detection failed")
-            return ProviderReport(NAME, ReportStatus.INTERNAL_ERROR, detail=repr(exc))
-        self._errlog.report(report.warnings)
-        return report
+        return super().redetect()
 
     def _detect(self) -> ProviderReport:
+        """The GPUs of this machine with their MIG instances."""
         nv = self._nvml()
         if nv is None:
             missing = self._state is NvmlState.LIBRARY_MISSING

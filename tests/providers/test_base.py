@@ -14,8 +14,11 @@ from flexlab.providers.base import (
     ErrorCode,
     PerProcess,
     ProviderBase,
+    ProviderReport,
+    ReportStatus,
     SliceBinding,
     TelemetryReport,
+    ToolProvider,
     flexlab_slice_env,
     memory_mismatch,
     model_key_for,
@@ -165,6 +168,34 @@ def test_every_provider_samples_without_raising_and_logs_a_new_error_once(
     # the bug's traceback each time, the reading error once
     assert sum("telemetry failed" in r.getMessage() for r in caplog.records) == 2
     assert sum("unexpected reply" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records) == 1
+    # The tracebacks were logged on purpose; the suite-wide guard must not fail this test.
+    assert len(fail_on_plugin_exceptions.records) == 2
+    fail_on_plugin_exceptions.records.clear()
+
+
+@pytest.mark.parametrize("index", range(3), ids=["nvidia", "ascend", "cambricon"])
+def test_every_tool_provider_detects_once_a_process_and_reports_a_bug(
+    index: int, monkeypatch: pytest.MonkeyPatch, fail_on_plugin_exceptions: Any
+) -> None:
+    prov = _providers(True)[index]
+    assert isinstance(prov, ToolProvider)
+    calls = []
+
+    def broken() -> ProviderReport:
+        calls.append(1)
+        raise RuntimeError("unexpected reply")
+
+    monkeypatch.setattr(prov, "_detect", broken)
+    for _ in range(2):  # cached: asked once
+        report = prov.detect()
+        assert (report.provider, report.status) == (prov.name, ReportStatus.INTERNAL_ERROR)
+        assert report.detail == "RuntimeError('unexpected reply')"
+    assert len(calls) == 1
+    assert prov.redetect().status is ReportStatus.INTERNAL_ERROR
+    assert len(calls) == 2
+    off = _providers(False)[index]
+    assert isinstance(off, ToolProvider)
+    assert off.detect().status is ReportStatus.DISABLED
     # The tracebacks were logged on purpose; the suite-wide guard must not fail this test.
     assert len(fail_on_plugin_exceptions.records) == 2
     fail_on_plugin_exceptions.records.clear()
