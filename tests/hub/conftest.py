@@ -10,30 +10,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from ..browser.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT
+# The browser tests' Chromium launch and artifacts folder, the same fixtures here.
+from ..browser.conftest import artifacts, browser_type_launch_args  # noqa: F401
 from .deployment import Deployment, Service, unavailable
 
 collect_ignore_glob = [] if os.environ.get("FLEXLAB_BROWSER_TESTS") else ["test_*.py"]
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (never `playwright install`)")
-    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
-
-
-@pytest.fixture(scope="session")
-def artifacts() -> Path:
-    """``test-artifacts/`` at the repository root (git-ignored)."""
-    path = ROOT / "test-artifacts"
-    path.mkdir(exist_ok=True)
-    return path
 
 
 @pytest.fixture(scope="module")
